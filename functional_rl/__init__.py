@@ -1,0 +1,49 @@
+"""functional_rl: a functional, stateless RL training kernel in PyTorch.
+
+Pure steps (``rollout_step``, ``compute_advantages``, ``ppo_loss``, ``train_epoch``,
+``train_iteration``) over an immutable :class:`TrainerState` pytree, composed by the thin
+impure shell :func:`functional_training_loop`.
+"""
+
+from functional_rl import envs, optim, random
+from functional_rl.advantages import compute_advantages, compute_advantages_reference
+from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
+from functional_rl.distributions import Categorical, DiagGaussian
+from functional_rl.loop import NonFiniteError, functional_training_loop
+from functional_rl.losses import ppo_loss
+from functional_rl.policies import Policy, make_mlp_policy
+from functional_rl.rollout import rollout, rollout_step
+from functional_rl.state import TrainerState, init_state
+from functional_rl.struct import pytree_dataclass, static_field
+from functional_rl.train import Kernel, make_kernel, train_epoch, train_iteration, update_minibatch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "DiagGaussian",
+    "Hyperparams",
+    "Kernel",
+    "NonFiniteError",
+    "PPOConfig",
+    "Policy",
+    "TrainerState",
+    "compute_advantages",
+    "compute_advantages_reference",
+    "envs",
+    "functional_training_loop",
+    "init_state",
+    "learning_rate_at",
+    "make_kernel",
+    "make_mlp_policy",
+    "optim",
+    "ppo_loss",
+    "pytree_dataclass",
+    "random",
+    "rollout",
+    "rollout_step",
+    "static_field",
+    "train_epoch",
+    "train_iteration",
+    "update_minibatch",
+]

@@ -1,0 +1,232 @@
+"""Run configuration: static sizes plus dynamic hyperparameters.
+
+:class:`PPOConfig` is a frozen dataclass. Its *static* fields (``num_envs``, ``num_steps``,
+``num_minibatches``, ``update_epochs``, network sizes) decide tensor shapes and are baked
+into compiled graphs. Its *continuous* fields (learning rate, discount, clip range, loss
+coefficients) reach the kernel as a :class:`Hyperparams` pytree of 0-d tensors inside the
+:class:`~functional_rl.state.TrainerState`, so changing one never recompiles and
+``torch.func.vmap`` can sweep it.
+
+The defaults are CleanRL's ``ppo.py`` CartPole settings (Huang et al., "The 37
+Implementation Details of Proximal Policy Optimization", ICLR blog track 2022).
+
+Example:
+    >>> cfg = PPOConfig(num_envs=4)
+    >>> cfg.batch_size, cfg.minibatch_size
+    (512, 128)
+    >>> PPOConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    >>> PPOConfig.from_dict({"gama": 0.9})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown PPOConfig key 'gama' (did you mean 'gamma'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+import torch
+
+from functional_rl.struct import pytree_dataclass
+
+__all__ = ["PPOConfig", "Hyperparams", "HYPERPARAM_NAMES", "learning_rate_at"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Everything that defines a PPO run. Frozen: make a new one with ``dataclasses.replace``.
+
+    Attributes:
+        env_id: registered environment id (see ``functional_rl.envs.list_envs()``).
+        seed: seed of the run's PRNG key.
+        total_timesteps: environment steps to train for (summed over envs).
+        num_envs: parallel environments per agent (static: decides shapes).
+        num_steps: rollout length T per iteration (static).
+        num_minibatches: minibatches per epoch; must divide ``num_envs * num_steps``.
+        update_epochs: passes over each batch (static).
+        learning_rate: Adam step size at the start of training (> 0).
+        anneal_lr: decay the learning rate linearly to 0 over the run.
+        gamma: discount factor in [0, 1].
+        gae_lambda: GAE lambda in [0, 1].
+        clip_coef: PPO ratio clip range epsilon (> 0).
+        clip_vloss: clip the value update to ``clip_coef`` around the old value.
+        norm_adv: normalise advantages per minibatch to zero mean, unit std.
+        ent_coef: entropy bonus coefficient (>= 0).
+        vf_coef: value loss coefficient (>= 0).
+        max_grad_norm: global gradient norm clip (> 0).
+        adam_eps: Adam epsilon (CleanRL uses 1e-5, not torch's 1e-8).
+        hidden_sizes: widths of the actor and critic MLPs (static).
+        activation: ``"tanh"`` or ``"relu"``.
+        normalize_obs: keep running observation statistics in the state and whiten obs.
+        normalize_reward: scale rewards by the running std of the discounted return.
+        device: torch device string for the state and the compiled functions.
+    """
+
+    env_id: str = "CartPole-v1"
+    seed: int = 1
+    total_timesteps: int = 500_000
+    num_envs: int = 8
+    num_steps: int = 128
+    num_minibatches: int = 4
+    update_epochs: int = 4
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    adam_eps: float = 1e-5
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden_sizes, list):
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        self.validate()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def batch_size(self) -> int:
+        """Transitions per iteration: ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        """``batch_size // num_minibatches``."""
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations to reach ``total_timesteps`` (at least 1)."""
+        return max(1, self.total_timesteps // self.batch_size)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that breaks its rule."""
+
+        def bad(name: str, rule: str) -> None:
+            raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r} is invalid: {rule}")
+
+        for name in ("seed", "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                bad(name, "must be an integer")
+        for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+            if getattr(self, name) < 1:
+                bad(name, "must be >= 1")
+        if self.batch_size % self.num_minibatches:
+            bad(
+                "num_minibatches",
+                f"must divide the batch size num_envs * num_steps = {self.batch_size}",
+            )
+        floats = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "adam_eps")
+        for name in floats:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, "must be a finite number")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be > 0")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "must lie in [0, 1]")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if not self.hidden_sizes or not all(isinstance(h, int) and h > 0 for h in self.hidden_sizes):
+            bad("hidden_sizes", "must be a non-empty sequence of positive integers")
+        if self.activation not in ("tanh", "relu"):
+            bad("activation", "must be 'tanh' or 'relu'")
+        for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        if not isinstance(self.env_id, str) or not self.env_id:
+            bad("env_id", "must be a non-empty string")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
+        """Build from a dict, rejecting unknown keys with a did-you-mean hint."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for k in d:
+            if k not in names:
+                close = difflib.get_close_matches(k, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(names)}"
+                raise ValueError(f"unknown PPOConfig key {k!r}{hint}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        """A copy with ``changes`` applied and validated."""
+        return PPOConfig.from_dict({**self.to_dict(), **changes})
+
+
+HYPERPARAM_NAMES = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm")
+
+
+@pytree_dataclass
+class Hyperparams:
+    """Continuous hyperparameters as 0-d float32 tensors (or ``[A]`` under ``train_many``).
+
+    Being tensors, they are graph inputs of compiled functions (changing one never
+    recompiles) and can be vmapped over.
+    """
+
+    learning_rate: torch.Tensor
+    gamma: torch.Tensor
+    gae_lambda: torch.Tensor
+    clip_coef: torch.Tensor
+    ent_coef: torch.Tensor
+    vf_coef: torch.Tensor
+    max_grad_norm: torch.Tensor
+
+    @classmethod
+    def from_config(cls, config: PPOConfig, device: str | torch.device | None = None) -> Hyperparams:
+        """0-d float32 tensors holding the config's values.
+
+        >>> float(Hyperparams.from_config(PPOConfig()).gamma)
+        0.9900000095367432
+        """
+        dev = device if device is not None else config.device
+        return cls(**{n: torch.tensor(float(getattr(config, n)), dtype=torch.float32, device=dev) for n in HYPERPARAM_NAMES})
+
+
+def learning_rate_at(hp: Hyperparams, iteration: torch.Tensor, num_iterations: int, anneal: bool) -> torch.Tensor:
+    """The learning-rate schedule, a pure function of the iteration counter.
+
+    With annealing (CleanRL): ``lr_i = lr * (1 - i / num_iterations)`` for the ``i``-th
+    iteration counted from 0, so the first update uses ``lr`` and the last ``lr / N``.
+
+    Args:
+        hp: hyperparameters (``learning_rate`` 0-d).
+        iteration: int64 0-d, completed iterations.
+        num_iterations: the run's iteration count (static).
+        anneal: whether to decay.
+
+    Returns:
+        float32 0-d tensor.
+
+    >>> hp = Hyperparams.from_config(PPOConfig(learning_rate=1.0))
+    >>> float(learning_rate_at(hp, torch.tensor(3), 4, True))
+    0.25
+    """
+    if not anneal:
+        return hp.learning_rate
+    frac = 1.0 - iteration.to(hp.learning_rate.dtype) / num_iterations
+    return hp.learning_rate * frac.clamp(min=0.0)

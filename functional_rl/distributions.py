@@ -1,0 +1,78 @@
+"""Action distributions as stateless objects over explicit parameter dicts.
+
+A policy's forward pass returns ``outputs``, a dict of tensors: ``"logits"`` for a
+categorical head, ``"mean"`` and ``"log_std"`` for a diagonal Gaussian, and ``"value"``.
+A distribution reads its parameters from ``outputs`` and draws from an explicit key.
+
+Example:
+    >>> import torch, functional_rl.random as jr
+    >>> d = Categorical()
+    >>> out = {"logits": torch.zeros(2, 4)}
+    >>> d.log_prob(out, torch.tensor([0, 3]))
+    tensor([-1.3863, -1.3863])
+    >>> d.entropy(out)
+    tensor([1.3863, 1.3863])
+    >>> d.sample(jr.key(0), out).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+import functional_rl.random as jr
+
+__all__ = ["Categorical", "DiagGaussian"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical:
+    """Categorical over ``K`` actions from ``outputs["logits"]`` float ``[..., K]``."""
+
+    def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """int64 ``[...]`` by the Gumbel-max trick."""
+        return jr.categorical(key, outputs["logits"])
+
+    def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Greedy action ``argmax logits``, int64 ``[...]``."""
+        return torch.argmax(outputs["logits"], dim=-1)
+
+    def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """``log softmax(logits)[action]``, float ``[...]``."""
+        logp = torch.log_softmax(outputs["logits"], dim=-1)
+        return torch.gather(logp, -1, action.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``-sum_a p(a) log p(a)``, float ``[...]``."""
+        logp = torch.log_softmax(outputs["logits"], dim=-1)
+        return -(logp.exp() * logp).sum(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagGaussian:
+    """Diagonal Gaussian from ``outputs["mean"]`` and ``outputs["log_std"]``, both ``[..., D]``.
+
+    ``log_prob`` sums over the last axis:
+    ``log N(a; mu, sigma) = -sum_d [(a_d - mu_d)^2 / (2 sigma_d^2) + log sigma_d + log(2 pi) / 2]``.
+    Actions are unbounded here; environments clip them to their bounds, and the log-prob is
+    always of the sampled, unclipped action.
+    """
+
+    def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        mean = outputs["mean"]
+        return mean + outputs["log_std"].exp() * jr.normal(key, mean.shape, mean.dtype)
+
+    def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return outputs["mean"]
+
+    def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        mean, log_std = outputs["mean"], outputs["log_std"]
+        z = (action - mean) / log_std.exp()
+        return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        log_std = outputs["log_std"] + torch.zeros_like(outputs["mean"])
+        return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)

@@ -1,0 +1,117 @@
+"""The pure environment contract, spaces and the registry.
+
+An environment is a stateless object with two pure, batched functions (gymnax's shape,
+batched over ``num_envs`` like a vector env)::
+
+    obs, env_state = env.reset(key, params, num_envs)
+    obs, env_state, reward, terminated, truncated, info = env.step(key, env_state, action, params)
+
+``step`` auto-resets finished environments: the returned ``obs`` is already the first
+observation of the next episode, and ``info["final_obs"]`` holds the true next observation
+of every env (equal to ``obs`` where the episode did not end), which is what truncation
+bootstrapping needs. ``terminated`` (a true terminal state: do not bootstrap) and
+``truncated`` (the time limit: bootstrap from ``final_obs``) are kept apart.
+
+Shapes (``B = num_envs``): ``obs`` float32 ``[B, *obs_shape]``; ``action`` int64 ``[B]``
+(discrete) or float32 ``[B, *action_shape]`` (continuous); ``reward`` float32 ``[B]``;
+``terminated``/``truncated`` bool ``[B]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Discrete:
+    """``n`` actions ``{0, ..., n-1}``, int64."""
+
+    n: int
+    dtype: torch.dtype = torch.int64
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """A box ``[low, high]`` of float32 values with a fixed shape.
+
+    ``low``/``high`` are tuples of floats (one per element, flattened) so the space stays
+    hashable and static.
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+    def low_tensor(self, device: Any = None) -> torch.Tensor:
+        return torch.tensor(self.low, dtype=self.dtype, device=device).reshape(self.shape)
+
+    def high_tensor(self, device: Any = None) -> torch.Tensor:
+        return torch.tensor(self.high, dtype=self.dtype, device=device).reshape(self.shape)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """A pure, batched environment (see the module docstring for the contract)."""
+
+    id: str
+    observation_space: Box
+    action_space: Discrete | Box
+
+    def default_params(self) -> Any: ...
+
+    def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, Any]: ...
+
+    def step(
+        self, key: torch.Tensor, state: Any, action: torch.Tensor, params: Any
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+class UnknownEnvError(ValueError):
+    """Raised by :func:`make` for an id that is not registered."""
+
+
+_REGISTRY: dict[str, Callable[..., Env]] = {}
+
+
+def register(env_id: str, factory: Callable[..., Env]) -> None:
+    """Register a factory under ``env_id`` so :func:`make` and the CLI can build it."""
+    _REGISTRY[env_id] = factory
+
+
+def list_envs() -> list[str]:
+    """Sorted ids of the registered pure environments.
+
+    >>> "CartPole-v1" in list_envs()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def make(env_id: str, **kwargs: Any) -> Env:
+    """Build a registered pure environment.
+
+    >>> env = make("CartPole-v1")
+    >>> env.action_space.n
+    2
+    >>> make("CartPol-v1")
+    Traceback (most recent call last):
+    ...
+    functional_rl.envs.base.UnknownEnvError: unknown environment id 'CartPol-v1' (did you mean 'CartPole-v1'?); known ids: ...
+    """
+    if env_id not in _REGISTRY:
+        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}; known ids: {', '.join(list_envs())}")
+    return _REGISTRY[env_id](**kwargs)

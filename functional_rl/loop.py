@@ -1,0 +1,174 @@
+"""The impure shell: ``functional_training_loop`` runs pure steps and does the side effects.
+
+It is the one place that syncs with the host (once per iteration: all metrics in one
+transfer), measures time, calls callbacks and turns failures into a checkpoint-friendly
+report. The kernel it drives is pure: ``state, metrics = step_fn(state, kernel)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from functional_rl.config import PPOConfig
+from functional_rl.envs import make
+from functional_rl.losses import LossFn
+from functional_rl.policies import make_mlp_policy
+from functional_rl.state import TrainerState
+from functional_rl.train import Kernel, make_kernel, train_iteration
+
+__all__ = ["functional_training_loop", "NonFiniteError", "metrics_to_host", "build", "CHECKED_METRICS"]
+
+# Loss metrics that must stay finite; a NaN/inf in any of them stops training.
+CHECKED_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "total_loss", "grad_norm")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient, parameter or observation became NaN or infinite."""
+
+
+def metrics_to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """All 0-d metric tensors to Python floats in ONE device-to-host transfer."""
+    names = list(metrics)
+    if not names:
+        return {}
+    values = torch.stack([metrics[n].detach().to(torch.float64).reshape(()) for n in names]).tolist()
+    return dict(zip(names, values))
+
+
+def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str]) -> None:
+    for name in (*CHECKED_METRICS, *custom):
+        if name in host and not math.isfinite(host[name]):
+            raise NonFiniteError(
+                f"iteration {iteration}: metric {name!r} is {host[name]}; training stopped. "
+                "Lower the learning rate, check rewards/observations for NaN or extreme values, "
+                "or enable normalize_obs / normalize_reward."
+            )
+    if host.get("nonfinite_params", 0.0) > 0:
+        raise NonFiniteError(
+            f"iteration {iteration}: {int(host['nonfinite_params'])} parameter values are NaN/inf; training stopped. "
+            "Lower the learning rate or max_grad_norm."
+        )
+    if host.get("nonfinite_obs", 0.0) > 0:
+        raise NonFiniteError(
+            f"iteration {iteration}: the environment produced {int(host['nonfinite_obs'])} NaN/inf observations or "
+            "rewards; check the environment's dynamics and parameters."
+        )
+
+
+def build(
+    config: PPOConfig,
+    *,
+    env: Any = None,
+    policy: Any = None,
+    state: TrainerState | None = None,
+    custom_losses: Sequence[LossFn] = (),
+    compile: bool = True,
+    env_params: Any = None,
+) -> tuple[TrainerState, Kernel]:
+    """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
+    build the kernel. Returns ``(state, kernel)``."""
+    if env is None or isinstance(env, str):
+        env = make(env or config.env_id)
+    if policy is None:
+        policy = make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
+    if state is None:
+        state = TrainerState.create(config, env, policy, env_params=env_params)
+    kernel = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile)
+    return state, kernel
+
+
+def functional_training_loop(
+    config: PPOConfig,
+    *,
+    env: Any = None,
+    policy: Any = None,
+    state: TrainerState | None = None,
+    step_fn: Callable[[TrainerState, Kernel], tuple[TrainerState, dict[str, torch.Tensor]]] | None = None,
+    custom_losses: Sequence[LossFn] = (),
+    callbacks: Sequence[Any] = (),
+    compile: bool = True,
+    env_params: Any = None,
+) -> tuple[TrainerState, list[dict[str, float]]]:
+    """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
+
+    Args:
+        config: the run's :class:`PPOConfig`.
+        env: a pure env or an id; default ``envs.make(config.env_id)``.
+        policy: a ``Policy``; default the CleanRL MLP actor-critic for the env's spaces.
+        state: a state to continue from (e.g. a loaded checkpoint); default a fresh one.
+        step_fn: ``(state, kernel) -> (state, metrics)``; default :func:`train_iteration`.
+        custom_losses: extra ``loss(params, batch, outputs, hp)`` terms.
+        callbacks: objects with any of ``on_start(state, config)``,
+            ``on_iteration(state, metrics)``, ``on_end(state)``, ``on_failure(state, exc)``.
+        compile: ``torch.compile`` the rollout step and the minibatch update.
+        env_params: environment parameters; default ``env.default_params()``.
+
+    Returns:
+        ``(state, history)``: the final state and one dict of Python numbers per iteration
+        with ``iteration``, ``agent_step``, ``sps``, ``episode_return``, ``episode_length``,
+        the loss diagnostics, ``explained_variance`` and ``learning_rate``.
+
+    Raises:
+        NonFiniteError: a loss, gradient, parameter or observation became NaN/inf (the
+            message names the iteration and the metric). Any exception from a step or a
+            callback is re-raised after every callback's ``on_failure`` ran with the last good state.
+
+    Example:
+        >>> cfg = PPOConfig(total_timesteps=256, num_envs=2, num_steps=64)
+        >>> state, history = functional_training_loop(cfg, compile=False)
+        >>> len(history), int(state.agent_step)
+        (2, 256)
+    """
+    state, kernel = build(
+        config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile, env_params=env_params
+    )
+    step_fn = train_iteration if step_fn is None else step_fn
+    custom_names = [getattr(fn, "__name__", type(fn).__name__) for fn in kernel.custom_losses]
+    history: list[dict[str, float]] = []
+    last_good = state
+
+    def fire(name: str, *args: Any) -> None:
+        for cb in callbacks:
+            hook = getattr(cb, name, None)
+            if hook is not None:
+                hook(*args)
+
+    def fail(exc: BaseException) -> None:
+        # Every callback hears about the failure even if one of them fails too; the first
+        # callback error is chained onto the original, which is what gets raised.
+        for cb in callbacks:
+            hook = getattr(cb, "on_failure", None)
+            if hook is None:
+                continue
+            try:
+                hook(last_good, exc)
+            except Exception as cb_exc:  # reported via __context__ chaining, never dropped
+                exc.add_note(f"on_failure of {type(cb).__name__} also failed: {cb_exc!r}")
+
+    try:
+        fire("on_start", state, config)
+        iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).tolist())
+        while iteration < config.num_iterations:
+            t0 = time.perf_counter()
+            state, metrics = step_fn(state, kernel)
+            host = metrics_to_host({**metrics, "agent_step": state.agent_step})
+            elapsed = time.perf_counter() - t0
+            host["iteration"] = iteration + 1
+            host["sps"] = (host["agent_step"] - agent_step) / max(elapsed, 1e-9)
+            host["time_s"] = elapsed
+            _check_finite(iteration + 1, host, custom_names)
+            iteration, agent_step = iteration + 1, int(host["agent_step"])
+            last_good = state
+            history.append(host)
+            fire("on_iteration", state, host)
+        fire("on_end", state)
+    except BaseException as exc:
+        fail(exc)
+        raise
+    return state, history

@@ -1,0 +1,124 @@
+"""The PPO objective (Schulman et al. 2017) and the composition of custom losses.
+
+For a minibatch of ``N`` transitions with ratio ``rho = exp(log pi(a|s) - log pi_old(a|s))``:
+
+* policy loss ``L_pi = mean(max(-A rho, -A clip(rho, 1 - eps, 1 + eps)))``;
+* value loss ``L_v = 0.5 mean((V - R)^2)``, or with value clipping
+  ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))``;
+* entropy ``H = mean(entropy(pi(.|s)))``;
+* total ``L = L_pi - c_ent H + c_v L_v + sum_i L_i`` over custom losses ``L_i``.
+
+Diagnostics (CleanRL): ``approx_kl = mean((rho - 1) - log rho)`` (Schulman's k3 estimator),
+``clipfrac = mean(|rho - 1| > eps)``.
+
+A custom loss is ``loss(params, batch, outputs, hp) -> Tensor | (Tensor, dict)`` where
+``outputs`` is the current forward pass (so a loss never re-runs the policy). Its value is
+reported under the function's ``__name__`` and its dict entries under their own keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name"]
+
+LossFn = Callable[..., Any]
+
+BUILTIN_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "total_loss")
+
+
+def loss_name(fn: LossFn) -> str:
+    """The metric name of a custom loss: its ``__name__`` (or its class name)."""
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def ppo_loss(
+    params: Any,
+    batch: Mapping[str, torch.Tensor],
+    *,
+    policy: Any,
+    hp: Any,
+    clip_vloss: bool = True,
+    norm_adv: bool = True,
+    custom_losses: Sequence[LossFn] = (),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip loss and its diagnostics for one minibatch. Pure.
+
+    Args:
+        params: policy parameters (differentiated).
+        batch: ``obs [N, ...]``, ``action [N]|[N, D]``, ``log_prob [N]``, ``value [N]``,
+            ``advantage [N]``, ``returns [N]``.
+        policy: a ``Policy`` (its ``apply`` and ``distribution``).
+        hp: :class:`~functional_rl.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
+        clip_vloss: clip the value update around the old value.
+        norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch.
+        custom_losses: extra loss functions (module docstring).
+
+    Returns:
+        ``(loss, metrics)``: ``loss`` 0-d; ``metrics`` maps ``policy_loss``, ``value_loss``,
+        ``entropy``, ``approx_kl``, ``clipfrac``, ``total_loss`` (and custom names) to
+        detached 0-d tensors.
+
+    Example (uniform policy over 2 actions, old log-prob log(1/2): ratio 1, nothing clipped,
+    policy loss = -mean(A) = -(1 + 3) / 2 = -2):
+        >>> from functional_rl.config import Hyperparams, PPOConfig
+        >>> from functional_rl.distributions import Categorical
+        >>> from types import SimpleNamespace
+        >>> pol = SimpleNamespace(apply=lambda p, o: {"logits": p["l"].expand(len(o), 2), "value": o[:, 0]},
+        ...                       distribution=Categorical())
+        >>> batch = {"obs": torch.zeros(2, 1), "action": torch.tensor([0, 1]),
+        ...          "log_prob": torch.log(torch.tensor([0.5, 0.5])), "value": torch.zeros(2),
+        ...          "advantage": torch.tensor([1.0, 3.0]), "returns": torch.zeros(2)}
+        >>> loss, m = ppo_loss({"l": torch.zeros(2)}, batch, policy=pol,
+        ...                    hp=Hyperparams.from_config(PPOConfig()), norm_adv=False)
+        >>> float(m["policy_loss"]), float(m["clipfrac"])
+        (-2.0, 0.0)
+    """
+    outputs = policy.apply(params, batch["obs"])
+    dist = policy.distribution
+    new_log_prob = dist.log_prob(outputs, batch["action"])
+    entropy = dist.entropy(outputs).mean()
+    log_ratio = new_log_prob - batch["log_prob"]
+    ratio = torch.exp(log_ratio)
+
+    advantage = batch["advantage"]
+    if norm_adv:
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    clip = hp.clip_coef
+    policy_loss = torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)).mean()
+
+    new_value = outputs["value"]
+    returns = batch["returns"]
+    if clip_vloss:
+        old_value = batch["value"]
+        clipped = old_value + torch.clamp(new_value - old_value, -clip, clip)
+        value_loss = 0.5 * torch.maximum((new_value - returns) ** 2, (clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * ((new_value - returns) ** 2).mean()
+
+    total = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
+    with torch.no_grad():
+        metrics = {
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy.detach(),
+            "approx_kl": ((ratio - 1.0) - log_ratio).mean().detach(),
+            "clipfrac": ((ratio - 1.0).abs() > clip).to(ratio.dtype).mean().detach(),
+        }
+    for fn in custom_losses:
+        out = fn(params, batch, outputs, hp)
+        extra: dict[str, torch.Tensor] = {}
+        if isinstance(out, tuple):
+            out, extra = out
+        name = loss_name(fn)
+        for k in (name, *extra):
+            if k in metrics or k == "total_loss":
+                raise ValueError(f"custom loss {name!r} reports metric {k!r}, which is already taken; rename it")
+        total = total + out
+        metrics[name] = out.detach()
+        metrics.update({k: torch.as_tensor(v).detach() for k, v in extra.items()})
+    metrics["total_loss"] = total.detach()
+    return total, metrics

@@ -1,0 +1,107 @@
+"""Collecting experience: ``rollout_step`` (pure, one env step for all envs) and ``rollout``.
+
+A transition (all ``[B]`` leading dims, ``B = num_envs``):
+
+=================  ===============  =========================================================
+key                dtype/shape      meaning
+=================  ===============  =========================================================
+obs                float [B, ...]   the observation the policy acted on
+action             [B] or [B, D]    the sampled action (unclipped for continuous actions)
+log_prob           float [B]        log pi(action | obs) under the behaviour params
+value              float [B]        V(obs)
+reward             float [B]        reward of the step
+terminated         bool [B]         the step reached a terminal state
+truncated          bool [B]         the step hit the time limit
+next_obs           float [B, ...]   the true next observation (final obs if the episode ended)
+episode_return     float [B]        return of the episode that ended here, else 0
+episode_length     int64 [B]        length of the episode that ended here, else 0
+=================  ===============  =========================================================
+
+``rollout`` stacks ``T`` transitions into a TensorDict with batch size ``[T, B]`` and adds
+``next_value = V(next_obs)`` in one batched critic pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+
+import functional_rl.random as jr
+from functional_rl.envs.base import Box
+
+__all__ = ["rollout_step", "rollout"]
+
+
+def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """One step of every environment under the current policy. Pure.
+
+    Splits ``state.key`` into (next key, action key, env key); samples
+    ``a ~ pi(. | obs)``; steps the env (which auto-resets); updates the running episode
+    statistics and ``agent_step``.
+
+    Args:
+        state: a :class:`~functional_rl.state.TrainerState` with ``obs [B, ...]``.
+        env: a pure environment; env_params: its parameters; policy: a ``Policy``.
+
+    Returns:
+        ``(new_state, transition)``; see the module docstring for the transition's fields.
+    """
+    key, k_act, k_env = jr.split(state.key, 3).unbind(0)
+    outputs = policy.apply(state.params, state.obs)
+    action = policy.distribution.sample(k_act, outputs)
+    log_prob = policy.distribution.log_prob(outputs, action)
+    env_action = action
+    if isinstance(env.action_space, Box):
+        env_action = torch.clamp(action, env.action_space.low_tensor(action.device), env.action_space.high_tensor(action.device))
+    next_obs, env_state, reward, terminated, truncated, info = env.step(k_env, state.env_state, env_action, env_params)
+    done = terminated | truncated
+    ep_return = state.episode_return + reward
+    ep_length = state.episode_length + 1
+    transition = {
+        "obs": state.obs,
+        "action": action,
+        "log_prob": log_prob.detach(),
+        "value": outputs["value"].detach(),
+        "reward": reward,
+        "terminated": terminated,
+        "truncated": truncated,
+        "next_obs": info["final_obs"],
+        "episode_return": torch.where(done, ep_return, torch.zeros_like(ep_return)),
+        "episode_length": torch.where(done, ep_length, torch.zeros_like(ep_length)),
+    }
+    new_state = state.replace(
+        obs=next_obs,
+        env_state=env_state,
+        key=key,
+        episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
+        episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),
+        agent_step=state.agent_step + reward.shape[0],
+    )
+    return new_state, transition
+
+
+def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[Any, TensorDict]:
+    """``num_steps`` calls of ``step_fn`` (``rollout_step`` bound to an env and policy,
+    possibly compiled), stacked time-major.
+
+    Args:
+        state: the training state.
+        num_steps: T.
+        step_fn: ``state -> (state, transition)``.
+        value_fn: ``(params, obs [T, B, ...]) -> float [T, B]``, the critic.
+
+    Returns:
+        ``(state, trajectory)``, ``trajectory`` a TensorDict of batch size ``[T, B]`` with the
+        transition fields plus ``next_value``.
+    """
+    steps = []
+    for _ in range(num_steps):
+        state, transition = step_fn(state)
+        steps.append(transition)
+    data = {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
+    with torch.no_grad():
+        data["next_value"] = value_fn(state.params, data["next_obs"])
+    T, B = data["reward"].shape
+    return state, TensorDict(data, batch_size=[T, B])

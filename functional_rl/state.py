@@ -1,0 +1,120 @@
+"""The training state: one frozen pytree holding everything needed to continue a run.
+
+Example:
+    >>> from functional_rl.config import PPOConfig
+    >>> from functional_rl.envs import make
+    >>> from functional_rl.policies import make_mlp_policy
+    >>> cfg = PPOConfig(num_envs=2)
+    >>> env = make(cfg.env_id)
+    >>> policy = make_mlp_policy(env.observation_space, env.action_space)
+    >>> state = TrainerState.create(cfg, env, policy)
+    >>> state.obs.shape, int(state.agent_step)
+    (torch.Size([2, 4]), 0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import functional_rl.random as jr
+from functional_rl.config import Hyperparams, PPOConfig
+from functional_rl.struct import pytree_dataclass
+
+__all__ = ["TrainerState", "init_state", "make_optimizer"]
+
+
+def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: Any = None):
+    """The PPO optimizer: ``chain(clip_by_global_norm, scale_by_adam, scale_by_learning_rate)``.
+
+    ``learning_rate``/``max_grad_norm`` default to the config's values; inside a compiled
+    update they are passed as 0-d tensors (graph inputs, never recompiled).
+    """
+    from functional_rl import optim
+
+    lr = config.learning_rate if learning_rate is None else learning_rate
+    mgn = config.max_grad_norm if max_grad_norm is None else max_grad_norm
+    return optim.chain(
+        optim.clip_by_global_norm(mgn),
+        optim.scale_by_adam(eps=config.adam_eps),
+        optim.scale_by_learning_rate(lr),
+    )
+
+
+@pytree_dataclass
+class TrainerState:
+    """Immutable training state (a pytree; update it with ``state.replace(...)``).
+
+    Attributes:
+        params: policy parameters (nested dict of tensors).
+        opt_state: optimizer state (a tuple of per-transformation states).
+        env_state: the environments' state pytree, leaves ``[B, ...]``.
+        obs: float32 ``[B, *obs_shape]``, the current (raw) observation.
+        key: int64 ``[2]``, the run's PRNG key; every draw splits it.
+        hparams: :class:`~functional_rl.config.Hyperparams`, 0-d float32 tensors.
+        agent_step: int64 0-d, environment steps taken (all envs, all ranks).
+        iteration: int64 0-d, completed training iterations.
+        update: int64 0-d, completed minibatch updates.
+        episode_return: float32 ``[B]``, return of each env's running episode.
+        episode_length: int64 ``[B]``, length of each env's running episode.
+        obs_norm: observation-normalizer statistics, or ``None``.
+        reward_norm: reward-scaling statistics, or ``None``.
+        extra: a dict of user or feature state (last action, curriculum, ...), default empty.
+    """
+
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: torch.Tensor
+    key: torch.Tensor
+    hparams: Hyperparams
+    agent_step: torch.Tensor
+    iteration: torch.Tensor
+    update: torch.Tensor
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
+    obs_norm: Any = None
+    reward_norm: Any = None
+    extra: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        config: PPOConfig,
+        env: Any,
+        policy: Any,
+        *,
+        key: torch.Tensor | None = None,
+        env_params: Any = None,
+        hparams: Hyperparams | None = None,
+    ) -> TrainerState:
+        """Initial state: fresh params from ``key`` (default ``jr.key(config.seed)``), reset envs.
+
+        The key is split into (params, env reset, run) streams, so the same seed gives the
+        same state everywhere.
+        """
+        key = jr.key(config.seed) if key is None else key
+        k_params, k_env, k_run = jr.split(key, 3).unbind(0)
+        env_params = env.default_params() if env_params is None else env_params
+        params = policy.init(k_params)
+        obs, env_state = env.reset(k_env, env_params, config.num_envs)
+        zero = torch.zeros((), dtype=torch.int64)
+        return cls(
+            params=params,
+            opt_state=make_optimizer(config).init(params),
+            env_state=env_state,
+            obs=obs,
+            key=k_run,
+            hparams=Hyperparams.from_config(config) if hparams is None else hparams,
+            agent_step=zero,
+            iteration=zero.clone(),
+            update=zero.clone(),
+            episode_return=torch.zeros(config.num_envs),
+            episode_length=torch.zeros(config.num_envs, dtype=torch.int64),
+        )
+
+
+def init_state(config: PPOConfig, env: Any, policy: Any, **kwargs: Any) -> TrainerState:
+    """Alias of :meth:`TrainerState.create`."""
+    return TrainerState.create(config, env, policy, **kwargs)

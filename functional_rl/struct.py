@@ -1,0 +1,108 @@
+"""Frozen dataclasses that are pytrees.
+
+``@pytree_dataclass`` turns a class into a frozen :mod:`dataclasses` dataclass and registers
+it with both ``torch.utils._pytree`` (so ``torch.func.vmap``, ``torch.compile`` and
+``tree_map`` see through it) and ``optree`` (in the ``"functional_rl"`` namespace: optree requires one; pass
+``namespace=OPTREE_NAMESPACE`` or use :mod:`functional_rl.tree`). Fields declared with ``static_field()`` are part
+of the tree *structure* (Python ints, strings, callables): they are not leaves, they are not
+vmapped, and changing one changes the structure.
+
+Example:
+    >>> import torch
+    >>> from functional_rl.struct import pytree_dataclass, static_field
+    >>> @pytree_dataclass
+    ... class Point:
+    ...     x: torch.Tensor
+    ...     y: torch.Tensor
+    ...     name: str = static_field(default="p")
+    >>> p = Point(torch.tensor(1.0), torch.tensor(2.0))
+    >>> q = p.replace(x=torch.tensor(3.0))
+    >>> (float(p.x), float(q.x), q.name)
+    (1.0, 3.0, 'p')
+    >>> import torch.utils._pytree as pytree
+    >>> [float(v) for v in pytree.tree_leaves(q)]
+    [3.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import optree
+import torch.utils._pytree as pytree
+
+__all__ = ["OPTREE_NAMESPACE", "pytree_dataclass", "static_field", "field"]
+
+OPTREE_NAMESPACE = "functional_rl"
+
+T = TypeVar("T")
+
+_STATIC = "functional_rl_static"
+
+
+def static_field(**kwargs: Any) -> Any:
+    """A dataclass field that is part of the tree structure, not a leaf.
+
+    Use it for shape-deciding ints, names and functions.
+    """
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata[_STATIC] = True
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def field(**kwargs: Any) -> Any:
+    """A plain (leaf) dataclass field; re-exported for symmetry with :func:`static_field`."""
+    return dataclasses.field(**kwargs)
+
+
+def _replace(self: T, **changes: Any) -> T:
+    """Return a copy with ``changes`` applied (the only way to "modify" a frozen state)."""
+    return dataclasses.replace(self, **changes)
+
+
+def pytree_dataclass(cls: type[T]) -> type[T]:
+    """Make ``cls`` a frozen dataclass registered as a pytree with torch and optree.
+
+    Leaves are the non-static fields in declaration order; static fields travel in the
+    context. Adds ``.replace(**changes)``.
+    """
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    fields = dataclasses.fields(cls)
+    data_names = tuple(f.name for f in fields if not f.metadata.get(_STATIC, False))
+    meta_names = tuple(f.name for f in fields if f.metadata.get(_STATIC, False))
+
+    def flatten(obj):
+        children = [getattr(obj, n) for n in data_names]
+        meta = tuple(getattr(obj, n) for n in meta_names)
+        return children, meta
+
+    def unflatten(children, meta):
+        obj = object.__new__(cls)
+        for n, v in zip(data_names, children):
+            object.__setattr__(obj, n, v)
+        for n, v in zip(meta_names, meta):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    def flatten_with_keys(obj):
+        children, meta = flatten(obj)
+        return [(pytree.GetAttrKey(n), c) for n, c in zip(data_names, children)], meta
+
+    pytree.register_pytree_node(
+        cls,
+        flatten,
+        unflatten,
+        serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+        flatten_with_keys_fn=flatten_with_keys,
+    )
+    optree.register_pytree_node(
+        cls,
+        lambda obj: (flatten(obj)[0], flatten(obj)[1], data_names),
+        lambda meta, children: unflatten(list(children), meta),
+        namespace=OPTREE_NAMESPACE,
+    )
+    cls.replace = _replace  # type: ignore[attr-defined]
+    cls.__data_fields__ = data_names  # type: ignore[attr-defined]
+    cls.__static_fields__ = meta_names  # type: ignore[attr-defined]
+    return cls

@@ -1,0 +1,222 @@
+"""The PPO update: ``update_minibatch``, ``train_epoch`` and ``train_iteration`` (the default
+``step_fn``), plus :class:`Kernel`, the frozen bundle of static parts a step needs.
+
+One iteration (PureJaxRL's shape, with named steps instead of tuple carries)::
+
+    lr          = schedule(state.iteration)
+    state, traj = rollout(state)                       # [T, B]
+    adv, ret    = compute_advantages(traj)             # [T, B]
+    batch       = flatten(traj + adv + ret)            # [T * B]
+    repeat update_epochs: state, m = train_epoch(state, batch, lr)
+    state       = state.replace(iteration = iteration + 1)
+
+Everything is pure; metrics come back as 0-d tensors, synced to the host by the shell once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from tensordict import TensorDict
+
+import functional_rl.random as jr
+from functional_rl.advantages import compute_advantages
+from functional_rl.config import PPOConfig, learning_rate_at
+from functional_rl.losses import LossFn, ppo_loss
+from functional_rl.optim import apply_updates, global_norm
+from functional_rl.rollout import rollout, rollout_step
+from functional_rl.state import TrainerState, make_optimizer
+
+__all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
+
+MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """The static half of a training step: what does not change during a run.
+
+    Holds the config, env, env params, policy, custom losses and the (possibly compiled)
+    step functions. Frozen and stateless: all changing data lives in ``TrainerState``.
+
+    Attributes:
+        rollout_step: ``state -> (state, transition)``.
+        update: ``(params, opt_state, minibatch, hp, lr) -> (params, opt_state, metrics)``.
+    """
+
+    config: PPOConfig
+    env: Any
+    env_params: Any
+    policy: Any
+    custom_losses: tuple[LossFn, ...]
+    rollout_step: Callable[..., Any]
+    update: Callable[..., Any]
+    compiled: bool = False
+
+
+def update_minibatch(
+    params: Any,
+    opt_state: Any,
+    minibatch: dict[str, torch.Tensor],
+    hp: Any,
+    lr: torch.Tensor,
+    *,
+    policy: Any,
+    config: PPOConfig,
+    custom_losses: Sequence[LossFn] = (),
+) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """One gradient step on ``ppo_loss``: ``torch.func.grad``, global-norm clip, Adam. Pure.
+
+    Args:
+        params, opt_state: current parameters and optimizer state.
+        minibatch: ``MINIBATCH_KEYS`` tensors with leading dim ``N = minibatch_size``.
+        hp: :class:`Hyperparams`; lr: float 0-d learning rate for this step.
+
+    Returns:
+        ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus ``grad_norm``
+        (before clipping).
+    """
+
+    def loss_fn(p):
+        return ppo_loss(
+            p, minibatch, policy=policy, hp=hp, clip_vloss=config.clip_vloss,
+            norm_adv=config.norm_adv, custom_losses=custom_losses,
+        )
+
+    grads, metrics = torch.func.grad(loss_fn, has_aux=True)(params)
+    tx = make_optimizer(config, learning_rate=lr, max_grad_norm=hp.max_grad_norm)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    metrics = {**metrics, "grad_norm": global_norm(grads)}
+    return apply_updates(params, updates), opt_state, metrics
+
+
+def _mean_metrics(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([m[k] for m in items]).mean(0) for k in items[0]}
+
+
+def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torch.Tensor) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """One pass over ``batch`` in ``num_minibatches`` shuffled minibatches. Pure.
+
+    The permutation comes from ``state.key`` (split; the state carries the new key).
+
+    Args:
+        batch: TensorDict ``[N]`` with ``MINIBATCH_KEYS``, ``N = num_envs * num_steps``.
+        lr: float 0-d.
+
+    Returns:
+        ``(state, metrics)`` with metrics averaged over the minibatches.
+    """
+    cfg = kernel.config
+    key, k_perm = jr.split(state.key, 2).unbind(0)
+    n = batch.batch_size[0]
+    perm = jr.permutation(k_perm, n)
+    shuffled = {k: batch[k][perm] for k in MINIBATCH_KEYS}
+    size = n // cfg.num_minibatches
+    params, opt_state = state.params, state.opt_state
+    history = []
+    for i in range(cfg.num_minibatches):
+        mb = {k: v[i * size : (i + 1) * size] for k, v in shuffled.items()}
+        params, opt_state, m = kernel.update(params, opt_state, mb, state.hparams, lr)
+        history.append(m)
+    state = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + cfg.num_minibatches)
+    return state, _mean_metrics(history)
+
+
+def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(returns - value) / Var(returns)`` (population variances); NaN if Var(returns)=0."""
+    var_y = returns.var(unbiased=False)
+    return 1.0 - (returns - value).var(unbiased=False) / var_y
+
+
+def _nonfinite_count(tree: Any) -> torch.Tensor:
+    leaves = [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    return sum((~torch.isfinite(x)).sum() for x in leaves)
+
+
+def make_batch(trajectory: TensorDict, hp: Any) -> TensorDict:
+    """Add ``advantage`` and ``returns`` (GAE) to a ``[T, B]`` trajectory and flatten to ``[T*B]``."""
+    advantage, returns = compute_advantages(
+        trajectory["reward"], trajectory["value"], trajectory["next_value"],
+        trajectory["terminated"], trajectory["truncated"],
+        gamma=hp.gamma, gae_lambda=hp.gae_lambda,
+    )
+    data = trajectory.clone(recurse=False)
+    data["advantage"] = advantage
+    data["returns"] = returns
+    return data.reshape(-1)
+
+
+def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """The default ``step_fn``: rollout, GAE, ``update_epochs`` epochs. Pure.
+
+    Returns:
+        ``(state, metrics)`` with 0-d tensor metrics: the loss diagnostics averaged over all
+        minibatch updates, ``explained_variance``, ``learning_rate``, ``episode_return`` and
+        ``episode_length`` (means over the episodes that ended in this iteration; NaN if none),
+        ``episodes`` (how many ended), ``nonfinite_params`` and ``nonfinite_obs`` (counts).
+    """
+    cfg = kernel.config
+    lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
+    state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.policy.value)
+    batch = make_batch(trajectory, state.hparams)
+    epoch_metrics = []
+    for _ in range(cfg.update_epochs):
+        state, m = train_epoch(state, batch, kernel, lr)
+        epoch_metrics.append(m)
+    metrics = _mean_metrics(epoch_metrics)
+    done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
+    episodes = done.sum()
+    metrics.update(
+        explained_variance=explained_variance(batch["value"], batch["returns"]),
+        learning_rate=lr,
+        episode_return=trajectory["episode_return"].sum() / episodes,
+        episode_length=trajectory["episode_length"].to(torch.float32).sum() / episodes,
+        episodes=episodes,
+        nonfinite_params=_nonfinite_count(state.params).to(torch.float32),
+        nonfinite_obs=_nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
+    )
+    return state.replace(iteration=state.iteration + 1), metrics
+
+
+def make_kernel(
+    config: PPOConfig,
+    env: Any,
+    policy: Any,
+    *,
+    env_params: Any = None,
+    custom_losses: Sequence[LossFn] = (),
+    compile: bool = False,
+    compile_options: dict[str, Any] | None = None,
+) -> Kernel:
+    """Bind the static parts and optionally ``torch.compile`` the step functions.
+
+    With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
+    compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
+    """
+    env_params = env.default_params() if env_params is None else env_params
+    custom_losses = tuple(custom_losses)
+    for fn in custom_losses:
+        if not callable(fn):
+            raise TypeError(f"custom loss {fn!r} is not callable; expected loss(params, batch, outputs, hp)")
+
+    def step(state):
+        return rollout_step(state, env=env, env_params=env_params, policy=policy)
+
+    update = functools.partial(update_minibatch, policy=policy, config=config, custom_losses=custom_losses)
+
+    def update_fn(params, opt_state, minibatch, hp, lr):
+        return update(params, opt_state, minibatch, hp, lr)
+
+    if compile:
+        opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
+        step = torch.compile(step, **opts)
+        update_fn = torch.compile(update_fn, **opts)
+    return Kernel(
+        config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
+        rollout_step=step, update=update_fn, compiled=compile,
+    )
