@@ -4,7 +4,11 @@ See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract.
 """
 
 from functional_rl.envs.base import Box, Discrete, Env, UnknownEnvError, list_envs, make, register
+from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
+from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous, MountainCarParams, MountainCarState
+from functional_rl.envs.pendulum import Pendulum, PendulumParams, PendulumState
+from functional_rl.envs.probes import Probe1, Probe2, Probe3, Probe4, Probe5, ProbeParams, ProbeState
 
 __all__ = [
     "Box",
@@ -14,7 +18,24 @@ __all__ = [
     "list_envs",
     "make",
     "register",
+    "Acrobot",
+    "AcrobotParams",
+    "AcrobotState",
     "CartPole",
     "CartPoleParams",
     "CartPoleState",
+    "MountainCar",
+    "MountainCarContinuous",
+    "MountainCarParams",
+    "MountainCarState",
+    "Pendulum",
+    "PendulumParams",
+    "PendulumState",
+    "Probe1",
+    "Probe2",
+    "Probe3",
+    "Probe4",
+    "Probe5",
+    "ProbeParams",
+    "ProbeState",
 ]

@@ -1,0 +1,230 @@
+"""MountainCar-v0 and MountainCarContinuous-v0 as pure, batched environments.
+
+Dynamics, constants, termination and rewards follow gymnasium's
+``gymnasium/envs/classic_control/mountain_car.py`` (Moore 1990) and
+``gymnasium/envs/classic_control/continuous_mountain_car.py``, with the ``TimeLimit(200)``
+and ``TimeLimit(999)`` wrappers folded in as truncation. Both share one update::
+
+    velocity <- clip(velocity + accel * force - gravity * cos(3 position), -max_speed, max_speed)
+    position <- clip(position + velocity, min_position, max_position)
+    velocity <- 0                      if position == min_position and velocity < 0
+    terminated = position >= goal_position and velocity >= goal_velocity
+
+where ``accel = action - 1`` for the discrete car (actions ``{0, 1, 2}``) and
+``accel = clip(action, -1, 1)`` for the continuous one.
+
+Rewards: the discrete car pays ``-1`` per step. The continuous car pays
+``100 * terminated - 0.1 * action^2``; as in gymnasium the action penalty uses the action
+*before* clipping (an action of 3 costs 0.9 although it pushes like 1).
+
+Example:
+    >>> import functional_rl.random as jr
+    >>> env = MountainCar()
+    >>> params = env.default_params()
+    >>> obs, s = env.reset(jr.key(0), params, num_envs=2)
+    >>> obs.shape, obs[:, 1].tolist()
+    (torch.Size([2, 2]), [0.0, 0.0])
+    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 2]), params)
+    >>> r.tolist(), term.tolist()
+    ([-1.0, -1.0], [False, False])
+    >>> cenv = MountainCarContinuous()
+    >>> obs, s = cenv.reset(jr.key(0), cenv.default_params(), num_envs=2)
+    >>> obs, s, r, term, trunc, info = cenv.step(jr.key(1), s, torch.tensor([[0.5], [-2.0]]), cenv.default_params())
+    >>> [round(x, 6) for x in r.tolist()]  # -0.1 * a^2, the unclipped action
+    [-0.025, -0.4]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.utils._pytree as pytree
+
+import functional_rl.random as jr
+from functional_rl.envs.base import Box, Discrete, register
+from functional_rl.struct import pytree_dataclass
+
+__all__ = ["MountainCar", "MountainCarContinuous", "MountainCarParams", "MountainCarState"]
+
+
+@pytree_dataclass
+class MountainCarParams:
+    """Constants of both cars (MountainCar-v0's defaults). Floats or tensors broadcastable to ``[B]``.
+
+    ``MountainCarContinuous.default_params()`` changes ``force`` (gymnasium's ``power``),
+    ``goal_position`` and ``max_steps``.
+    """
+
+    min_position: float | torch.Tensor = -1.2
+    max_position: float | torch.Tensor = 0.6
+    max_speed: float | torch.Tensor = 0.07
+    goal_position: float | torch.Tensor = 0.5
+    goal_velocity: float | torch.Tensor = 0.0
+    force: float | torch.Tensor = 0.001  # velocity change per unit of push (continuous: `power`)
+    gravity: float | torch.Tensor = 0.0025
+    max_steps: int | torch.Tensor = 200
+
+
+@pytree_dataclass
+class MountainCarState:
+    """Per-env ``position`` and ``velocity``, float32 ``[B]``; step count ``time`` int64 ``[B]``."""
+
+    position: torch.Tensor
+    velocity: torch.Tensor
+    time: torch.Tensor
+
+
+def _obs(state: MountainCarState) -> torch.Tensor:
+    """float32 ``[B, 2]``: ``(position, velocity)``."""
+    return torch.stack([state.position, state.velocity], dim=-1)
+
+
+def _reset(key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, MountainCarState]:
+    """Position uniform in ``[-0.6, -0.4)``, velocity 0, ``time`` 0 (both cars)."""
+    position = jr.uniform(key, (num_envs,), low=-0.6, high=-0.4)
+    time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
+    state = MountainCarState(position, torch.zeros_like(position), time)
+    return _obs(state), state
+
+
+def _dynamics(
+    state: MountainCarState, accel: torch.Tensor, params: MountainCarParams
+) -> tuple[MountainCarState, torch.Tensor]:
+    """The shared car update (module docstring); returns the next state and ``terminated`` bool ``[B]``."""
+    p = params
+    velocity = state.velocity + accel * p.force - p.gravity * torch.cos(3 * state.position)
+    velocity = torch.clamp(velocity, -p.max_speed, p.max_speed)
+    position = torch.clamp(state.position + velocity, p.min_position, p.max_position)
+    # The left wall is inelastic: the car stops there.
+    velocity = torch.where((position == p.min_position) & (velocity < 0), torch.zeros_like(velocity), velocity)
+    terminated = (position >= p.goal_position) & (velocity >= p.goal_velocity)
+    return MountainCarState(position, velocity, state.time + 1), terminated
+
+
+def _finish(key, nxt: MountainCarState, terminated: torch.Tensor, params: MountainCarParams):
+    """Time limit, final observation and auto-reset shared by both cars."""
+    truncated = nxt.time >= params.max_steps
+    final_obs = _obs(nxt)
+    reset_obs, reset_state = _reset(key, nxt.position.shape[0])
+    done = terminated | truncated
+    new_state = pytree.tree_map(lambda r, n: torch.where(done, r, n), reset_state, nxt)
+    obs = torch.where(done[:, None], reset_obs, final_obs)
+    return obs, new_state, truncated, final_obs
+
+
+class MountainCar:
+    """Drive an under-powered car up the right hill (MountainCar-v0); reward -1 per step; 200-step limit.
+
+    Observation float32 ``[B, 2]``: ``(position, velocity)``. Action int64 ``[B]`` in
+    ``{0, 1, 2}``: push left, no push, push right.
+    """
+
+    id = "MountainCar-v0"
+    observation_space = Box(low=(-1.2, -0.07), high=(0.6, 0.07), shape=(2,))
+    action_space = Discrete(3)
+
+    def default_params(self) -> MountainCarParams:
+        """gymnasium's MountainCar-v0 constants."""
+        return MountainCarParams()
+
+    def reset(
+        self, key: torch.Tensor, params: MountainCarParams, num_envs: int
+    ) -> tuple[torch.Tensor, MountainCarState]:
+        """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
+
+        Args:
+            key: PRNG key, int64 ``[2]``.
+            params: :class:`MountainCarParams` (unused by the reset distribution).
+            num_envs: ``B``.
+
+        Returns:
+            ``(obs, state)``: float32 ``[B, 2]`` and a :class:`MountainCarState` at ``time = 0``.
+        """
+        return _reset(key, num_envs)
+
+    def step(
+        self, key: torch.Tensor, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
+    ) -> tuple[torch.Tensor, MountainCarState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
+
+        Args:
+            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            state: :class:`MountainCarState` ``[B]``.
+            action: int64 ``[B]`` in ``{0, 1, 2}``.
+            params: :class:`MountainCarParams`.
+
+        Returns:
+            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 2]`` (reset
+            obs where done), reward float32 ``[B]`` (always ``-1``), terminated/truncated bool
+            ``[B]``, ``info["final_obs"]`` float32 ``[B, 2]``.
+        """
+        num_envs = state.position.shape[0]
+        if action.shape != (num_envs,):
+            raise ValueError(f"MountainCar.step: action must have shape [B]=({num_envs},), got {tuple(action.shape)}")
+        accel = (action - 1).to(state.position.dtype)
+        nxt, terminated = _dynamics(state, accel, params)
+        obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
+        reward = torch.full_like(nxt.position, -1.0)
+        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+
+
+class MountainCarContinuous:
+    """The mountain car with a continuous push (MountainCarContinuous-v0); 999-step limit.
+
+    Observation float32 ``[B, 2]``: ``(position, velocity)``. Action float32 ``[B, 1]``, the
+    push, clipped to ``[-1, 1]`` by the env. Reward ``100`` on reaching ``position >= 0.45``
+    (terminal) minus ``0.1 * action^2`` (unclipped action, as gymnasium).
+    """
+
+    id = "MountainCarContinuous-v0"
+    observation_space = Box(low=(-1.2, -0.07), high=(0.6, 0.07), shape=(2,))
+    action_space = Box(low=(-1.0,), high=(1.0,), shape=(1,))
+
+    def default_params(self) -> MountainCarParams:
+        """gymnasium's MountainCarContinuous-v0 constants: ``power = 0.0015``, goal at 0.45, 999 steps."""
+        return MountainCarParams(force=0.0015, goal_position=0.45, max_steps=999)
+
+    def reset(
+        self, key: torch.Tensor, params: MountainCarParams, num_envs: int
+    ) -> tuple[torch.Tensor, MountainCarState]:
+        """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
+
+        Args:
+            key: PRNG key, int64 ``[2]``.
+            params: :class:`MountainCarParams` (unused by the reset distribution).
+            num_envs: ``B``.
+
+        Returns:
+            ``(obs, state)``: float32 ``[B, 2]`` and a :class:`MountainCarState` at ``time = 0``.
+        """
+        return _reset(key, num_envs)
+
+    def step(
+        self, key: torch.Tensor, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
+    ) -> tuple[torch.Tensor, MountainCarState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
+
+        Args:
+            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            state: :class:`MountainCarState` ``[B]``.
+            action: float32 ``[B, 1]``, any real value (clipped to ``[-1, 1]`` for the push).
+            params: :class:`MountainCarParams`.
+
+        Returns:
+            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 2]`` (reset
+            obs where done), reward float32 ``[B]``, terminated/truncated bool ``[B]``,
+            ``info["final_obs"]`` float32 ``[B, 2]``.
+        """
+        num_envs = state.position.shape[0]
+        if action.shape != (num_envs, 1):
+            raise ValueError(
+                f"MountainCarContinuous.step: action must have shape [B, 1]=({num_envs}, 1), got {tuple(action.shape)}"
+            )
+        a = action[:, 0].to(state.position.dtype)
+        nxt, terminated = _dynamics(state, torch.clamp(a, -1.0, 1.0), params)
+        obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
+        reward = 100.0 * terminated.to(a.dtype) - 0.1 * a**2
+        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+
+
+register("MountainCar-v0", MountainCar)
+register("MountainCarContinuous-v0", MountainCarContinuous)
