@@ -1,0 +1,55 @@
+"""Shared helpers for the benchmark scripts: machine facts and RESULTS.md output."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine_line() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = f"python {platform.python_version()}, torch {torch.__version__}"
+    try:
+        import tensordict
+
+        versions += f", tensordict {tensordict.__version__}"
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; {versions}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def append_results(title: str, body: str) -> None:
+    """Append a dated section to benchmarks/RESULTS.md (newest last)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = "# Benchmark results\n\nEach section is one run of a script in this folder; numbers are from that run only.\n" if not RESULTS.exists() else ""
+    section = f"\n## {title} — {stamp}\n\nMachine: {machine_line()}. Commit {git_rev()}. Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`\n\n{body}\n"
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(header + section)
