@@ -94,6 +94,7 @@ def functional_training_loop(
     callbacks: Sequence[Any] = (),
     compile: bool = True,
     env_params: Any = None,
+    max_iterations: int | None = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -108,6 +109,8 @@ def functional_training_loop(
             ``on_iteration(state, metrics)``, ``on_end(state)``, ``on_failure(state, exc)``.
         compile: ``torch.compile`` the rollout step and the minibatch update.
         env_params: environment parameters; default ``env.default_params()``.
+        max_iterations: stop after this many iterations in this call (the schedule still
+            follows ``config.total_timesteps``, so a later call resumes it exactly).
 
     Returns:
         ``(state, history)``: the final state and one dict of Python numbers per iteration
@@ -154,7 +157,8 @@ def functional_training_loop(
     try:
         fire("on_start", state, config)
         iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).tolist())
-        while iteration < config.num_iterations:
+        stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
+        while iteration < stop:
             t0 = time.perf_counter()
             state, metrics = step_fn(state, kernel)
             host = metrics_to_host({**metrics, "agent_step": state.agent_step})
