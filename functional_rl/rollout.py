@@ -5,15 +5,16 @@ A transition (all ``[B]`` leading dims, ``B = num_envs``):
 =================  ===============  =========================================================
 key                dtype/shape      meaning
 =================  ===============  =========================================================
-obs                float [B, ...]   the observation the policy acted on
+obs                float [B, ...]   the observation the policy acted on (normalised if enabled)
 action             [B] or [B, D]    the sampled action (unclipped for continuous actions)
 log_prob           float [B]        log pi(action | obs) under the behaviour params
 value              float [B]        V(obs)
-reward             float [B]        reward of the step
+reward             float [B]        reward of the step (scaled if reward normalisation is on)
 terminated         bool [B]         the step reached a terminal state
 truncated          bool [B]         the step hit the time limit
-next_obs           float [B, ...]   the true next observation (final obs if the episode ended)
-episode_return     float [B]        return of the episode that ended here, else 0
+next_obs           float [B, ...]   the true next observation (final obs if the episode ended),
+                                    normalised with the same statistics as ``obs``
+episode_return     float [B]        raw return of the episode that ended here, else 0
 episode_length     int64 [B]        length of the episode that ended here, else 0
 =================  ===============  =========================================================
 
@@ -29,6 +30,7 @@ import torch
 from tensordict import TensorDict
 
 import functional_rl.random as jr
+from functional_rl import normalize
 from functional_rl.envs.base import Box
 
 __all__ = ["rollout_step", "rollout"]
@@ -49,7 +51,12 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
         ``(new_state, transition)``; see the module docstring for the transition's fields.
     """
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
-    outputs = policy.apply(state.params, state.obs)
+    obs_norm = state.obs_norm
+    obs = state.obs
+    if obs_norm is not None:  # each observation enters the statistics once, then is normalised
+        obs_norm = normalize.obs_norm_update(obs_norm, obs)
+        obs = normalize.obs_norm_apply(obs_norm, obs)
+    outputs = policy.apply(state.params, obs)
     action = policy.distribution.sample(k_act, outputs)
     log_prob = policy.distribution.log_prob(outputs, action)
     env_action = action
@@ -57,23 +64,33 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
         env_action = torch.clamp(action, env.action_space.low_tensor(action.device), env.action_space.high_tensor(action.device))
     next_obs, env_state, reward, terminated, truncated, info = env.step(k_env, state.env_state, env_action, env_params)
     done = terminated | truncated
+    final_obs = info["final_obs"]
+    if obs_norm is not None:
+        final_obs = normalize.obs_norm_apply(obs_norm, final_obs)
+    reward_norm = state.reward_norm
+    train_reward = reward
+    if reward_norm is not None:
+        reward_norm = normalize.reward_norm_update(reward_norm, reward, terminated, truncated, state.hparams.gamma)
+        train_reward = normalize.reward_norm_apply(reward_norm, reward)
     ep_return = state.episode_return + reward
     ep_length = state.episode_length + 1
     transition = {
-        "obs": state.obs,
+        "obs": obs,
         "action": action,
         "log_prob": log_prob.detach(),
         "value": outputs["value"].detach(),
-        "reward": reward,
+        "reward": train_reward,
         "terminated": terminated,
         "truncated": truncated,
-        "next_obs": info["final_obs"],
+        "next_obs": final_obs,
         "episode_return": torch.where(done, ep_return, torch.zeros_like(ep_return)),
         "episode_length": torch.where(done, ep_length, torch.zeros_like(ep_length)),
     }
     new_state = state.replace(
         obs=next_obs,
         env_state=env_state,
+        obs_norm=obs_norm,
+        reward_norm=reward_norm,
         key=key,
         episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
         episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),

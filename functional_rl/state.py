@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 import functional_rl.random as jr
+from functional_rl import normalize
 from functional_rl.config import Hyperparams, PPOConfig
 from functional_rl.struct import pytree_dataclass
 
@@ -112,6 +113,8 @@ class TrainerState:
             update=zero.clone(),
             episode_return=torch.zeros(config.num_envs),
             episode_length=torch.zeros(config.num_envs, dtype=torch.int64),
+            obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
+            reward_norm=normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None,
         )
 
 
