@@ -33,22 +33,15 @@ import functional_rl.random as jr
 from functional_rl import normalize
 from functional_rl.envs.base import Box
 
-__all__ = ["rollout_step", "rollout"]
+__all__ = ["rollout_step", "rollout", "policy_act", "record_step"]
 
 
-def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple[Any, dict[str, torch.Tensor]]:
-    """One step of every environment under the current policy. Pure.
+def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
+    """The policy half of a step: normalise the observation, sample an action. Pure.
 
-    Splits ``state.key`` into (next key, action key, env key); samples
-    ``a ~ pi(. | obs)``; steps the env (which auto-resets); updates the running episode
-    statistics and ``agent_step``.
-
-    Args:
-        state: a :class:`~functional_rl.state.TrainerState` with ``obs [B, ...]``.
-        env: a pure environment; env_params: its parameters; policy: a ``Policy``.
-
-    Returns:
-        ``(new_state, transition)``; see the module docstring for the transition's fields.
+    Returns a dict with the new ``key`` and ``obs_norm``, the env key ``k_env``, the policy
+    input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a Box's bounds),
+    ``log_prob`` and ``value``.
     """
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
     obs_norm = state.obs_norm
@@ -60,11 +53,34 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
     action = policy.distribution.sample(k_act, outputs)
     log_prob = policy.distribution.log_prob(outputs, action)
     env_action = action
-    if isinstance(env.action_space, Box):
-        env_action = torch.clamp(action, env.action_space.low_tensor(action.device), env.action_space.high_tensor(action.device))
-    next_obs, env_state, reward, terminated, truncated, info = env.step(k_env, state.env_state, env_action, env_params)
+    if isinstance(action_space, Box):
+        env_action = torch.clamp(action, action_space.low_tensor(action.device), action_space.high_tensor(action.device))
+    return {
+        "key": key, "k_env": k_env, "obs": obs, "obs_norm": obs_norm, "action": action,
+        "env_action": env_action, "log_prob": log_prob.detach(), "value": outputs["value"].detach(),
+    }
+
+
+def record_step(
+    state: Any,
+    act: dict[str, Any],
+    next_obs: torch.Tensor,
+    env_state: Any,
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_obs: torch.Tensor,
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The bookkeeping half of a step, after the env moved. Pure.
+
+    Scales the reward (if enabled), normalises the final observation with the statistics the
+    policy used, updates running episode statistics and ``agent_step``.
+
+    Returns:
+        ``(new_state, transition)``; see the module docstring.
+    """
+    obs_norm = act["obs_norm"]
     done = terminated | truncated
-    final_obs = info["final_obs"]
     if obs_norm is not None:
         final_obs = normalize.obs_norm_apply(obs_norm, final_obs)
     reward_norm = state.reward_norm
@@ -75,10 +91,10 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
     ep_return = state.episode_return + reward
     ep_length = state.episode_length + 1
     transition = {
-        "obs": obs,
-        "action": action,
-        "log_prob": log_prob.detach(),
-        "value": outputs["value"].detach(),
+        "obs": act["obs"],
+        "action": act["action"],
+        "log_prob": act["log_prob"],
+        "value": act["value"],
         "reward": train_reward,
         "terminated": terminated,
         "truncated": truncated,
@@ -89,14 +105,32 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
     new_state = state.replace(
         obs=next_obs,
         env_state=env_state,
+        key=act["key"],
         obs_norm=obs_norm,
         reward_norm=reward_norm,
-        key=key,
         episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
         episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),
         agent_step=state.agent_step + reward.shape[0],
     )
     return new_state, transition
+
+
+def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """One step of every pure environment under the current policy. Pure.
+
+    ``policy_act`` (split ``state.key`` into next/action/env keys, sample
+    ``a ~ pi(. | obs)``), then ``env.step`` (which auto-resets), then ``record_step``.
+
+    Args:
+        state: a :class:`~functional_rl.state.TrainerState` with ``obs [B, ...]``.
+        env: a pure environment; env_params: its parameters; policy: a ``Policy``.
+
+    Returns:
+        ``(new_state, transition)``; see the module docstring for the transition's fields.
+    """
+    act = policy_act(state, policy=policy, action_space=env.action_space)
+    next_obs, env_state, reward, terminated, truncated, info = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
+    return record_step(state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
 
 
 def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[Any, TensorDict]:

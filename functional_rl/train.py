@@ -29,7 +29,7 @@ from functional_rl.advantages import compute_advantages
 from functional_rl.config import PPOConfig, learning_rate_at
 from functional_rl.losses import LossFn, ppo_loss
 from functional_rl.optim import apply_updates, global_norm
-from functional_rl.rollout import rollout, rollout_step
+from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.state import TrainerState, make_optimizer
 
 __all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
@@ -197,6 +197,8 @@ def make_kernel(
 
     With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
     compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
+    For an impure env (``env.is_pure is False``, e.g. a gymnasium adapter) the step is
+    ``policy_act`` (compiled) -> host ``env.step`` -> ``record_step`` (compiled).
     """
     env_params = env.default_params() if env_params is None else env_params
     custom_losses = tuple(custom_losses)
@@ -207,15 +209,31 @@ def make_kernel(
     def step(state):
         return rollout_step(state, env=env, env_params=env_params, policy=policy)
 
+    def act(state):
+        return policy_act(state, policy=policy, action_space=env.action_space)
+
+    def record(state, a, next_obs, env_state, reward, terminated, truncated, final_obs):
+        return record_step(state, a, next_obs, env_state, reward, terminated, truncated, final_obs)
+
     update = functools.partial(update_minibatch, policy=policy, config=config, custom_losses=custom_losses)
 
     def update_fn(params, opt_state, minibatch, hp, lr):
         return update(params, opt_state, minibatch, hp, lr)
 
+    pure_env = getattr(env, "is_pure", True)
     if compile:
         opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
         step = torch.compile(step, **opts)
+        act = torch.compile(act, **opts)
+        record = torch.compile(record, **opts)
         update_fn = torch.compile(update_fn, **opts)
+    if not pure_env:
+        # An impure (host) env: compile the pure halves, call the simulator between them.
+        def step(state):  # noqa: F811
+            a = act(state)
+            next_obs, env_state, reward, terminated, truncated, info = env.step(a["k_env"], state.env_state, a["env_action"], env_params)
+            return record(state, a, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+
     return Kernel(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
         rollout_step=step, update=update_fn, compiled=compile,

@@ -5,6 +5,7 @@ import math
 import pytest
 
 import functional_rl as frl
+from functional_rl.presets import acrobot_config, pendulum_config
 
 
 def best_windowed_return(history, window=10):
@@ -27,3 +28,18 @@ def test_cartpole_reaches_475_within_500k_steps(seed):
     assert int(state.agent_step) <= 500_000
     best = best_windowed_return(history)
     assert best >= 475.0, f"seed {seed}: best 10-iteration mean return {best:.1f} < 475"
+
+
+@pytest.mark.slow
+def test_pendulum_reaches_minus_400_within_500k_steps():
+    state, history = frl.functional_training_loop(pendulum_config(seed=1, total_timesteps=500_000), compile=True)
+    assert int(state.agent_step) <= 500_000
+    best = best_windowed_return(history)
+    assert best >= -400.0, f"best 10-iteration mean return {best:.1f} < -400"
+
+
+@pytest.mark.slow
+def test_acrobot_reaches_minus_100_within_500k_steps():
+    state, history = frl.functional_training_loop(acrobot_config(seed=1, total_timesteps=500_000), compile=True)
+    best = best_windowed_return(history)
+    assert best >= -100.0, f"best 10-iteration mean return {best:.1f} < -100"

@@ -5,12 +5,16 @@ See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract.
 
 from functional_rl.envs.base import Box, Discrete, Env, UnknownEnvError, list_envs, make, register
 from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
+from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, from_gymnasium
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
 from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous, MountainCarParams, MountainCarState
 from functional_rl.envs.pendulum import Pendulum, PendulumParams, PendulumState
 from functional_rl.envs.probes import Probe1, Probe2, Probe3, Probe4, Probe5, ProbeParams, ProbeState
 
 __all__ = [
+    "EnvInputError",
+    "GymnasiumEnv",
+    "from_gymnasium",
     "Box",
     "Discrete",
     "Env",

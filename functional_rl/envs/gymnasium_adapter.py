@@ -1,0 +1,178 @@
+"""Run any gymnasium environment in the training loop.
+
+:func:`from_gymnasium` wraps an env id, an env factory or a gymnasium ``VectorEnv`` into an
+object with the pure envs' interface (``id``, spaces, ``default_params``, ``reset``,
+``step``), but stepping a real, stateful simulator: it is *impure*, flagged by
+``is_pure = False``. ``make_kernel`` then compiles only the pure halves of a step
+(``policy_act`` and ``record_step``) and calls the simulator between them, on the host:
+the env call is the one side effect.
+
+Autoreset: gymnasium 1.x vector envs reset a finished sub-env on the *next* ``step`` call by
+default, which would put a fake transition (action ignored, reward 0) into the batch. The
+adapter builds its vector env with ``AutoresetMode.SAME_STEP``, which matches the pure envs:
+the returned ``obs`` is already the reset observation and ``info["final_obs"]`` holds the
+true last observation, used to bootstrap truncated episodes. A ``VectorEnv`` passed in must
+use same-step autoreset too (the error says how to build one).
+
+Limits: the simulator's state lives outside :class:`~functional_rl.state.TrainerState`, so a
+checkpoint of a gymnasium run restores the agent exactly but restarts the environments.
+
+Example:
+    >>> env = from_gymnasium("CartPole-v1", num_envs=2)
+    >>> import functional_rl.random as jr
+    >>> obs, _ = env.reset(jr.key(0), env.default_params(), 2)
+    >>> obs.shape, env.action_space.n
+    (torch.Size([2, 4]), 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+import functional_rl.random as jr
+from functional_rl.envs.base import Box, Discrete
+
+__all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
+
+
+class EnvInputError(ValueError):
+    """An environment produced or received something the library cannot train on."""
+
+
+def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        if int(space.start) != 0:
+            raise EnvInputError(f"{env_id}: {what} space Discrete(start={space.start}) is unsupported; only start=0")
+        return Discrete(int(space.n))
+    if isinstance(space, gym.spaces.Box):
+        low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
+        high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
+        return Box(low=tuple(low.tolist()), high=tuple(high.tolist()), shape=tuple(space.shape))
+    raise EnvInputError(
+        f"{env_id}: {what} space {type(space).__name__} is unsupported; supported spaces are "
+        f"Box and Discrete (flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)"
+    )
+
+
+class GymnasiumEnv:
+    """A gymnasium ``VectorEnv`` (same-step autoreset) behind the pure-env interface.
+
+    ``reset``/``step`` ignore ``params`` and use ``key`` only to seed ``reset``. ``step``
+    returns an int64 step counter as its env state.
+    """
+
+    is_pure = False
+
+    def __init__(self, vec_env: Any, env_id: str):
+        import gymnasium as gym
+
+        mode = vec_env.metadata.get("autoreset_mode")
+        if mode != gym.vector.AutoresetMode.SAME_STEP:
+            raise EnvInputError(
+                f"{env_id}: the vector env uses autoreset mode {mode}, which puts a fake reset step into the batch; "
+                f"build it with autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP, e.g. "
+                f"gymnasium.make_vec(id, num_envs, vector_kwargs={{'autoreset_mode': AutoresetMode.SAME_STEP}}), "
+                f"or pass the env id to from_gymnasium"
+            )
+        self.vec_env = vec_env
+        self.id = env_id
+        self.num_envs = vec_env.num_envs
+        self.observation_space = _convert_space(vec_env.single_observation_space, "observation", env_id)
+        if not isinstance(self.observation_space, Box):
+            raise EnvInputError(f"{env_id}: observation space must be a Box; got {vec_env.single_observation_space}")
+        self.action_space = _convert_space(vec_env.single_action_space, "action", env_id)
+        self.steps = 0
+
+    def default_params(self) -> None:
+        return None
+
+    def _obs(self, obs: np.ndarray, where: str) -> torch.Tensor:
+        out = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        if not torch.isfinite(out).all():
+            raise EnvInputError(
+                f"{self.id}: non-finite observation at {where} (env step {self.steps}): {out.tolist()}; "
+                f"check the environment or wrap it to sanitise observations"
+            )
+        return out
+
+    def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reset with a seed drawn from ``key`` (a host-side call)."""
+        if num_envs != self.num_envs:
+            raise EnvInputError(f"{self.id}: the vector env has {self.num_envs} envs but {num_envs} were requested; "
+                                f"set PPOConfig.num_envs={self.num_envs}")
+        seed = int(jr.bits(key, (1,))[0]) & 0x7FFFFFFF
+        obs, _ = self.vec_env.reset(seed=seed)
+        self.steps = 0
+        return self._obs(obs, "reset"), torch.zeros((), dtype=torch.int64)
+
+    def check_action(self, action: torch.Tensor) -> np.ndarray:
+        a = action.detach().cpu().numpy()
+        if isinstance(self.action_space, Discrete):
+            if a.shape != (self.num_envs,) or a.min() < 0 or a.max() >= self.action_space.n:
+                raise EnvInputError(f"{self.id}: actions {a.tolist()} out of bounds for Discrete({self.action_space.n}) "
+                                    f"with {self.num_envs} envs")
+            return a.astype(np.int64)
+        low, high = np.array(self.action_space.low), np.array(self.action_space.high)
+        flat = a.reshape(self.num_envs, -1)
+        if not np.isfinite(flat).all() or (flat < low - 1e-6).any() or (flat > high + 1e-6).any():
+            raise EnvInputError(f"{self.id}: actions {a.tolist()} out of bounds [{low.tolist()}, {high.tolist()}]")
+        return a.astype(self.vec_env.single_action_space.dtype)
+
+    def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor, params: Any):
+        """One host-side step of every sub-env; same outputs as a pure env's ``step``."""
+        obs, reward, terminated, truncated, info = self.vec_env.step(self.check_action(action))
+        self.steps += 1
+        reward_t = torch.as_tensor(np.asarray(reward), dtype=torch.float32)
+        if not torch.isfinite(reward_t).all():
+            raise EnvInputError(f"{self.id}: non-finite reward {reward_t.tolist()} at env step {self.steps}")
+        obs_t = self._obs(obs, "step")
+        final = obs_t.clone()
+        mask = info.get("_final_obs")
+        if mask is not None and np.any(mask):
+            for i in np.flatnonzero(mask):
+                final[i] = self._obs(info["final_obs"][i], "episode end")
+        return (
+            obs_t, state + 1, reward_t,
+            torch.as_tensor(np.asarray(terminated), dtype=torch.bool),
+            torch.as_tensor(np.asarray(truncated), dtype=torch.bool),
+            {"final_obs": final},
+        )
+
+    def close(self) -> None:
+        self.vec_env.close()
+
+
+def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 8, **make_kwargs: Any) -> GymnasiumEnv:
+    """Wrap a gymnasium env for ``functional_training_loop(env=...)``.
+
+    Args:
+        env: an env id (``"LunarLander-v3"``), a zero-argument factory returning a
+            ``gymnasium.Env``, or a ``gymnasium.vector.VectorEnv`` built with same-step autoreset.
+        num_envs: how many copies (ignored for a VectorEnv, which has its own count).
+        make_kwargs: passed to ``gymnasium.make`` for an id.
+
+    Returns:
+        A :class:`GymnasiumEnv` (impure: stepped on the host between compiled policy steps).
+    """
+    import gymnasium as gym
+
+    if isinstance(env, gym.vector.VectorEnv):
+        return GymnasiumEnv(env, getattr(env.spec, "id", None) or type(env).__name__)
+    if isinstance(env, str):
+        env_id = env
+        factory = lambda: gym.make(env_id, **make_kwargs)  # noqa: E731
+    elif callable(env):
+        factory = env
+        env_id = "gymnasium env"
+    else:
+        raise EnvInputError(f"from_gymnasium needs an env id, a factory or a VectorEnv; got {type(env).__name__}")
+    vec = gym.vector.SyncVectorEnv([factory for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if not isinstance(env, str):
+        env_id = getattr(vec.envs[0].spec, "id", None) or type(vec.envs[0].unwrapped).__name__
+    return GymnasiumEnv(vec, env_id)
