@@ -9,7 +9,7 @@ from functional_rl import envs, optim, random
 from functional_rl.advantages import compute_advantages, compute_advantages_reference
 from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.distributions import Categorical, DiagGaussian
-from functional_rl.loop import NonFiniteError, functional_training_loop
+from functional_rl.loop import NonFiniteError, functional_training_loop, train_many
 from functional_rl.losses import ppo_loss
 from functional_rl.policies import Policy, make_mlp_policy
 from functional_rl.rollout import rollout, rollout_step
@@ -45,5 +45,6 @@ __all__ = [
     "static_field",
     "train_epoch",
     "train_iteration",
+    "train_many",
     "update_minibatch",
 ]

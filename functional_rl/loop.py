@@ -22,7 +22,7 @@ from functional_rl.policies import make_mlp_policy
 from functional_rl.state import TrainerState
 from functional_rl.train import Kernel, make_kernel, train_iteration
 
-__all__ = ["functional_training_loop", "NonFiniteError", "metrics_to_host", "build", "CHECKED_METRICS"]
+__all__ = ["functional_training_loop", "train_many", "NonFiniteError", "metrics_to_host", "build", "CHECKED_METRICS"]
 
 # Loss metrics that must stay finite; a NaN/inf in any of them stops training.
 CHECKED_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "total_loss", "grad_norm")
@@ -176,3 +176,97 @@ def functional_training_loop(
         fail(exc)
         raise
     return state, history
+
+
+def train_many(
+    config: PPOConfig,
+    seeds: Sequence[int],
+    hparams: Any = None,
+    *,
+    env: Any = None,
+    policy: Any = None,
+    custom_losses: Sequence[LossFn] = (),
+    callbacks: Sequence[Any] = (),
+    compile: bool = True,
+    env_params: Any = None,
+    max_iterations: int | None = None,
+) -> tuple[TrainerState, list[list[dict[str, float]]]]:
+    """Train many independent agents in one process, vmapped over a leading agent axis.
+
+    The agents are every hyperparameter point crossed with every seed
+    (:func:`functional_rl.batched.agent_grid`, point-major). Agent ``i`` computes what a
+    single run with its seed and hyperparameters computes: same keys, same maths, batched.
+    Hyperparameters are tensors in the state, so a sweep never recompiles.
+
+    Args:
+        config: the shared config (static sizes; default hyperparameter values).
+        seeds: seeds of the runs.
+        hparams: ``None``, a grid ``{"learning_rate": [...], ...}`` or a list of points.
+        env, policy, custom_losses, compile, env_params, max_iterations: as in
+            :func:`functional_training_loop` (the env must be pure).
+        callbacks: called once per agent per iteration with that agent's metrics, which carry
+            ``agent`` (its index), ``seed`` and the swept values as ``sweep/<name>``.
+
+    Returns:
+        ``(states, histories)``: the stacked final state (use
+        :func:`functional_rl.batched.unstack_state`) and one history per agent.
+
+    Example:
+        >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, total_timesteps=64)
+        >>> states, histories = train_many(cfg, seeds=[0, 1], compile=False)
+        >>> len(histories), len(histories[0]), states.agent_step.tolist()
+        (2, 2, [64, 64])
+    """
+    from functional_rl.batched import agent_grid, make_agents_kernel, stack_states
+
+    if env is None or isinstance(env, str):
+        env = make(env or config.env_id)
+    if policy is None:
+        policy = make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
+    agents = agent_grid(seeds, hparams)
+    states = stack_states(config, env, policy, agents, env_params=env_params)
+    kernel = make_agents_kernel(config, env, policy, len(agents), env_params=env_params,
+                                custom_losses=custom_losses, compile=compile)
+    custom_names = [getattr(fn, "__name__", type(fn).__name__) for fn in kernel.custom_losses]
+    histories: list[list[dict[str, float]]] = [[] for _ in agents]
+    last_good = states
+    try:
+        for cb in callbacks:
+            if hasattr(cb, "on_start"):
+                cb.on_start(states, config)
+        iteration = int(states.iteration[0])
+        stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
+        while iteration < stop:
+            t0 = time.perf_counter()
+            states, metrics = train_iteration(states, kernel)
+            metrics = {**metrics, "agent_step": states.agent_step}
+            names = list(metrics)
+            table = torch.stack(
+                [metrics[n].detach().to(torch.float64).expand(len(agents)) for n in names]
+            ).tolist()  # one device-to-host transfer for all agents
+            elapsed = time.perf_counter() - t0
+            iteration += 1
+            for a, agent in enumerate(agents):
+                host = {n: table[j][a] for j, n in enumerate(names)}
+                host.update(iteration=iteration, time_s=elapsed, agent=a, seed=agent["seed"])
+                host.update({f"sweep/{k}": v for k, v in agent.items() if k != "seed"})
+                host["sps"] = config.batch_size / max(elapsed, 1e-9)  # per agent
+                try:
+                    _check_finite(iteration, host, custom_names)
+                except NonFiniteError as e:
+                    raise NonFiniteError(f"agent {a} ({agent}): {e}") from None
+                histories[a].append(host)
+            last_good = states
+            for cb in callbacks:
+                if hasattr(cb, "on_iteration"):
+                    for a in range(len(agents)):
+                        cb.on_iteration(states, histories[a][-1])
+        for cb in callbacks:
+            if hasattr(cb, "on_end"):
+                cb.on_end(states)
+    except BaseException as exc:
+        for cb in callbacks:
+            if hasattr(cb, "on_failure"):
+                cb.on_failure(last_good, exc)
+        raise
+    return states, histories

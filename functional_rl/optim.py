@@ -17,8 +17,6 @@ Example (one Adam step from zero state; ``m_hat = g``, ``v_hat = g^2``, so the s
     tensor([ 0.9000, -1.9000])
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple
 

@@ -133,7 +133,7 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
     return record_step(state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
 
 
-def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[Any, TensorDict]:
+def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: int = 0) -> tuple[Any, TensorDict]:
     """``num_steps`` calls of ``step_fn`` (``rollout_step`` bound to an env and policy,
     possibly compiled), stacked time-major.
 
@@ -142,6 +142,8 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[An
         num_steps: T.
         step_fn: ``state -> (state, transition)``.
         value_fn: ``(params, obs [T, B, ...]) -> float [T, B]``, the critic.
+        time_dim: where to stack time: 0 gives ``[T, B]``; 1 gives ``[A, T, B]`` for
+            transitions with a leading agent axis (``train_many``).
 
     Returns:
         ``(state, trajectory)``, ``trajectory`` a TensorDict of batch size ``[T, B]`` with the
@@ -151,8 +153,7 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[An
     for _ in range(num_steps):
         state, transition = step_fn(state)
         steps.append(transition)
-    data = {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
+    data = {k: torch.stack([s[k] for s in steps], dim=time_dim) for k in steps[0]}
     with torch.no_grad():
         data["next_value"] = value_fn(state.params, data["next_obs"])
-    T, B = data["reward"].shape
-    return state, TensorDict(data, batch_size=[T, B])
+    return state, TensorDict(data, batch_size=data["reward"].shape)

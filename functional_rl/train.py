@@ -47,6 +47,9 @@ class Kernel:
     Attributes:
         rollout_step: ``state -> (state, transition)``.
         update: ``(params, opt_state, minibatch, hp, lr) -> (params, opt_state, metrics)``.
+        num_agents: ``None`` for one agent; ``A`` when the functions are vmapped over a
+            leading agent axis of every state leaf (see :func:`functional_rl.vmap.train_many`).
+        value: the critic ``(params, obs) -> V``; default ``policy.value``.
     """
 
     config: PPOConfig
@@ -57,6 +60,17 @@ class Kernel:
     rollout_step: Callable[..., Any]
     update: Callable[..., Any]
     compiled: bool = False
+    num_agents: int | None = None
+    value: Callable[..., Any] | None = None
+
+    @property
+    def agent_dims(self) -> int:
+        """0 for one agent; 1 when every tensor has a leading agent axis (``train_many``)."""
+        return 0 if self.num_agents is None else 1
+
+    def critic(self, params: Any, obs: torch.Tensor) -> torch.Tensor:
+        """``V(obs)`` for ``obs [T, B, ...]`` (or ``[A, T, B, ...]`` with agents)."""
+        return (self.value or self.policy.value)(params, obs)
 
 
 def update_minibatch(
@@ -112,15 +126,21 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
         ``(state, metrics)`` with metrics averaged over the minibatches.
     """
     cfg = kernel.config
-    key, k_perm = jr.split(state.key, 2).unbind(0)
-    n = batch.batch_size[0]
-    perm = jr.permutation(k_perm, n)
-    shuffled = {k: batch[k][perm] for k in MINIBATCH_KEYS}
+    ax = kernel.agent_dims
+    key, k_perm = jr.split(state.key, 2).unbind(-2)
+    key = key.contiguous()  # [A, 2] views of [A, 2, 2] would change strides between calls
+    n = batch.batch_size[ax]
+    perm = jr.permutation(k_perm, n)  # [N], or [A, N] for a batch of keys
+    if ax == 0:
+        shuffled = {k: batch[k][perm] for k in MINIBATCH_KEYS}
+    else:
+        rows = torch.arange(perm.shape[0], device=perm.device)[:, None]
+        shuffled = {k: batch[k][rows, perm] for k in MINIBATCH_KEYS}
     size = n // cfg.num_minibatches
     params, opt_state = state.params, state.opt_state
     history = []
     for i in range(cfg.num_minibatches):
-        mb = {k: v[i * size : (i + 1) * size] for k, v in shuffled.items()}
+        mb = {k: v.narrow(ax, i * size, size) for k, v in shuffled.items()}
         params, opt_state, m = kernel.update(params, opt_state, mb, state.hparams, lr)
         history.append(m)
     state = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + cfg.num_minibatches)
@@ -128,9 +148,10 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
 
 
 def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
-    """``1 - Var(returns - value) / Var(returns)`` (population variances); NaN if Var(returns)=0."""
-    var_y = returns.var(unbiased=False)
-    return 1.0 - (returns - value).var(unbiased=False) / var_y
+    """``1 - Var(returns - value) / Var(returns)`` over the last axis (population variances);
+    NaN if ``Var(returns) = 0``. ``[..., N] -> [...]``."""
+    var_y = returns.var(dim=-1, unbiased=False)
+    return 1.0 - (returns - value).var(dim=-1, unbiased=False) / var_y
 
 
 def _nonfinite_count(tree: Any) -> torch.Tensor:
@@ -138,21 +159,35 @@ def _nonfinite_count(tree: Any) -> torch.Tensor:
     return sum((~torch.isfinite(x)).sum() for x in leaves)
 
 
-def make_batch(trajectory: TensorDict, hp: Any) -> TensorDict:
-    """Add ``advantage`` and ``returns`` (GAE) to a ``[T, B]`` trajectory and flatten to ``[T*B]``."""
-    advantage, returns = compute_advantages(
-        trajectory["reward"], trajectory["value"], trajectory["next_value"],
-        trajectory["terminated"], trajectory["truncated"],
-        gamma=hp.gamma, gae_lambda=hp.gae_lambda,
-    )
+def make_batch(trajectory: TensorDict, hp: Any, agent_dims: int = 0) -> TensorDict:
+    """Add ``advantage`` and ``returns`` (GAE) to a ``[T, B]`` trajectory and flatten to ``[T*B]``.
+
+    With ``agent_dims=1`` the trajectory is ``[A, T, B]`` and ``hp`` holds ``[A]`` values; the
+    agents are folded into the env axis for GAE (``[T, A*B]``, per-env gamma and lambda), which
+    is exact because GAE never mixes envs. Returns ``[A, T*B]``.
+    """
+    names = ("reward", "value", "next_value", "terminated", "truncated")
+    if agent_dims == 0:
+        args = [trajectory[k] for k in names]
+        gamma, lam = hp.gamma, hp.gae_lambda
+    else:
+        A, T, B = trajectory.batch_size
+        args = [trajectory[k].transpose(0, 1).reshape(T, A * B) for k in names]
+        gamma, lam = hp.gamma.repeat_interleave(B), hp.gae_lambda.repeat_interleave(B)
+    advantage, returns = compute_advantages(*args, gamma=gamma, gae_lambda=lam)
+    if agent_dims:
+        advantage = advantage.reshape(T, A, B).transpose(0, 1)
+        returns = returns.reshape(T, A, B).transpose(0, 1)
     data = trajectory.clone(recurse=False)
     data["advantage"] = advantage
     data["returns"] = returns
-    return data.reshape(-1)
+    return data.reshape(-1) if agent_dims == 0 else data.reshape(trajectory.batch_size[0], -1)
 
 
 def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, dict[str, torch.Tensor]]:
     """The default ``step_fn``: rollout, GAE, ``update_epochs`` epochs. Pure.
+
+    With an agent-batched kernel (``kernel.num_agents``) every metric has shape ``[A]``.
 
     Returns:
         ``(state, metrics)`` with 0-d tensor metrics: the loss diagnostics averaged over all
@@ -162,20 +197,21 @@ def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, 
     """
     cfg = kernel.config
     lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
-    state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.policy.value)
-    batch = make_batch(trajectory, state.hparams)
+    ax = kernel.agent_dims
+    state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic, time_dim=ax)
+    batch = make_batch(trajectory, state.hparams, ax)
     epoch_metrics = []
     for _ in range(cfg.update_epochs):
         state, m = train_epoch(state, batch, kernel, lr)
         epoch_metrics.append(m)
     metrics = _mean_metrics(epoch_metrics)
     done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
-    episodes = done.sum()
+    episodes = done.sum(dim=(-2, -1))
     metrics.update(
         explained_variance=explained_variance(batch["value"], batch["returns"]),
         learning_rate=lr,
-        episode_return=trajectory["episode_return"].sum() / episodes,
-        episode_length=trajectory["episode_length"].to(torch.float32).sum() / episodes,
+        episode_return=trajectory["episode_return"].sum(dim=(-2, -1)) / episodes,
+        episode_length=trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)) / episodes,
         episodes=episodes,
         nonfinite_params=_nonfinite_count(state.params).to(torch.float32),
         nonfinite_obs=_nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
