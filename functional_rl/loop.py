@@ -70,6 +70,7 @@ def build(
     custom_losses: Sequence[LossFn] = (),
     compile: bool = True,
     env_params: Any = None,
+    compile_options: dict[str, Any] | None = None,
 ) -> tuple[TrainerState, Kernel]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the kernel. Returns ``(state, kernel)``."""
@@ -79,7 +80,10 @@ def build(
         policy = make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
     if state is None:
         state = TrainerState.create(config, env, policy, env_params=env_params)
-    kernel = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile)
+    kernel = make_kernel(
+        config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
+        compile_options=compile_options,
+    )
     return state, kernel
 
 
@@ -95,6 +99,7 @@ def functional_training_loop(
     compile: bool = True,
     env_params: Any = None,
     max_iterations: int | None = None,
+    compile_options: dict[str, Any] | None = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -111,6 +116,8 @@ def functional_training_loop(
         env_params: environment parameters; default ``env.default_params()``.
         max_iterations: stop after this many iterations in this call (the schedule still
             follows ``config.total_timesteps``, so a later call resumes it exactly).
+        compile_options: extra ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``
+            for CUDA graphs on a GPU (``config.device="cuda"``).
 
     Returns:
         ``(state, history)``: the final state and one dict of Python numbers per iteration
@@ -129,7 +136,8 @@ def functional_training_loop(
         (2, 256)
     """
     state, kernel = build(
-        config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile, env_params=env_params
+        config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
+        env_params=env_params, compile_options=compile_options,
     )
     step_fn = train_iteration if step_fn is None else step_fn
     custom_names = [getattr(fn, "__name__", type(fn).__name__) for fn in kernel.custom_losses]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 import functional_rl.random as jr
 from functional_rl import normalize
@@ -93,7 +94,8 @@ class TrainerState:
         """Initial state: fresh params from ``key`` (default ``jr.key(config.seed)``), reset envs.
 
         The key is split into (params, env reset, run) streams, so the same seed gives the
-        same state everywhere.
+        same state everywhere. Everything is built on the CPU and moved to ``config.device``,
+        so a CUDA run starts from exactly the CPU run's initial state.
         """
         key = jr.key(config.seed) if key is None else key
         k_params, k_env, k_run = jr.split(key, 3).unbind(0)
@@ -101,7 +103,7 @@ class TrainerState:
         params = policy.init(k_params)
         obs, env_state = env.reset(k_env, env_params, config.num_envs)
         zero = torch.zeros((), dtype=torch.int64)
-        return cls(
+        state = cls(
             params=params,
             opt_state=make_optimizer(config).init(params),
             env_state=env_state,
@@ -116,6 +118,11 @@ class TrainerState:
             obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
             reward_norm=normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None,
         )
+        return state.to(config.device)
+
+    def to(self, device: str | torch.device) -> TrainerState:
+        """Every tensor leaf on ``device`` (a new state; this one is untouched)."""
+        return pytree.tree_map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, self)
 
 
 def init_state(config: PPOConfig, env: Any, policy: Any, **kwargs: Any) -> TrainerState:
