@@ -63,6 +63,9 @@ class PPOConfig:
         activation: ``"tanh"`` or ``"relu"``.
         normalize_obs: keep running observation statistics in the state and whiten obs.
         normalize_reward: scale rewards by the running std of the discounted return.
+        last_action: feed the previous action (one-hot for discrete actions, zeros at an
+            episode's start) to the policy with the observation; kept in the state and stored
+            in the trajectory's ``obs`` so training sees exactly what the rollout saw.
         device: torch device string for the state and the compiled functions.
     """
 
@@ -88,6 +91,7 @@ class PPOConfig:
     activation: str = "tanh"
     normalize_obs: bool = False
     normalize_reward: bool = False
+    last_action: bool = False
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -148,7 +152,7 @@ class PPOConfig:
             bad("hidden_sizes", "must be a non-empty sequence of positive integers")
         if self.activation not in ("tanh", "relu"):
             bad("activation", "must be 'tanh' or 'relu'")
-        for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward"):
+        for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
         if not isinstance(self.env_id, str) or not self.env_id:

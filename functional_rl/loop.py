@@ -17,9 +17,9 @@ import torch
 
 from functional_rl.config import PPOConfig
 from functional_rl.envs import make
-from functional_rl.losses import LossFn
+from functional_rl.losses import LossFn, loss_name
 from functional_rl.policies import make_mlp_policy
-from functional_rl.state import TrainerState
+from functional_rl.state import TrainerState, last_action_size
 from functional_rl.train import Kernel, make_kernel, train_iteration
 
 __all__ = ["functional_training_loop", "train_many", "NonFiniteError", "metrics_to_host", "build", "CHECKED_METRICS"]
@@ -61,6 +61,13 @@ def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str])
         )
 
 
+def default_policy(config: PPOConfig, env: Any):
+    """The CleanRL MLP actor-critic for ``env``'s spaces and the config's sizes (with room for
+    the encoded last action when ``config.last_action``)."""
+    extra = last_action_size(env.action_space) if config.last_action else 0
+    return make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
+
+
 def build(
     config: PPOConfig,
     *,
@@ -71,18 +78,19 @@ def build(
     compile: bool = True,
     env_params: Any = None,
     compile_options: dict[str, Any] | None = None,
+    curriculum: Any = None,
 ) -> tuple[TrainerState, Kernel]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the kernel. Returns ``(state, kernel)``."""
     if env is None or isinstance(env, str):
         env = make(env or config.env_id)
     if policy is None:
-        policy = make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
+        policy = default_policy(config, env)
     if state is None:
-        state = TrainerState.create(config, env, policy, env_params=env_params)
+        state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum)
     kernel = make_kernel(
         config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
-        compile_options=compile_options,
+        compile_options=compile_options, curriculum=curriculum,
     )
     return state, kernel
 
@@ -100,6 +108,7 @@ def functional_training_loop(
     env_params: Any = None,
     max_iterations: int | None = None,
     compile_options: dict[str, Any] | None = None,
+    curriculum: Any = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -118,6 +127,8 @@ def functional_training_loop(
             follows ``config.total_timesteps``, so a later call resumes it exactly).
         compile_options: extra ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``
             for CUDA graphs on a GPU (``config.device="cuda"``).
+        curriculum: a task sampler (:mod:`functional_rl.curriculum`) choosing env params per
+            episode; its state lives in ``state.extra["curriculum"]``.
 
     Returns:
         ``(state, history)``: the final state and one dict of Python numbers per iteration
@@ -137,10 +148,10 @@ def functional_training_loop(
     """
     state, kernel = build(
         config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
-        env_params=env_params, compile_options=compile_options,
+        env_params=env_params, compile_options=compile_options, curriculum=curriculum,
     )
     step_fn = train_iteration if step_fn is None else step_fn
-    custom_names = [getattr(fn, "__name__", type(fn).__name__) for fn in kernel.custom_losses]
+    custom_names = [loss_name(fn) for fn in kernel.custom_losses]
     history: list[dict[str, float]] = []
     last_good = state
 
@@ -230,12 +241,12 @@ def train_many(
     if env is None or isinstance(env, str):
         env = make(env or config.env_id)
     if policy is None:
-        policy = make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
+        policy = default_policy(config, env)
     agents = agent_grid(seeds, hparams)
     states = stack_states(config, env, policy, agents, env_params=env_params)
     kernel = make_agents_kernel(config, env, policy, len(agents), env_params=env_params,
                                 custom_losses=custom_losses, compile=compile)
-    custom_names = [getattr(fn, "__name__", type(fn).__name__) for fn in kernel.custom_losses]
+    custom_names = [loss_name(fn) for fn in kernel.custom_losses]
     histories: list[list[dict[str, float]]] = [[] for _ in agents]
     last_good = states
     try:

@@ -14,6 +14,12 @@ Diagnostics (CleanRL): ``approx_kl = mean((rho - 1) - log rho)`` (Schulman's k3 
 A custom loss is ``loss(params, batch, outputs, hp) -> Tensor | (Tensor, dict)`` where
 ``outputs`` is the current forward pass (so a loss never re-runs the policy). Its value is
 reported under the function's ``__name__`` and its dict entries under their own keys.
+
+The reference trainer's signature ``loss(policy, obs, actions, rewards, values, advantages)
+-> Tensor`` is accepted too: :func:`adapt_loss` recognises it by its first parameter being
+named ``policy`` and wraps it in :class:`SeedLoss`, which passes a :class:`BoundPolicy` (the
+policy with the parameters being differentiated) and the minibatch's columns. Such a loss
+runs its own forward passes; the native signature avoids that.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name"]
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "adapt_loss", "BoundPolicy", "SeedLoss"]
 
 LossFn = Callable[..., Any]
 
@@ -122,3 +128,62 @@ def ppo_loss(
         metrics.update({k: torch.as_tensor(v).detach() for k, v in extra.items()})
     metrics["total_loss"] = total.detach()
     return total, metrics
+
+
+class BoundPolicy:
+    """A policy with fixed parameters, callable like a module: ``policy(obs) -> outputs``.
+
+    Gradients flow to the parameters it was bound to, so a seed-style loss built on it is
+    differentiated like any other term.
+    """
+
+    def __init__(self, policy: Any, params: Any):
+        self.policy, self.params = policy, params
+
+    def __call__(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.policy.apply(self.params, obs)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """``V(obs)``, float ``[N]``."""
+        return self.policy.value(self.params, obs)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``log pi(actions | obs)``, float ``[N]``."""
+        return self.policy.distribution.log_prob(self(obs), actions)
+
+    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
+        """Entropy of ``pi(. | obs)``, float ``[N]``."""
+        return self.policy.distribution.entropy(self(obs))
+
+
+class SeedLoss:
+    """Adapter: ``loss(policy, obs, actions, rewards, values, advantages)`` -> native signature."""
+
+    def __init__(self, fn: LossFn, policy: Any):
+        self.fn, self.policy = fn, policy
+        self.__name__ = loss_name(fn)
+
+    def __call__(self, params: Any, batch: Mapping[str, torch.Tensor], outputs: Any, hp: Any) -> torch.Tensor:
+        return self.fn(
+            BoundPolicy(self.policy, params), batch["obs"], batch["action"], batch["reward"],
+            batch["value"], batch["advantage"],
+        )
+
+
+def adapt_loss(fn: LossFn, policy: Any) -> LossFn:
+    """Return ``fn`` in the native signature: seed-style losses (first parameter ``policy``)
+    are wrapped in :class:`SeedLoss`; native ones are returned unchanged.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+    """
+    import inspect
+
+    if not callable(fn):
+        raise TypeError(f"custom loss {fn!r} is not callable; expected loss(params, batch, outputs, hp) "
+                        "or loss(policy, obs, actions, rewards, values, advantages)")
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return fn
+    return SeedLoss(fn, policy) if params[:1] == ["policy"] else fn

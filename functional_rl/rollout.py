@@ -5,7 +5,8 @@ A transition (all ``[B]`` leading dims, ``B = num_envs``):
 =================  ===============  =========================================================
 key                dtype/shape      meaning
 =================  ===============  =========================================================
-obs                float [B, ...]   the observation the policy acted on (normalised if enabled)
+obs                float [B, ...]   the policy's input: the observation (normalised if enabled),
+                                    with the encoded last action appended if enabled
 action             [B] or [B, D]    the sampled action (unclipped for continuous actions)
 log_prob           float [B]        log pi(action | obs) under the behaviour params
 value              float [B]        V(obs)
@@ -33,7 +34,7 @@ import functional_rl.random as jr
 from functional_rl import normalize
 from functional_rl.envs.base import Box
 
-__all__ = ["rollout_step", "rollout", "policy_act", "record_step"]
+__all__ = ["rollout_step", "rollout", "policy_act", "record_step", "encode_action"]
 
 
 def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
@@ -49,6 +50,9 @@ def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
         obs_norm = normalize.obs_norm_update(obs_norm, obs)
         obs = normalize.obs_norm_apply(obs_norm, obs)
+    extra = state.extra or {}
+    if "last_action" in extra:
+        obs = torch.cat([obs.reshape(obs.shape[0], -1), extra["last_action"]], dim=-1)
     outputs = policy.apply(state.params, obs)
     action = policy.distribution.sample(k_act, outputs)
     log_prob = policy.distribution.log_prob(outputs, action)
@@ -83,6 +87,12 @@ def record_step(
     done = terminated | truncated
     if obs_norm is not None:
         final_obs = normalize.obs_norm_apply(obs_norm, final_obs)
+    extra = dict(state.extra) if state.extra else None
+    if extra is not None and "last_action" in extra:
+        encoded = encode_action(act["env_action"], extra["last_action"].shape[-1])
+        # The true next input of the same episode carries this action; a new episode starts at 0.
+        final_obs = torch.cat([final_obs.reshape(final_obs.shape[0], -1), encoded], dim=-1)
+        extra["last_action"] = torch.where(done[:, None], torch.zeros_like(encoded), encoded)
     reward_norm = state.reward_norm
     train_reward = reward
     if reward_norm is not None:
@@ -108,6 +118,7 @@ def record_step(
         key=act["key"],
         obs_norm=obs_norm,
         reward_norm=reward_norm,
+        extra=extra,
         episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
         episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),
         agent_step=state.agent_step + reward.shape[0],
@@ -115,7 +126,16 @@ def record_step(
     return new_state, transition
 
 
-def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
+    """The last-action input: one-hot ``[B, n]`` for int actions, flattened ``[B, D]`` floats else."""
+    if action.dtype in (torch.int64, torch.int32):
+        return torch.nn.functional.one_hot(action.long(), size).to(torch.float32)
+    return action.reshape(action.shape[0], -1).to(torch.float32)
+
+
+def rollout_step(
+    state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None
+) -> tuple[Any, dict[str, torch.Tensor]]:
     """One step of every pure environment under the current policy. Pure.
 
     ``policy_act`` (split ``state.key`` into next/action/env keys, sample
@@ -124,13 +144,21 @@ def rollout_step(state: Any, *, env: Any, env_params: Any, policy: Any) -> tuple
     Args:
         state: a :class:`~functional_rl.state.TrainerState` with ``obs [B, ...]``.
         env: a pure environment; env_params: its parameters; policy: a ``Policy``.
+        curriculum: optional task sampler (:mod:`functional_rl.curriculum`): the env runs with
+            its per-env parameters, and envs whose episode ended draw their next task.
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
     """
+    if curriculum is not None:
+        env_params = curriculum.env_params(env_params, state.extra["curriculum"])
     act = policy_act(state, policy=policy, action_space=env.action_space)
     next_obs, env_state, reward, terminated, truncated, info = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
-    return record_step(state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+    new_state, transition = record_step(state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+    if curriculum is not None:
+        cs = curriculum.on_step(new_state.extra["curriculum"], terminated | truncated)
+        new_state = new_state.replace(extra={**new_state.extra, "curriculum": cs})
+    return new_state, transition
 
 
 def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: int = 0) -> tuple[Any, TensorDict]:

@@ -24,7 +24,14 @@ from functional_rl import normalize
 from functional_rl.config import Hyperparams, PPOConfig
 from functional_rl.struct import pytree_dataclass
 
-__all__ = ["TrainerState", "init_state", "make_optimizer"]
+__all__ = ["TrainerState", "init_state", "make_optimizer", "last_action_size"]
+
+
+def last_action_size(action_space: Any) -> int:
+    """Width of the encoded last action: ``n`` (one-hot) for Discrete, ``prod(shape)`` for Box."""
+    import math
+
+    return action_space.n if hasattr(action_space, "n") else math.prod(action_space.shape)
 
 
 def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: Any = None):
@@ -62,7 +69,8 @@ class TrainerState:
         episode_length: int64 ``[B]``, length of each env's running episode.
         obs_norm: observation-normalizer statistics, or ``None``.
         reward_norm: reward-scaling statistics, or ``None``.
-        extra: a dict of user or feature state (last action, curriculum, ...), default empty.
+        extra: ``None`` or a dict of feature state: ``"last_action"`` (encoded previous
+            action ``[B, K]``), ``"curriculum"`` (a ``CurriculumState``), or a user's own.
     """
 
     params: Any
@@ -90,6 +98,7 @@ class TrainerState:
         key: torch.Tensor | None = None,
         env_params: Any = None,
         hparams: Hyperparams | None = None,
+        curriculum: Any = None,
     ) -> TrainerState:
         """Initial state: fresh params from ``key`` (default ``jr.key(config.seed)``), reset envs.
 
@@ -103,6 +112,12 @@ class TrainerState:
         params = policy.init(k_params)
         obs, env_state = env.reset(k_env, env_params, config.num_envs)
         zero = torch.zeros((), dtype=torch.int64)
+        extra = {}
+        if config.last_action:
+            extra["last_action"] = torch.zeros(config.num_envs, last_action_size(env.action_space))
+        if curriculum is not None:
+            # Its own stream: adding a curriculum leaves the training key stream unchanged.
+            extra["curriculum"] = curriculum.init(jr.fold_in(key, 0x0C0FFEE), config.num_envs)
         state = cls(
             params=params,
             opt_state=make_optimizer(config).init(params),
@@ -117,6 +132,7 @@ class TrainerState:
             episode_length=torch.zeros(config.num_envs, dtype=torch.int64),
             obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
             reward_norm=normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None,
+            extra=extra or None,
         )
         return state.to(config.device)
 

@@ -27,14 +27,14 @@ from tensordict import TensorDict
 import functional_rl.random as jr
 from functional_rl.advantages import compute_advantages
 from functional_rl.config import PPOConfig, learning_rate_at
-from functional_rl.losses import LossFn, ppo_loss
+from functional_rl.losses import LossFn, adapt_loss, ppo_loss
 from functional_rl.optim import apply_updates, global_norm
 from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.state import TrainerState, make_optimizer
 
 __all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
 
-MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns")
+MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Kernel:
         num_agents: ``None`` for one agent; ``A`` when the functions are vmapped over a
             leading agent axis of every state leaf (see :func:`functional_rl.vmap.train_many`).
         value: the critic ``(params, obs) -> V``; default ``policy.value``.
+        curriculum: optional task sampler (:mod:`functional_rl.curriculum`).
     """
 
     config: PPOConfig
@@ -62,6 +63,7 @@ class Kernel:
     compiled: bool = False
     num_agents: int | None = None
     value: Callable[..., Any] | None = None
+    curriculum: Any = None
 
     @property
     def agent_dims(self) -> int:
@@ -92,8 +94,8 @@ def update_minibatch(
         hp: :class:`Hyperparams`; lr: float 0-d learning rate for this step.
 
     Returns:
-        ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus ``grad_norm``
-        (before clipping).
+        ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus
+        :func:`gradient_stats` (before clipping).
     """
 
     def loss_fn(p):
@@ -105,8 +107,23 @@ def update_minibatch(
     grads, metrics = torch.func.grad(loss_fn, has_aux=True)(params)
     tx = make_optimizer(config, learning_rate=lr, max_grad_norm=hp.max_grad_norm)
     updates, opt_state = tx.update(grads, opt_state, params)
-    metrics = {**metrics, "grad_norm": global_norm(grads)}
+    metrics = {**metrics, **gradient_stats(grads)}
     return apply_updates(params, updates), opt_state, metrics
+
+
+def gradient_stats(grads: Any) -> dict[str, torch.Tensor]:
+    """Gradient statistics as 0-d tensors (before clipping).
+
+    ``grad_norm`` (global L2 norm), ``grad/norm/<group>`` for each top-level parameter group
+    (``actor``, ``critic``, ...), and ``grad/mean`` / ``grad/var``: the mean and (population)
+    variance of all gradient elements pooled.
+    """
+    flat = torch.cat([g.reshape(-1) for g in pytree.tree_leaves(grads) if isinstance(g, torch.Tensor)])
+    stats = {"grad_norm": global_norm(grads), "grad/mean": flat.mean(), "grad/var": flat.var(unbiased=False)}
+    if isinstance(grads, dict):
+        for name, group in grads.items():
+            stats[f"grad/norm/{name}"] = global_norm(group)
+    return stats
 
 
 def _mean_metrics(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -216,6 +233,10 @@ def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, 
         nonfinite_params=_nonfinite_count(state.params).to(torch.float32),
         nonfinite_obs=_nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
     )
+    if kernel.curriculum is not None:
+        cs = kernel.curriculum.update(state.extra["curriculum"], metrics)
+        state = state.replace(extra={**state.extra, "curriculum": cs})
+        metrics.update(kernel.curriculum.metrics(cs))
     return state.replace(iteration=state.iteration + 1), metrics
 
 
@@ -228,6 +249,7 @@ def make_kernel(
     custom_losses: Sequence[LossFn] = (),
     compile: bool = False,
     compile_options: dict[str, Any] | None = None,
+    curriculum: Any = None,
 ) -> Kernel:
     """Bind the static parts and optionally ``torch.compile`` the step functions.
 
@@ -237,13 +259,13 @@ def make_kernel(
     ``policy_act`` (compiled) -> host ``env.step`` -> ``record_step`` (compiled).
     """
     env_params = env.default_params() if env_params is None else env_params
-    custom_losses = tuple(custom_losses)
-    for fn in custom_losses:
-        if not callable(fn):
-            raise TypeError(f"custom loss {fn!r} is not callable; expected loss(params, batch, outputs, hp)")
+    custom_losses = tuple(adapt_loss(fn, policy) for fn in custom_losses)
+    pure_env = getattr(env, "is_pure", True)
+    if curriculum is not None and not pure_env:
+        raise ValueError(f"a curriculum needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
 
     def step(state):
-        return rollout_step(state, env=env, env_params=env_params, policy=policy)
+        return rollout_step(state, env=env, env_params=env_params, policy=policy, curriculum=curriculum)
 
     def act(state):
         return policy_act(state, policy=policy, action_space=env.action_space)
@@ -256,7 +278,6 @@ def make_kernel(
     def update_fn(params, opt_state, minibatch, hp, lr):
         return update(params, opt_state, minibatch, hp, lr)
 
-    pure_env = getattr(env, "is_pure", True)
     if compile:
         opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
         step = torch.compile(step, **opts)
@@ -272,5 +293,5 @@ def make_kernel(
 
     return Kernel(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
-        rollout_step=step, update=update_fn, compiled=compile,
+        rollout_step=step, update=update_fn, compiled=compile, curriculum=curriculum,
     )
