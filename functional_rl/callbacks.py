@@ -9,24 +9,71 @@ A callback implements any of::
 
 There is no registry: pass a list to ``functional_training_loop(callbacks=[...])``. Callbacks
 never swallow exceptions; the loop re-raises after every ``on_failure`` ran.
+
+The callbacks here, all plain objects:
+
+==========================  =============================================================================
+:class:`ConsoleLogger`      one progress line every N iterations (for logs and non-TTYs)
+:class:`ProgressBar`        a tqdm bar: steps, SPS, mean return, ETA
+:class:`JSONLWriter`        one JSON row per iteration, grouped metric names
+:class:`TensorBoardWriter`  scalars under grouped names, ``step = agent_step``
+:class:`WandbLogger`        Weights & Biases, offline by default (``pip install 'functional-rl[wandb]'``)
+:class:`Checkpointer`       periodic, final and on-failure checkpoints; keeps the last K
+:class:`Evaluator`          greedy evaluation episodes on the evaluator's own PRNG stream
+==========================  =============================================================================
+
+Loggers that accept extra rows (``JSONLWriter``, ``TensorBoardWriter``, ``WandbLogger``) have
+a ``write(row)`` method; the :class:`Evaluator` sends its ``eval/...`` rows there.
+
+Example:
+    >>> import io, tempfile
+    >>> from functional_rl.config import PPOConfig
+    >>> from functional_rl.loop import functional_training_loop
+    >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     ckpt = Checkpointer(d, every=1, keep_last=1)
+    ...     state, _ = functional_training_loop(cfg, compile=False, callbacks=[ckpt])
+    ...     [p.name for p in sorted(Path(d).iterdir())]
+    ['ckpt_000000000064.frl']
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-__all__ = ["Callback", "ConsoleLogger", "JSONLWriter", "METRIC_GROUPS", "grouped"]
+import torch
+
+import functional_rl.random as jr
+from functional_rl import checkpoint as ckpt_io
+
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "ConsoleLogger",
+    "Evaluator",
+    "JSONLWriter",
+    "METRIC_GROUPS",
+    "ProgressBar",
+    "TensorBoardWriter",
+    "WandbLogger",
+    "evaluate",
+    "grouped",
+    "state_policy_input",
+]
 
 
 class Callback(Protocol):
     """Any subset of the four hooks (see the module docstring)."""
 
-    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None: ...
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Called after each iteration with the state and the metrics as Python numbers."""
 
 
 # Metric names grouped the way the reference trainer's dashboards group them.
@@ -45,15 +92,28 @@ METRIC_GROUPS = {
     "episode_length": "env/episode_length",
     "episodes": "env/episodes",
     "time_s": "timing/iteration_s",
+    "nonfinite_params": "diagnostics/nonfinite_params",
+    "nonfinite_obs": "diagnostics/nonfinite_obs",
 }
 
 
 def grouped(metrics: dict[str, float]) -> dict[str, float]:
-    """Rename metrics to their dashboard groups; unknown names go under ``custom/``."""
+    """Rename metrics to their dashboard groups; unknown names go under ``custom/``.
+
+    ``agent_step`` and ``iteration`` keep their names and become ints; names that already
+    contain a ``/`` are kept as they are.
+
+    Only what the shell measures is timed: ``timing/iteration_s`` is the wall time of one
+    ``step_fn`` call (rollout and update together), since the kernel is one pure function.
+
+    Example:
+        >>> grouped({"agent_step": 64.0, "iteration": 1, "episode_return": 20.0, "my_loss": 0.5, "eval/x": 1.0})
+        {'agent_step': 64, 'iteration': 1, 'overview/reward': 20.0, 'custom/my_loss': 0.5, 'eval/x': 1.0}
+    """
     out = {}
     for k, v in metrics.items():
         if k in ("agent_step", "iteration"):
-            out[k] = v
+            out[k] = int(v)
         elif "/" in k:
             out[k] = v
         else:
@@ -79,6 +139,7 @@ class ConsoleLogger:
         self.recent_returns: list[tuple[float, float]] = []
 
     def on_start(self, state: Any, config: Any) -> None:
+        """Print the run's size and start the clock."""
         self.total = config.num_iterations * config.batch_size
         self.t0 = time.perf_counter()
         self.start_step = None
@@ -86,6 +147,7 @@ class ConsoleLogger:
               file=self.stream, flush=True)
 
     def on_iteration(self, state: Any, m: dict[str, float]) -> None:
+        """Print a progress line every ``every`` iterations."""
         if self.start_step is None:
             self.start_step = m["agent_step"] - m.get("sps", 0) * m.get("time_s", 0)
         if m.get("episodes", 0) > 0 and not math.isnan(m["episode_return"]):
@@ -105,10 +167,12 @@ class ConsoleLogger:
 
     @staticmethod
     def mean_return(pairs: list[tuple[float, float]]) -> float:
+        """Episode-weighted mean of ``(mean_return, episodes)`` pairs; NaN if there are none."""
         n = sum(c for _, c in pairs)
         return sum(r * c for r, c in pairs) / n if n else float("nan")
 
     def on_end(self, state: Any) -> None:
+        """Print the summary line."""
         elapsed = time.perf_counter() - self.t0
         print(
             f"done: {int(state.agent_step):,} steps in {elapsed:.1f}s; "
@@ -118,6 +182,7 @@ class ConsoleLogger:
         )
 
     def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Print which iteration failed and why; the loop re-raises."""
         print(f"training failed at iteration {int(state.iteration) + 1}: {exc}", file=self.stream, flush=True)
 
 
@@ -130,25 +195,537 @@ class JSONLWriter:
         self._f: TextIO | None = None
 
     def on_start(self, state: Any, config: Any) -> None:
+        """Create the parent directory and open the file in append mode."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
 
     def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Append the iteration's metrics as one row (grouped names unless ``group=False``)."""
+        self.write(grouped(metrics) if self.group else dict(metrics))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row as a JSON line (NaN/inf become ``null``) and flush it."""
         if self._f is None:
-            self.on_start(state, None)
-        row = grouped(metrics) if self.group else dict(metrics)
+            self.on_start(None, None)
         # NaN is not JSON; write null.
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
 
     def close(self) -> None:
+        """Close the file (a later ``write`` reopens it in append mode)."""
         if self._f is not None:
             self._f.close()
             self._f = None
 
     def on_end(self, state: Any) -> None:
+        """Close the file."""
         self.close()
 
     def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Close the file (every row written so far is on disk); the loop re-raises."""
         self.close()
+
+
+def _finite_items(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """``(name, value)`` for every finite number in ``row`` except the counters."""
+    out = []
+    for k, v in row.items():
+        if k in ("agent_step", "iteration") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(v):
+            out.append((k, float(v)))
+    return out
+
+
+class ProgressBar:
+    """A tqdm progress bar over environment steps, with SPS, the mean return and the ETA.
+
+    The bar counts ``agent_step`` up to ``num_iterations * batch_size`` (tqdm shows the rate
+    and the ETA); the postfix shows the SPS of the last iteration and the mean episodic
+    return of the last ``window`` iterations that finished an episode.
+
+    Args:
+        stream: where to draw; default ``sys.stderr``.
+        disable: ``None`` (tqdm's default: off when ``stream`` is not a TTY), ``True`` or ``False``.
+        window: iterations in the running mean return.
+        mininterval: least seconds between redraws.
+
+    Example:
+        >>> import io
+        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.loop import functional_training_loop
+        >>> out = io.StringIO()
+        >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64)
+        >>> _ = functional_training_loop(cfg, compile=False, callbacks=[ProgressBar(stream=out, disable=False)])
+        >>> "64/64" in out.getvalue()
+        True
+    """
+
+    def __init__(self, stream: TextIO | None = None, disable: bool | None = None, window: int = 10,
+                 mininterval: float = 0.5):
+        self.stream = stream
+        self.disable = disable
+        self.window = max(1, window)
+        self.mininterval = mininterval
+        self.bar: Any = None
+        self._step = 0
+        self._returns: list[tuple[float, float]] = []
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Open the bar at the state's ``agent_step`` (so a resumed run starts part-way)."""
+        from tqdm import tqdm
+
+        self._step = int(state.agent_step)
+        self.bar = tqdm(
+            total=config.num_iterations * config.batch_size, initial=self._step, unit="step",
+            desc=config.env_id, file=self.stream if self.stream is not None else sys.stderr, disable=self.disable,
+            mininterval=self.mininterval, dynamic_ncols=True,
+        )
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Advance the bar to ``metrics["agent_step"]`` and refresh the postfix."""
+        if self.bar is None:
+            return
+        step = int(metrics["agent_step"])
+        if metrics.get("episodes", 0) > 0 and math.isfinite(metrics.get("episode_return", math.nan)):
+            self._returns = (self._returns + [(metrics["episode_return"], metrics["episodes"])])[-self.window:]
+        ret = ConsoleLogger.mean_return(self._returns)
+        self.bar.set_postfix(sps=f"{metrics.get('sps', math.nan):.0f}", ret="n/a" if math.isnan(ret) else f"{ret:.1f}",
+                             refresh=False)
+        self.bar.update(step - self._step)
+        self._step = step
+
+    def close(self) -> None:
+        """Close the bar (idempotent)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_end(self, state: Any) -> None:
+        """Close the bar."""
+        self.close()
+
+    def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Close the bar; the loop re-raises ``exc``."""
+        self.close()
+
+
+class TensorBoardWriter:
+    """Writes every finite metric as a TensorBoard scalar under its grouped name.
+
+    The x-axis is ``agent_step`` (comparable across ``num_envs`` and resumes). Uses
+    :class:`torch.utils.tensorboard.SummaryWriter`, created lazily in ``on_start``.
+
+    Args:
+        log_dir: the event-file directory (created if missing).
+        purge_step: on a resumed run, the step of the checkpoint it resumed from plus one:
+            events at or after it, written by the interrupted run, are dropped.
+        flush_secs: seconds between flushes of the event file.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     tb = TensorBoardWriter(d)
+        ...     tb.write({"agent_step": 64, "overview/reward": 21.5})
+        ...     tb.close()
+        ...     any(p.name.startswith("events.out.tfevents") for p in Path(d).iterdir())
+        True
+    """
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None, flush_secs: int = 10):
+        self.log_dir = Path(log_dir)
+        self.purge_step = purge_step
+        self.flush_secs = flush_secs
+        self.writer: Any = None
+
+    def _open(self) -> Any:
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:  # pragma: no cover - tensorboard is a dev dependency
+                raise ImportError("TensorBoardWriter needs tensorboard: pip install tensorboard") from e
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=self.purge_step, flush_secs=self.flush_secs)
+        return self.writer
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Open the writer and record the config as text (``config`` tag)."""
+        writer = self._open()
+        if config is not None and hasattr(config, "to_dict"):
+            writer.add_text("config", "```\n" + json.dumps(config.to_dict(), indent=2) + "\n```", int(state.agent_step))
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Write the iteration's metrics under their grouped names."""
+        self.write(grouped(metrics))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Write each finite number of ``row`` as a scalar at ``step = row["agent_step"]``."""
+        writer = self._open()
+        step = int(row["agent_step"])
+        for name, value in _finite_items(row):
+            writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        """Flush and close the event file (idempotent)."""
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
+
+    def on_end(self, state: Any) -> None:
+        """Flush and close."""
+        self.close()
+
+    def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Flush and close, so the events up to the failure are on disk."""
+        self.close()
+
+
+def _import_wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError(
+            "WandbLogger needs the wandb package, which is not installed: "
+            "pip install 'functional-rl[wandb]' (or pip install wandb)"
+        ) from e
+    return wandb
+
+
+class WandbLogger:
+    """Logs grouped metrics to Weights & Biases, offline by default (no account, no network).
+
+    ``wandb`` is imported when the logger is created; a missing package raises an
+    ``ImportError`` that says to ``pip install 'functional-rl[wandb]'``. Offline runs are
+    uploaded later with ``wandb sync``.
+
+    Args:
+        project: the W&B project name.
+        mode: ``"offline"`` (default), ``"online"`` or ``"disabled"``.
+        name: the run's display name; default W&B's.
+        dir: where W&B writes its files; default W&B's (``./wandb``).
+        config: a config to record; default the one given to ``on_start``.
+        **init_kwargs: passed on to ``wandb.init`` (``group``, ``tags``, ``id``, ``resume``, ...).
+
+    Raises:
+        ImportError: if ``wandb`` is not installed.
+    """
+
+    def __init__(self, project: str, mode: str = "offline", name: str | None = None, dir: str | Path | None = None,
+                 config: Any = None, **init_kwargs: Any):
+        self.wandb = _import_wandb()
+        self.project, self.mode, self.name, self.dir, self.config = project, mode, name, dir, config
+        self.init_kwargs = init_kwargs
+        self.run: Any = None
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Start the W&B run with the config as its ``config``."""
+        cfg = self.config if self.config is not None else config
+        cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+        kwargs = {"project": self.project, "mode": self.mode, "config": cfg_dict, **self.init_kwargs}
+        if self.name is not None:
+            kwargs["name"] = self.name
+        if self.dir is not None:
+            Path(self.dir).mkdir(parents=True, exist_ok=True)
+            kwargs["dir"] = str(self.dir)
+        self.run = self.wandb.init(**kwargs)
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Log the iteration's grouped metrics at ``step = agent_step``."""
+        self.write(grouped(metrics))
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Log each finite number of ``row`` at ``step = row["agent_step"]``."""
+        if self.run is None:
+            raise RuntimeError("WandbLogger.write before on_start: pass the logger to functional_training_loop")
+        self.run.log(dict(_finite_items(row)), step=int(row["agent_step"]))
+
+    def on_end(self, state: Any) -> None:
+        """Finish the run."""
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Finish the run with exit code 1 (marked failed)."""
+        if self.run is not None:
+            self.run.finish(exit_code=1)
+            self.run = None
+
+
+_CKPT_NAME = re.compile(r"^ckpt_(\d{12,})" + re.escape(ckpt_io.EXTENSION) + r"$")
+
+
+class Checkpointer:
+    """Saves the training state every ``every`` iterations, at the end, and on failure.
+
+    Files are :func:`functional_rl.checkpoint.checkpoint_path` ``(directory, agent_step)``,
+    written atomically by :func:`functional_rl.checkpoint.save` with the config and the
+    metadata ``{"agent_step", "iteration", "reason", **metadata}``; ``reason`` is
+    ``"periodic"``, ``"end"`` or ``"failure"``. A step already saved is not written twice.
+    After each save only the ``keep_last`` highest-step checkpoints in ``directory`` are kept.
+
+    ``on_failure`` saves the last good state the loop hands it (the state after the last
+    iteration that completed and passed the finite checks), so a crash or a ``Ctrl-C`` loses
+    nothing; the loop then re-raises the exception.
+
+    Args:
+        directory: the checkpoint folder (created on the first save).
+        every: iterations between periodic saves (>= 1).
+        keep_last: how many checkpoints to keep; ``None`` keeps all.
+        config: the config stored in each file; default the one given to ``on_start``.
+        metadata: extra JSON-able metadata stored in each file.
+
+    Attributes:
+        saved: paths written by this object, in order (pruned files included).
+    """
+
+    def __init__(self, directory: str | Path, every: int = 1, keep_last: int | None = None, config: Any = None,
+                 metadata: dict[str, Any] | None = None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"Checkpointer: every must be an int >= 1, got {every!r}")
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+            raise ValueError(f"Checkpointer: keep_last must be None or an int >= 1, got {keep_last!r}")
+        self.directory = Path(directory)
+        self.every = every
+        self.keep_last = keep_last
+        self.config = config
+        self.metadata = dict(metadata or {})
+        self.saved: list[Path] = []
+        self._last_step: int | None = None
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Remember the run's config (unless one was given)."""
+        if self.config is None:
+            self.config = config
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Save when the iteration count is a multiple of ``every``."""
+        if int(metrics["iteration"]) % self.every == 0:
+            self.save(state, "periodic")
+
+    def on_end(self, state: Any) -> None:
+        """Save the final state."""
+        self.save(state, "end")
+
+    def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Save the last good state; the loop re-raises ``exc`` afterwards."""
+        self.save(state, "failure")
+
+    def save(self, state: Any, reason: str = "manual") -> Path:
+        """Write ``state`` now (unless its step was just saved) and prune; return the path."""
+        step = int(state.agent_step)
+        path = ckpt_io.checkpoint_path(self.directory, step)
+        if step == self._last_step and path.exists():
+            return path
+        meta = {"agent_step": step, "iteration": int(state.iteration), "reason": reason, **self.metadata}
+        ckpt_io.save(path, state, self.config, meta)
+        self._last_step = step
+        self.saved.append(path)
+        self._prune()
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """The checkpoints in ``directory``, oldest (lowest step) first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _CKPT_NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def _prune(self) -> None:
+        if self.keep_last is None:
+            return
+        for old in self.checkpoints()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+
+
+def evaluate(
+    key: torch.Tensor,
+    params: Any,
+    env: Any,
+    policy: Any,
+    *,
+    episodes: int = 10,
+    env_params: Any = None,
+    max_steps: int = 100_000,
+    obs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    last_action_size: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``episodes`` greedy episodes in parallel (one per env) and return their returns.
+
+    Actions are ``policy.distribution.mode`` (argmax logits, or the Gaussian mean clipped to
+    the action box). Each env's first episode counts; the loop stops when all have ended or
+    after ``max_steps`` steps (unfinished episodes then count with their partial return).
+    Eager, under ``torch.no_grad``; the only randomness (env resets and dynamics) comes from
+    ``key``.
+
+    Args:
+        key: int64 ``[2]``, the evaluation key.
+        params: the policy parameters.
+        env: a pure environment; env_params: its parameters (default ``env.default_params()``).
+        policy: a ``Policy``.
+        episodes: E, how many episodes.
+        max_steps: a cap on episode length.
+        obs_fn: maps raw observations to policy inputs (e.g. a fixed observation normalizer).
+        last_action_size: for a policy trained with ``config.last_action``: the width of the
+            encoded previous action appended to its input (zeros at an episode's start), as in
+            the rollout; 0 (default) for none. :func:`state_policy_input` gives both from a state.
+
+    Returns:
+        ``(returns, lengths)``: float32 ``[E]`` and int64 ``[E]``.
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.policies import make_mlp_policy
+        >>> env = make("CartPole-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space)
+        >>> params = policy.init(jr.key(0))
+        >>> r1, n1 = evaluate(jr.key(7), params, env, policy, episodes=3)
+        >>> r2, n2 = evaluate(jr.key(7), params, env, policy, episodes=3)
+        >>> r1.shape, bool(torch.equal(r1, r2)), bool(torch.equal(r1, n1.float()))
+        (torch.Size([3]), True, True)
+    """
+    from functional_rl.envs.base import Box
+    from functional_rl.rollout import encode_action
+
+    if episodes < 1:
+        raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
+    env_params = env.default_params() if env_params is None else env_params
+    k_reset, key = jr.split(key, 2).unbind(0)
+    with torch.no_grad():
+        obs, env_state = env.reset(k_reset, env_params, episodes)
+        returns = torch.zeros(episodes, dtype=torch.float32, device=obs.device)
+        lengths = torch.zeros(episodes, dtype=torch.int64, device=obs.device)
+        done = torch.zeros(episodes, dtype=torch.bool, device=obs.device)
+        last_action = torch.zeros(episodes, last_action_size, device=obs.device)
+        for _ in range(max_steps):
+            key, k_step = jr.split(key, 2).unbind(0)
+            x = obs if obs_fn is None else obs_fn(obs)
+            if last_action_size:
+                x = torch.cat([x.reshape(episodes, -1), last_action], dim=-1)
+            action = policy.distribution.mode(policy.apply(params, x))
+            if isinstance(env.action_space, Box):
+                action = torch.clamp(action, env.action_space.low_tensor(action.device),
+                                     env.action_space.high_tensor(action.device))
+            obs, env_state, reward, terminated, truncated, _ = env.step(k_step, env_state, action, env_params)
+            alive = ~done
+            returns = returns + torch.where(alive, reward.to(returns.dtype), torch.zeros_like(returns))
+            lengths = lengths + alive.to(torch.int64)
+            ended = terminated | truncated
+            if last_action_size:  # as in the rollout: the next input carries this action, 0 after a reset
+                encoded = encode_action(action, last_action_size)
+                last_action = torch.where(ended[:, None], torch.zeros_like(encoded), encoded)
+            done = done | ended
+            if bool(done.all()):  # a host sync per step: the evaluator is eager shell code
+                break
+    return returns, lengths
+
+
+def state_policy_input(state: Any) -> dict[str, Any]:
+    """How the policy of ``state`` sees the world, as :func:`evaluate` keyword arguments.
+
+    ``obs_fn``: the state's observation normalizer with its statistics frozen if
+    ``state.obs_norm`` is set, else ``None`` (raw observations). ``last_action_size``: the
+    width of ``state.extra["last_action"]`` if the run feeds the last action, else 0.
+
+    Example:
+        >>> state_policy_input(object())
+        {'obs_fn': None, 'last_action_size': 0}
+    """
+    obs_norm = getattr(state, "obs_norm", None)
+    obs_fn = None
+    if obs_norm is not None:
+        from functional_rl import normalize
+
+        def obs_fn(obs: torch.Tensor) -> torch.Tensor:
+            return normalize.obs_norm_apply(obs_norm, obs)
+
+    extra = getattr(state, "extra", None) or {}
+    last_action = extra.get("last_action") if isinstance(extra, dict) else None
+    return {"obs_fn": obs_fn, "last_action_size": 0 if last_action is None else int(last_action.shape[-1])}
+
+
+class Evaluator:
+    """Every ``every`` iterations, greedy episodes with the current params, on its own PRNG stream.
+
+    The evaluation key of iteration ``i`` is ``fold_in(key(seed), i)``: it depends only on the
+    evaluator's seed and the iteration, never on the training state's key, which it does not
+    read or advance. So training with or without an evaluator gives bit-identical states, and
+    the evaluation of iteration ``i`` is the same in an uninterrupted and a resumed run.
+
+    Each evaluation appends a row ``{"iteration", "agent_step", "eval/mean_return",
+    "eval/std_return"`` (population std over episodes) ``, "eval/min_return",
+    "eval/max_return", "eval/mean_length", "eval/episodes"}`` to :attr:`results` and passes it
+    to ``writer.write`` (e.g. a :class:`JSONLWriter`, :class:`TensorBoardWriter`), if given.
+
+    Args:
+        env: a pure environment or an env id.
+        policy: the ``Policy`` being trained.
+        every: iterations between evaluations (>= 1); the last iteration is always evaluated.
+        episodes: episodes per evaluation.
+        seed: the evaluator's seed.
+        env_params: evaluation env parameters; default ``env.default_params()``.
+        writer: an object, or a sequence of objects, with ``write(row)``.
+        max_steps: a cap on episode length.
+        obs_fn: ``(state, obs) -> policy input``; default: the state's observation normalizer
+            (frozen, not updated) when it has one, else the raw obs (:func:`state_policy_input`).
+            The encoded last action is appended when the state carries one.
+
+    Attributes:
+        results: the rows of all evaluations so far.
+    """
+
+    def __init__(self, env: Any, policy: Any, every: int = 10, episodes: int = 10, seed: int = 0, *,
+                 env_params: Any = None, writer: Any = None, max_steps: int = 100_000,
+                 obs_fn: Callable[[Any, torch.Tensor], torch.Tensor] | None = None):
+        if isinstance(env, str):
+            from functional_rl.envs import make
+
+            env = make(env)
+        if every < 1 or episodes < 1:
+            raise ValueError(f"Evaluator: every and episodes must be >= 1, got every={every}, episodes={episodes}")
+        self.env, self.policy = env, policy
+        self.every, self.episodes, self.seed = every, episodes, seed
+        self.env_params = env.default_params() if env_params is None else env_params
+        self.writers: Sequence[Any] = () if writer is None else (writer if isinstance(writer, (list, tuple)) else (writer,))
+        self.max_steps = max_steps
+        self.obs_fn = obs_fn
+        self.results: list[dict[str, float]] = []
+        self._num_iterations: int | None = None
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Remember the run's length so the last iteration is always evaluated."""
+        self._num_iterations = getattr(config, "num_iterations", None)
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """Evaluate when the iteration is a multiple of ``every`` or the last one."""
+        it = int(metrics["iteration"])
+        if it % self.every == 0 or it == self._num_iterations:
+            self.run(state)
+
+    def run(self, state: Any) -> dict[str, float]:
+        """Evaluate ``state.params`` now; record and write the row, and return it."""
+        iteration = int(state.iteration)
+        inputs = state_policy_input(state)
+        if self.obs_fn is not None:
+            inputs["obs_fn"] = lambda obs: self.obs_fn(state, obs)
+        returns, lengths = evaluate(
+            jr.fold_in(jr.key(self.seed), iteration), state.params, self.env, self.policy,
+            episodes=self.episodes, env_params=self.env_params, max_steps=self.max_steps, **inputs,
+        )
+        r = returns.to(torch.float64)
+        row = {
+            "iteration": iteration,
+            "agent_step": int(state.agent_step),
+            "eval/mean_return": float(r.mean()),
+            "eval/std_return": float(r.std(correction=0)),
+            "eval/min_return": float(r.min()),
+            "eval/max_return": float(r.max()),
+            "eval/mean_length": float(lengths.to(torch.float64).mean()),
+            "eval/episodes": float(self.episodes),
+        }
+        self.results.append(row)
+        for w in self.writers:
+            w.write(row)
+        return row

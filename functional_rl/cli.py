@@ -1,26 +1,67 @@
-"""The ``functional-rl`` command line.
+"""The ``functional-rl`` command line: train, resume, evaluate and plot runs.
 
-    functional-rl train CartPole-v1 [--total-timesteps N] [--seed S] [--set key=value ...]
+::
+
+    functional-rl train ENV_ID [--config FILE.toml|.json] [--set key=value ...]
+                               [--total-timesteps N] [--seed S] [--run-dir DIR] [--no-compile]
+                               [--checkpoint-every N] [--keep-last K] [--eval-every N]
+                               [--stop-after-iterations K]
+    functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
+    functional-rl eval RUN_DIR [--episodes N] [--seed S]
+    functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE]
     functional-rl list-envs
 
-Bad arguments print one line and exit with status 2 (no traceback).
+Every ``train`` writes a run directory (default ``runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS}``)::
+
+    config.json          the PPOConfig (rewritten by ``resume --total-timesteps``)
+    metrics.jsonl        one row of grouped metrics per iteration (+ ``eval/...`` rows)
+    checkpoints/         ckpt_{agent_step:012d}.frl, every iteration by default, last 3 kept
+    tensorboard/         TensorBoard event files (x-axis: agent_step)
+    learning_curve.png   overview/reward against agent_step, written when training stops
+
+``resume`` loads ``config.json`` and the latest checkpoint and continues bit for bit as if
+never stopped (same device, same compile mode; the mode is stored in each checkpoint's
+metadata). ``--stop-after-iterations K`` ends a ``train``/``resume`` call after K iterations
+with a final checkpoint, so the run can be continued later with ``resume``; it does not
+change the learning-rate schedule, which follows ``total_timesteps``.
+
+Bad arguments (an unknown env or config key, a malformed ``--set``, a missing run dir, a
+run dir without a checkpoint, an unreadable checkpoint) print one line on stderr and exit
+with status 2, without a traceback. ``Ctrl-C`` saves the last good state and exits with 130.
+
+Example:
+    >>> build_parser().parse_args(["train", "CartPole-v1", "--set", "num_envs=4"]).set
+    ['num_envs=4']
+    >>> _parse_sets(["learning_rate=1e-3", "hidden_sizes=[32, 32]", "env_id=Acrobot-v1"])
+    {'learning_rate': 0.001, 'hidden_sizes': [32, 32], 'env_id': 'Acrobot-v1'}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "plot_learning_curves", "read_metrics", "UsageError"]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+CURVE_FILE = "learning_curve.png"
+REWARD = "overview/reward"
 
 
 class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+# ---------------------------------------------------------------------------- config
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -31,7 +72,7 @@ def _parse_value(text: str) -> Any:
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
-        if "=" not in item or not item.split("=", 1)[0]:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise UsageError(f"malformed --set {item!r}: expected key=value, e.g. --set learning_rate=1e-3")
         k, v = item.split("=", 1)
         out[k.strip()] = _parse_value(v.strip())
@@ -42,18 +83,32 @@ def _load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"config file {path!r} does not exist")
-    if p.suffix == ".json":
-        return json.loads(p.read_text())
-    if p.suffix == ".toml":
-        import tomllib
+    try:
+        if p.suffix == ".json":
+            d = json.loads(p.read_text())
+        elif p.suffix == ".toml":
+            import tomllib
 
-        return tomllib.loads(p.read_text())
-    raise UsageError(f"config file {path!r}: use a .json or .toml file")
+            d = tomllib.loads(p.read_text())
+        else:
+            raise UsageError(f"config file {path!r}: use a .json or .toml file")
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise UsageError(f"config file {path!r} is not valid {p.suffix[1:].upper()}: {e}") from e
+    if not isinstance(d, dict):
+        raise UsageError(f"config file {path!r} must hold a table/object of PPOConfig fields")
+    return d
+
+
+def _config_from_dict(d: dict[str, Any], where: str):
+    from functional_rl.config import PPOConfig
+
+    try:
+        return PPOConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{where}: {e}") from e
 
 
 def _make_config(args: argparse.Namespace):
-    from functional_rl.config import PPOConfig
-
     d: dict[str, Any] = {}
     if getattr(args, "config", None):
         d.update(_load_config_file(args.config))
@@ -63,36 +118,350 @@ def _make_config(args: argparse.Namespace):
         d["total_timesteps"] = args.total_timesteps
     if args.seed is not None:
         d["seed"] = args.seed
+    return _config_from_dict(d, "bad config")
+
+
+def _make_env(env_id: str):
+    from functional_rl.envs import UnknownEnvError, make
+
     try:
-        return PPOConfig.from_dict(d)
-    except (ValueError, TypeError) as e:
+        return make(env_id)
+    except UnknownEnvError as e:
         raise UsageError(str(e)) from e
+
+
+def _make_policy(config, env):
+    from functional_rl.loop import default_policy
+
+    return default_policy(config, env)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_config(run_dir: Path, config) -> None:
+    _write_atomic(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- run dirs
+def _default_run_dir(config) -> Path:
+    base = Path("runs") / f"{config.env_id}-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def _existing_run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise UsageError(f"run dir {path!r} does not exist")
+    return run_dir
+
+
+def _run_config(run_dir: Path):
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise UsageError(f"run dir '{run_dir}' has no {CONFIG_FILE}; is it a functional-rl run dir?")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise UsageError(f"'{cfg_path}' is not valid JSON: {e}") from e
+    return _config_from_dict(d, str(cfg_path))
+
+
+def _latest_state(run_dir: Path, config):
+    from functional_rl import checkpoint
+
+    path = checkpoint.latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if path is None:
+        raise UsageError(f"run dir '{run_dir}' has no checkpoint in {run_dir / CHECKPOINT_DIR}; nothing to load")
+    try:
+        state, saved_config, metadata = checkpoint.load(path, map_location=config.device)
+    except checkpoint.CheckpointError as e:
+        raise UsageError(f"cannot load checkpoint '{path}': {e}") from e
+    _check_same_run(path, saved_config, config)
+    return path, state, metadata
+
+
+def _check_same_run(path: Path, saved, config) -> None:
+    """config.json may differ from the checkpoint's config only in ``total_timesteps``."""
+    if saved is None or not hasattr(saved, "to_dict"):
+        return
+    a, b = saved.to_dict(), config.to_dict()
+    diff = [f"{k} ({b[k]!r} vs {a[k]!r})" for k in a if k != "total_timesteps" and a[k] != b.get(k)]
+    if diff:
+        raise UsageError(f"{CONFIG_FILE} differs from the config in {path.name} in {', '.join(diff)}; "
+                         "only total_timesteps may change on resume (use --total-timesteps)")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` file; a torn last line (a killed writer) is skipped.
+
+    Args:
+        path: the JSONL file.
+
+    Returns:
+        One dict per complete, valid JSON line, in file order.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = Path(d) / "m.jsonl"
+        ...     _ = p.write_text('{"agent_step": 64, "overview/reward": 20.0}\\n{"agent_st')
+        ...     read_metrics(p)
+        [{'agent_step': 64, 'overview/reward': 20.0}]
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop rows logged after ``step`` (by a run killed after its last checkpoint); return how many."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return 0
+    rows = read_metrics(path)
+    keep = [r for r in rows if isinstance(r.get("agent_step"), (int, float)) and r["agent_step"] <= step]
+    with open(path, encoding="utf-8") as f:
+        raw_lines = sum(1 for _ in f)
+    if raw_lines != len(keep):
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return raw_lines - len(keep)
+
+
+# ---------------------------------------------------------------------------- training
+def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bool, purge_step: int | None) -> list[Any]:
+    from functional_rl.callbacks import (
+        Checkpointer, ConsoleLogger, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter,
+    )
+
+    callbacks: list[Any] = []
+    progress = args.progress
+    if progress == "auto":
+        progress = "bar" if sys.stderr.isatty() else "log"
+    if progress == "bar":
+        callbacks.append(ProgressBar())
+    elif progress == "log":
+        callbacks.append(ConsoleLogger(every=args.log_every))
+    jsonl = JSONLWriter(run_dir / METRICS_FILE)
+    tb = TensorBoardWriter(run_dir / TENSORBOARD_DIR, purge_step=purge_step)
+    callbacks += [jsonl, tb]
+    if args.eval_every:
+        callbacks.append(Evaluator(env, policy, every=args.eval_every, episodes=args.eval_episodes,
+                                   seed=args.eval_seed, writer=[jsonl, tb]))
+    # Last, so a kill between the two leaves extra metric rows (dropped by resume), never a gap.
+    callbacks.append(Checkpointer(run_dir / CHECKPOINT_DIR, every=args.checkpoint_every, keep_last=args.keep_last,
+                                  metadata={"compile": compile}))
+    return callbacks
+
+
+def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool, purge_step: int | None) -> int:
+    import torch
+
+    from functional_rl.loop import NonFiniteError, functional_training_loop
+
+    torch.set_num_threads(args.threads)
+    env = _make_env(config.env_id)
+    policy = _make_policy(config, env)
+    callbacks = _callbacks(args, run_dir, env, policy, compile, purge_step)
+    try:
+        functional_training_loop(config, env=env, policy=policy, state=state, callbacks=callbacks, compile=compile,
+                                 max_iterations=args.stop_after_iterations)
+    except KeyboardInterrupt:
+        print(f"functional-rl: interrupted; the last good state is checkpointed. Continue with: "
+              f"functional-rl resume {run_dir}", file=sys.stderr)
+        return 130
+    except NonFiniteError as e:
+        print(f"functional-rl: training failed: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
+              file=sys.stderr)
+        return 1
+    curve = plot_learning_curves([run_dir], run_dir / CURVE_FILE, missing_ok=True)
+    print(f"run dir: {run_dir}" + (f"; learning curve: {curve}" if curve else ""))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from functional_rl.callbacks import ConsoleLogger, JSONLWriter
-    from functional_rl.envs import UnknownEnvError, make
-    from functional_rl.loop import functional_training_loop
+    """``functional-rl train``: a new run in a new (or empty) run dir."""
+    from functional_rl.checkpoint import latest_checkpoint
 
     config = _make_config(args)
-    try:
-        env = make(config.env_id)
-    except UnknownEnvError as e:
-        raise UsageError(str(e)) from e
+    _make_env(config.env_id)  # an unknown id fails before anything is written
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config)
+    if latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
+        raise UsageError(f"run dir '{run_dir}' already has checkpoints; continue it with "
+                         f"`functional-rl resume {run_dir}` or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    _write_config(run_dir, config)
+    print(f"run dir: {run_dir}", flush=True)
+    return _train(args, config, run_dir, None, not args.no_compile, None)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``functional-rl resume``: continue a run from its latest checkpoint, bit for bit."""
+    run_dir = _existing_run_dir(args.run_dir)
+    config = _run_config(run_dir)
+    if args.total_timesteps is not None:
+        try:
+            config = config.replace(total_timesteps=args.total_timesteps)
+        except ValueError as e:
+            raise UsageError(f"--total-timesteps: {e}") from e
+    path, state, metadata = _latest_state(run_dir, config)
+    step, iteration = int(state.agent_step), int(state.iteration)
+    if args.total_timesteps is not None:
+        if iteration >= config.num_iterations:
+            raise UsageError(f"--total-timesteps {args.total_timesteps} is not beyond the checkpoint's "
+                             f"{iteration} iterations ({step:,} steps) of {config.batch_size} steps each")
+        _write_config(run_dir, config)
+    if iteration >= config.num_iterations:
+        print(f"run '{run_dir}' is complete at step {step:,} ({iteration} iterations); "
+              "pass --total-timesteps to train longer")
+        return 0
+    compile = metadata.get("compile", True) if args.compile is None else args.compile
+    dropped = _truncate_metrics(run_dir, step)
+    print(f"resuming {run_dir} from {path.name} (step {step:,}, iteration {iteration}); "
+          f"dropped {dropped} metric rows logged after it", flush=True)
+    return _train(args, config, run_dir, state, compile, step + 1)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``functional-rl eval``: greedy episodes with the latest checkpoint; prints mean ± std."""
+    import torch
+
+    import functional_rl.random as jr
+    from functional_rl.callbacks import evaluate, state_policy_input
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    run_dir = _existing_run_dir(args.run_dir)
+    config = _run_config(run_dir)
+    path, state, _ = _latest_state(run_dir, config)
     torch.set_num_threads(args.threads)
-    callbacks: list[Any] = [ConsoleLogger(every=args.log_every)]
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        callbacks.append(JSONLWriter(run_dir / "metrics.jsonl"))
-    functional_training_loop(config, env=env, callbacks=callbacks, compile=not args.no_compile)
+    env = _make_env(config.env_id)
+    policy = _make_policy(config, env)
+    # The same key as Evaluator(seed=args.seed) at this iteration: the CLI and callback agree.
+    key = jr.fold_in(jr.key(args.seed), int(state.iteration))
+    returns, lengths = evaluate(key, state.params, env, policy, episodes=args.episodes, **state_policy_input(state))
+    r = returns.to(torch.float64)
+    print(f"{config.env_id} {path.name} (step {int(state.agent_step):,}): mean return {float(r.mean()):.2f} ± "
+          f"{float(r.std(correction=0)):.2f} over {args.episodes} greedy episodes "
+          f"(min {float(r.min()):.2f}, max {float(r.max()):.2f}, mean length {float(lengths.double().mean()):.1f})")
+    return 0
+
+
+# ---------------------------------------------------------------------------- plotting
+def _reward_curve(run_dir: Path) -> tuple[list[float], list[float]]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise UsageError(f"run dir '{run_dir}' has no {METRICS_FILE}")
+    by_step: dict[float, float] = {}
+    for row in read_metrics(path):
+        v, x = row.get(REWARD), row.get("agent_step")
+        if isinstance(v, (int, float)) and isinstance(x, (int, float)) and math.isfinite(v):
+            by_step[x] = float(v)  # a repeated step (a resumed run) keeps the latest row
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def _env_id_of(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / CONFIG_FILE).read_text())["env_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def plot_learning_curves(run_dirs: list[str | Path], out: str | Path, missing_ok: bool = False) -> Path | None:
+    """Plot ``overview/reward`` against ``agent_step`` for one or more run dirs into a PNG.
+
+    One run: its curve. Several runs: each run faintly, plus the mean over runs with a
+    ± one (population) standard deviation band, on the steps where all runs have data
+    (each run linearly interpolated onto the union of their steps).
+
+    Args:
+        run_dirs: run directories with a ``metrics.jsonl``.
+        out: the PNG path.
+        missing_ok: return ``None`` instead of raising when there is nothing to plot.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`, or ``None`` (see ``missing_ok``).
+
+    Raises:
+        UsageError: a run dir has no ``metrics.jsonl`` or no finite reward, or the runs do
+            not overlap in ``agent_step``.
+    """
+    import numpy as np
+
+    curves = []
+    for d in run_dirs:
+        try:
+            steps, rewards = _reward_curve(Path(d))
+            if not steps:
+                raise UsageError(f"run dir '{d}' has no finite {REWARD} in {METRICS_FILE} (no episode ended yet?)")
+        except UsageError:
+            if missing_ok:
+                return None
+            raise
+        curves.append((Path(d), np.asarray(steps, dtype=float), np.asarray(rewards, dtype=float)))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    if len(curves) == 1:
+        name, x, y = curves[0]
+        ax.plot(x, y, lw=1.5, label=name.name)
+    else:
+        lo, hi = max(c[1][0] for c in curves), min(c[1][-1] for c in curves)
+        grid = np.unique(np.concatenate([c[1] for c in curves]))
+        grid = grid[(grid >= lo) & (grid <= hi)]
+        if grid.size == 0:
+            plt.close(fig)
+            raise UsageError("the runs' metrics do not overlap in agent_step; plot them separately")
+        ys = np.stack([np.interp(grid, x, y) for _, x, y in curves])
+        for name, x, y in curves:
+            ax.plot(x, y, lw=0.7, alpha=0.35)
+        mean, std = ys.mean(axis=0), ys.std(axis=0)
+        ax.plot(grid, mean, lw=2, color="C0", label=f"mean of {len(curves)} runs")
+        ax.fill_between(grid, mean - std, mean + std, color="C0", alpha=0.25, label="± 1 std")
+    ax.set_xlabel("agent_step")
+    ax.set_ylabel("mean episodic return (overview/reward)")
+    env_ids = sorted({_env_id_of(c[0]) for c in curves})
+    ax.set_title(f"{', '.join(env_ids)[:60]}: " + (curves[0][0].name if len(curves) == 1 else f"{len(curves)} runs"))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``functional-rl plot``: a learning-curve PNG of one run, or mean ± std of several."""
+    run_dirs = [_existing_run_dir(d) for d in args.run_dirs]
+    out = Path(args.out) if args.out else (run_dirs[0] / CURVE_FILE if len(run_dirs) == 1 else Path(CURVE_FILE))
+    print(f"wrote {plot_learning_curves(run_dirs, out)}")
     return 0
 
 
 def cmd_list_envs(args: argparse.Namespace) -> int:
+    """``functional-rl list-envs``: the registered environments with their spaces."""
     from functional_rl.envs import list_envs, make
 
     for env_id in list_envs():
@@ -103,26 +472,93 @@ def cmd_list_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise UsageError(message)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stop-after-iterations", type=_positive, dest="stop_after_iterations", metavar="K",
+                   help="stop after K iterations of this call, with a final checkpoint; continue later with "
+                        "`resume` (the learning-rate schedule still follows total_timesteps)")
+    p.add_argument("--checkpoint-every", type=_positive, default=1, dest="checkpoint_every", metavar="N",
+                   help="iterations between checkpoints (default 1); one is also written at the end and on failure")
+    p.add_argument("--keep-last", type=_positive, default=3, dest="keep_last", metavar="K",
+                   help="checkpoints to keep (default 3)")
+    p.add_argument("--eval-every", type=_positive, default=None, dest="eval_every", metavar="N",
+                   help="greedy evaluation every N iterations, logged as eval/... rows (default off)")
+    p.add_argument("--eval-episodes", type=_positive, default=10, dest="eval_episodes", metavar="E",
+                   help="episodes per evaluation (default 10)")
+    p.add_argument("--eval-seed", type=int, default=0, dest="eval_seed", metavar="S",
+                   help="the evaluator's seed (default 0)")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                   help="tqdm bar, log lines or nothing (default: a bar on a terminal, else log lines)")
+    p.add_argument("--log-every", type=_positive, default=10, metavar="N", help="iterations between log lines")
+    p.add_argument("--threads", type=_positive, default=1, metavar="T",
+                   help="torch intra-op threads (default 1: fastest for small nets)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="functional-rl", description="Train PPO agents with functional_rl.")
+    """The ``functional-rl`` argument parser (sub-commands train, resume, eval, plot, list-envs)."""
+    parser = _Parser(prog="functional-rl", description="Train, resume, evaluate and plot PPO runs of functional_rl.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train an agent on a registered environment")
+    train = sub.add_parser("train", help="train an agent on a registered environment into a run dir",
+                           description="Train PPO on ENV_ID. Writes config.json, metrics.jsonl, checkpoints/, "
+                                       "tensorboard/ and learning_curve.png into the run dir.")
     train.add_argument("env_id", help="environment id, see `functional-rl list-envs`")
-    train.add_argument("--config", help="a .toml or .json file of PPOConfig fields")
+    train.add_argument("--config", metavar="FILE", help="a .toml or .json file of PPOConfig fields")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    train.add_argument("--total-timesteps", type=int, dest="total_timesteps")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--run-dir", dest="run_dir", help="directory for config.json and metrics.jsonl")
+    train.add_argument("--total-timesteps", type=_positive, dest="total_timesteps", metavar="N",
+                       help="environment steps to train for (summed over envs)")
+    train.add_argument("--seed", type=int, metavar="S", help="the run's seed")
+    train.add_argument("--run-dir", dest="run_dir",
+                       help="the run directory (default runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS})")
     train.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile)")
-    train.add_argument("--log-every", type=int, default=10, help="iterations between progress lines")
-    train.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for small nets)")
+    _add_run_options(train)
     train.set_defaults(func=cmd_train)
+
+    resume = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+                            description="Continue RUN_DIR from its latest checkpoint, exactly as if it had not "
+                                        "stopped, appending to its metrics and checkpoints.")
+    resume.add_argument("run_dir", help="a run directory written by `train`")
+    resume.add_argument("--total-timesteps", type=_positive, dest="total_timesteps", metavar="N",
+                        help="a new total (rewrites config.json; changes the learning-rate schedule if annealed)")
+    mode = resume.add_mutually_exclusive_group()
+    mode.add_argument("--compile", action="store_true", default=None, dest="compile",
+                      help="torch.compile (default: the mode the checkpoint was trained in)")
+    mode.add_argument("--no-compile", action="store_false", default=None, dest="compile", help="run eagerly")
+    _add_run_options(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    ev = sub.add_parser("eval", help="greedy episodes with a run's latest checkpoint",
+                        description="Run greedy (mode-action) episodes with the latest checkpoint of RUN_DIR "
+                                    "and print the mean ± std return.")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=10, metavar="N", help="episodes, run in parallel (default 10)")
+    ev.add_argument("--seed", type=int, default=0, metavar="S",
+                    help="evaluation seed (default 0; the same key as Evaluator(seed=S) at that iteration)")
+    ev.add_argument("--threads", type=_positive, default=1, metavar="T", help="torch intra-op threads")
+    ev.set_defaults(func=cmd_eval)
+
+    plot = sub.add_parser("plot", help="learning-curve PNG of one or more run dirs",
+                          description="Plot overview/reward against agent_step. Several run dirs: their mean "
+                                      "± std over runs as a shaded band.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", metavar="FILE", help="the PNG (default RUN_DIR/learning_curve.png for one run, "
+                                    "./learning_curve.png for several)")
+    plot.set_defaults(func=cmd_plot)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
@@ -130,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -170,7 +170,7 @@ def functional_training_loop(
                 continue
             try:
                 hook(last_good, exc)
-            except Exception as cb_exc:  # reported via __context__ chaining, never dropped
+            except BaseException as cb_exc:  # noted on the original exception, never dropped
                 exc.add_note(f"on_failure of {type(cb).__name__} also failed: {cb_exc!r}")
 
     try:

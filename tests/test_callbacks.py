@@ -1,0 +1,300 @@
+"""The callbacks: JSONL/TensorBoard names and values, progress bar, wandb, Checkpointer, Evaluator, failures."""
+
+import io
+import json
+import math
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+import functional_rl as frl
+import functional_rl.random as jr
+from functional_rl import checkpoint
+from functional_rl.callbacks import (
+    Checkpointer, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter, WandbLogger, evaluate, grouped,
+)
+from functional_rl.envs import make
+
+TINY = frl.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64 * 6)
+
+# The grouped names every iteration row carries (the reference trainer's dashboard names).
+GROUPED = (
+    "overview/sps", "overview/reward", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/total_loss", "optimizer/lr",
+    "grad/global_norm", "env/episode_length",
+)
+# grouped name -> the history (loop) name it comes from
+SOURCE = {
+    "overview/sps": "sps", "overview/reward": "episode_return", "losses/policy_loss": "policy_loss",
+    "losses/value_loss": "value_loss", "losses/entropy": "entropy", "losses/approx_kl": "approx_kl",
+    "losses/clipfrac": "clipfrac", "losses/explained_variance": "explained_variance",
+    "losses/total_loss": "total_loss", "optimizer/lr": "learning_rate", "grad/global_norm": "grad_norm",
+    "env/episode_length": "episode_length",
+}
+
+
+def assert_trees_equal(a, b):
+    """Same structure, and every tensor leaf equal bit for bit (same dtype, torch.equal)."""
+    la, sa = pytree.tree_flatten(a)
+    lb, sb = pytree.tree_flatten(b)
+    assert sa == sb
+    for x, y in zip(la, lb):
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and torch.equal(x, y)
+        else:
+            assert x == y
+
+
+def _policy(env, config=TINY):
+    return frl.make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One eager 6-iteration run with every file-writing callback attached."""
+    d = tmp_path_factory.mktemp("callbacks")
+    env = make("CartPole-v1")
+    policy = _policy(env)
+    jsonl = JSONLWriter(d / "metrics.jsonl")
+    tb = TensorBoardWriter(d / "tb")
+    ev = Evaluator(env, policy, every=3, episodes=4, seed=5, writer=[jsonl, tb])
+    ck = Checkpointer(d / "ckpt", every=1, keep_last=2)
+    bar_out = io.StringIO()
+    bar = ProgressBar(stream=bar_out, disable=False)
+    state, history = frl.functional_training_loop(
+        TINY, env=env, policy=policy, compile=False, callbacks=[bar, jsonl, tb, ev, ck]
+    )
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    return SimpleNamespace(dir=d, env=env, policy=policy, state=state, history=history, rows=rows, evaluator=ev,
+                           checkpointer=ck, bar_out=bar_out.getvalue())
+
+
+def test_jsonl_rows_have_the_grouped_names_and_the_loop_values(run):
+    it_rows = [r for r in run.rows if "overview/sps" in r]
+    assert [r["iteration"] for r in it_rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["agent_step"] for r in it_rows] == [64, 128, 192, 256, 320, 384]
+    assert all(isinstance(r["agent_step"], int) for r in it_rows)
+    for row, h in zip(it_rows, run.history):
+        assert set(GROUPED) <= set(row)
+        for name in GROUPED:
+            expected = h[SOURCE[name]]
+            assert row[name] == (None if math.isnan(expected) else expected), name
+        assert row["timing/iteration_s"] == h["time_s"] > 0
+    # lr anneals linearly: lr_i = 2.5e-4 * (1 - (i - 1) / 6) in float32
+    assert [r["optimizer/lr"] for r in it_rows] == pytest.approx([2.5e-4 * (1 - i / 6) for i in range(6)], rel=1e-6)
+    # Two eval rows (iterations 3 and 6), written right after their iteration's row.
+    eval_rows = [r for r in run.rows if "eval/mean_return" in r]
+    assert [(r["iteration"], r["agent_step"]) for r in eval_rows] == [(3, 192), (6, 384)]
+    assert eval_rows == run.evaluator.results
+
+
+def test_tensorboard_event_file_has_the_grouped_tags_at_agent_steps(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run.dir / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert set(GROUPED) <= tags
+    assert {"eval/mean_return", "eval/std_return", "timing/iteration_s"} <= tags
+    for name in ("losses/value_loss", "optimizer/lr", "grad/global_norm"):
+        events = acc.Scalars(name)
+        assert [e.step for e in events] == [64, 128, 192, 256, 320, 384]
+        assert [e.value for e in events] == pytest.approx([h[SOURCE[name]] for h in run.history], rel=1e-6)
+    assert [e.step for e in acc.Scalars("eval/mean_return")] == [192, 384]
+    assert acc.Scalars("eval/mean_return")[-1].value == pytest.approx(run.evaluator.results[-1]["eval/mean_return"])
+
+
+def test_progress_bar_counts_steps_and_shows_return_and_sps(run):
+    assert "384/384" in run.bar_out
+    assert "sps=" in run.bar_out and "ret=" in run.bar_out
+
+
+def test_checkpointer_keeps_the_last_k_and_the_latest_is_the_final_state(run):
+    names = [p.name for p in run.checkpointer.checkpoints()]
+    assert names == ["ckpt_000000000320.frl", "ckpt_000000000384.frl"]
+    assert len(run.checkpointer.saved) == 6  # one per iteration; on_end did not write step 384 twice
+    state, config, meta = checkpoint.load(checkpoint.latest_checkpoint(run.dir / "ckpt"))
+    assert_trees_equal(state, run.state)
+    assert config == TINY
+    assert meta == {"agent_step": 384, "iteration": 6, "reason": "periodic"}
+
+
+def test_checkpointer_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="every"):
+        Checkpointer(tmp_path, every=0)
+    with pytest.raises(ValueError, match="keep_last"):
+        Checkpointer(tmp_path, keep_last=0)
+
+
+def test_evaluator_is_deterministic_and_ignores_the_training_key(run):
+    last = run.evaluator.results[-1]
+    # Recomputed from scratch: the key depends only on the evaluator's seed and the iteration.
+    returns, lengths = evaluate(jr.fold_in(jr.key(5), 6), run.state.params, run.env, run.policy, episodes=4)
+    assert last["eval/mean_return"] == pytest.approx(float(returns.double().mean()), abs=0)
+    assert last["eval/mean_length"] == float(lengths.double().mean())
+    assert torch.equal(returns, lengths.float())  # CartPole: reward 1 per step
+    assert 8 <= last["eval/min_return"] <= last["eval/mean_return"] <= last["eval/max_return"] <= 500
+    again = Evaluator(run.env, run.policy, every=3, episodes=4, seed=5)
+    other_key = run.state.replace(key=jr.key(12345))
+    assert again.run(run.state) == last
+    assert again.run(other_key) == last  # the training key is never read
+    assert torch.equal(other_key.key, jr.key(12345))  # nor advanced
+
+
+def test_training_with_and_without_the_evaluator_is_bit_identical(run):
+    env = make("CartPole-v1")
+    policy = _policy(env)
+    state, history = frl.functional_training_loop(TINY, env=env, policy=policy, compile=False)
+    assert_trees_equal(state, run.state)
+    assert [h["value_loss"] for h in history] == [h["value_loss"] for h in run.history]
+
+
+def test_grouped_renames_and_keeps_counters_as_ints():
+    out = grouped({"agent_step": 64.0, "iteration": 2.0, "grad_norm": 0.5, "curiosity": 1.0, "eval/x": 3.0})
+    assert out == {"agent_step": 64, "iteration": 2, "grad/global_norm": 0.5, "custom/curiosity": 1.0, "eval/x": 3.0}
+
+
+# ---------------------------------------------------------------------------- wandb
+def test_wandb_logger_says_how_to_install_when_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'functional-rl\[wandb\]'"):
+        WandbLogger(project="p")
+
+
+class _FakeRun:
+    def __init__(self):
+        self.logged, self.finished = [], []
+
+    def log(self, data, step):
+        self.logged.append((step, data))
+
+    def finish(self, exit_code=None):
+        self.finished.append(exit_code)
+
+
+def _fake_wandb(monkeypatch):
+    module = types.ModuleType("wandb")
+    module.inits, module.runs = [], []
+
+    def init(**kwargs):
+        module.inits.append(kwargs)
+        module.runs.append(_FakeRun())
+        return module.runs[-1]
+
+    module.init = init
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return module
+
+
+def test_wandb_logger_logs_grouped_metrics_offline_at_agent_steps(monkeypatch, tmp_path):
+    wandb = _fake_wandb(monkeypatch)
+    cfg = TINY.replace(total_timesteps=128)
+    _, history = frl.functional_training_loop(cfg, compile=False, callbacks=[WandbLogger("proj", dir=tmp_path / "w")])
+    (kwargs,), (wrun,) = wandb.inits, wandb.runs
+    assert kwargs["project"] == "proj" and kwargs["mode"] == "offline" and kwargs["config"] == cfg.to_dict()
+    assert [step for step, _ in wrun.logged] == [64, 128]
+    for (_, data), h in zip(wrun.logged, history):
+        assert data["losses/value_loss"] == h["value_loss"] and data["optimizer/lr"] == h["learning_rate"]
+        assert "agent_step" not in data and all(math.isfinite(v) for v in data.values())
+    assert wrun.finished == [None]
+
+
+# ---------------------------------------------------------------------------- failures
+class Recorder:
+    def __init__(self, fail_at=None, exc=RuntimeError):
+        self.events, self.fail_at, self.exc = [], fail_at, exc
+
+    def on_start(self, state, config):
+        self.events.append(("start", int(state.iteration)))
+
+    def on_iteration(self, state, metrics):
+        self.events.append(("iteration", metrics["iteration"]))
+        if self.fail_at == metrics["iteration"]:
+            raise self.exc("callback broke")
+
+    def on_end(self, state):
+        self.events.append(("end", int(state.iteration)))
+
+    def on_failure(self, state, exc):
+        self.events.append(("failure", int(state.iteration), type(exc).__name__))
+
+
+@pytest.fixture(scope="module")
+def two_iterations():
+    """The state after 2 uninterrupted iterations: what a failure checkpoint must hold."""
+    state, _ = frl.functional_training_loop(TINY, compile=False, max_iterations=2)
+    return state
+
+
+def _failing_step(at, exc):
+    def step(state, kernel):
+        if int(state.iteration) == at:
+            raise exc("step broke")
+        return frl.train_iteration(state, kernel)
+
+    return step
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_an_exception_in_a_step_checkpoints_the_last_good_state_and_is_reraised(tmp_path, two_iterations, exc):
+    before, after = Recorder(), Recorder()
+    ck = Checkpointer(tmp_path / "ckpt", every=100)  # only the failure writes
+    jsonl = JSONLWriter(tmp_path / "m.jsonl")
+    with pytest.raises(exc, match="step broke"):
+        frl.functional_training_loop(TINY, compile=False, step_fn=_failing_step(2, exc),
+                                     callbacks=[before, ck, jsonl, after])
+    for rec in (before, after):
+        assert rec.events == [("start", 0), ("iteration", 1), ("iteration", 2), ("failure", 2, exc.__name__)]
+    (path,) = ck.checkpoints()
+    assert path.name == "ckpt_000000000128.frl"
+    state, config, meta = checkpoint.load(path)
+    assert meta["reason"] == "failure" and meta["iteration"] == 2
+    assert_trees_equal(state, two_iterations)
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2  # flushed and closed
+
+
+def test_an_exception_in_a_callback_checkpoints_the_last_good_state_and_is_reraised(tmp_path, two_iterations):
+    bad, other = Recorder(fail_at=2), Recorder()
+    ck = Checkpointer(tmp_path / "ckpt", every=100)
+    with pytest.raises(RuntimeError, match="callback broke"):
+        frl.functional_training_loop(TINY, compile=False, callbacks=[bad, ck, other])
+    # Iteration 2 finished before its callbacks ran, so its state is the last good one.
+    assert bad.events[-1] == other.events[-1] == ("failure", 2, "RuntimeError")
+    assert ("iteration", 2) not in other.events  # the loop stopped at the failing callback
+    (path,) = ck.checkpoints()
+    state, _, meta = checkpoint.load(path)
+    assert meta["reason"] == "failure"
+    assert_trees_equal(state, two_iterations)
+
+
+def test_evaluator_feeds_the_policy_what_the_rollout_feeds_it():
+    """Normalised observations (statistics frozen) and the one-hot last action, zero at a reset."""
+    from functional_rl import normalize
+    from functional_rl.loop import default_policy
+
+    cfg = TINY.replace(normalize_obs=True, last_action=True, total_timesteps=128)
+    env = make("CartPole-v1")
+    policy = default_policy(cfg, env)  # input: 4 obs + 2 (one-hot of the last action)
+    ev = Evaluator(env, policy, every=2, episodes=3, seed=1)
+    state, _ = frl.functional_training_loop(cfg, env=env, policy=policy, compile=False, callbacks=[ev])
+    assert state.obs_norm is not None and state.extra["last_action"].shape == (4, 2)
+
+    # The same episodes written out by hand.
+    key = jr.fold_in(jr.key(1), 2)
+    k_reset, key = jr.split(key, 2).unbind(0)
+    obs, env_state = env.reset(k_reset, env.default_params(), 3)
+    last, ret, done = torch.zeros(3, 2), torch.zeros(3), torch.zeros(3, dtype=torch.bool)
+    while not bool(done.all()):
+        key, k_step = jr.split(key, 2).unbind(0)
+        x = torch.cat([normalize.obs_norm_apply(state.obs_norm, obs), last], dim=-1)
+        action = policy.apply(state.params, x)["logits"].argmax(-1)
+        obs, env_state, reward, term, trunc, _ = env.step(k_step, env_state, action, env.default_params())
+        ret += torch.where(done, 0.0, reward)
+        last = torch.where((term | trunc)[:, None], 0.0, torch.nn.functional.one_hot(action, 2).float())
+        done |= term | trunc
+    assert ev.results[-1]["eval/mean_return"] == float(ret.double().mean())
+    assert ev.run(state) == ev.results[-1]  # the statistics are read, never updated
