@@ -5,7 +5,7 @@ Pure steps (``rollout_step``, ``compute_advantages``, ``ppo_loss``, ``train_epoc
 impure shell :func:`functional_training_loop`.
 """
 
-from functional_rl import envs, optim, random
+from functional_rl import callbacks, checkpoint, components, curriculum, envs, optim, policy_store, presets, random, training_config
 from functional_rl.advantages import compute_advantages, compute_advantages_reference
 from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.distributions import Categorical, DiagGaussian
@@ -20,6 +20,13 @@ from functional_rl.train import Kernel, make_kernel, train_epoch, train_iteratio
 __version__ = "0.1.0"
 
 __all__ = [
+    "callbacks",
+    "checkpoint",
+    "components",
+    "curriculum",
+    "policy_store",
+    "presets",
+    "training_config",
     "Categorical",
     "DiagGaussian",
     "Hyperparams",

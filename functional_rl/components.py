@@ -1,0 +1,270 @@
+"""The reference trainer's components, as thin shell objects over the pure kernel.
+
+Users of a modular trainer (``RolloutCollector``, ``PPOOptimizer``, ``PolicyEvaluator``,
+``TrainingCheckpointer``, ``StatsLogger``) find the same names here, but nothing holds
+mutable training state: every method takes a :class:`~functional_rl.state.TrainerState` and
+returns a new one. Each component delegates to the pure functions (``rollout``,
+``make_batch``, ``train_epoch``, ``ppo_loss``); none re-implements them. They measure time
+and convert metrics to Python numbers, which is why they live in the shell.
+
+The loop of the reference trainer's README, done this way::
+
+    collector = RolloutCollector(env, policy, config)
+    ppo = PPOOptimizer(policy, config)
+    state = load_or_create(run_dir, config, env=env, policy=policy)
+    while int(state.agent_step) < config.total_timesteps:
+        state, experience, stats = collector.collect(state)
+        state, losses = ppo.update(state, experience)
+        ...  # your custom logic here
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from tensordict import TensorDict
+
+import functional_rl.random as jr
+from functional_rl import checkpoint
+from functional_rl.config import PPOConfig, learning_rate_at
+from functional_rl.loop import NonFiniteError, metrics_to_host
+from functional_rl.losses import LossFn, ppo_loss
+from functional_rl.rollout import rollout
+from functional_rl.state import TrainerState
+from functional_rl.train import _mean_metrics, make_batch, make_kernel, train_epoch
+
+__all__ = [
+    "RolloutCollector",
+    "PPOOptimizer",
+    "PolicyEvaluator",
+    "TrainingCheckpointer",
+    "StatsLogger",
+    "load_or_create",
+]
+
+
+class RolloutCollector:
+    """Collects ``config.num_steps`` steps of every env: ``collect(state) -> (state, trajectory, stats)``.
+
+    ``stats`` holds Python numbers: ``episode_return`` / ``episode_length`` (means over the
+    episodes that ended; NaN if none), ``episodes``, ``agent_steps`` (this call's) and
+    ``timing/rollout_s``.
+    """
+
+    def __init__(self, env: Any, policy: Any, config: PPOConfig, *, compile: bool = False, env_params: Any = None, curriculum: Any = None):
+        self.kernel = make_kernel(config, env, policy, env_params=env_params, compile=compile, curriculum=curriculum)
+
+    def collect(self, state: TrainerState) -> tuple[TrainerState, TensorDict, dict[str, float]]:
+        t0 = time.perf_counter()
+        steps_before = state.agent_step
+        state, trajectory = rollout(state, self.kernel.config.num_steps, self.kernel.rollout_step, self.kernel.critic)
+        done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
+        n = done.sum()
+        stats = metrics_to_host({
+            "episode_return": trajectory["episode_return"].sum() / n,
+            "episode_length": trajectory["episode_length"].to(torch.float32).sum() / n,
+            "episodes": n,
+            "agent_steps": state.agent_step - steps_before,
+        })
+        stats["timing/rollout_s"] = time.perf_counter() - t0
+        return state, trajectory, stats
+
+
+class PPOOptimizer:
+    """PPO updates on collected experience.
+
+    ``compute_ppo_loss`` gives the loss terms for explicit tensors; ``update`` runs
+    ``update_epochs`` shuffled epochs on a trajectory and advances the iteration counter.
+    """
+
+    def __init__(self, policy: Any, config: PPOConfig, *, compile: bool = False, env: Any = None):
+        from functional_rl.envs import make
+
+        self.policy, self.config, self.compile = policy, config, compile
+        self.env = env if env is not None else make(config.env_id)
+        self._kernels: dict[tuple, Any] = {}
+
+    def compute_ppo_loss(
+        self,
+        params: Any,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        old_logprobs: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        values: torch.Tensor,
+        hp: Any = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms for one batch ``[N]``: ``policy_loss``, ``value_loss``,
+        ``entropy_loss`` (``-entropy``), ``total_loss``, ``approx_kl``, ``clipfrac`` (0-d tensors;
+        ``total_loss`` differentiable)."""
+        from functional_rl.config import Hyperparams
+
+        hp = Hyperparams.from_config(self.config) if hp is None else hp
+        batch = {"obs": obs, "action": actions, "log_prob": old_logprobs, "advantage": advantages,
+                 "returns": returns, "value": values}
+        total, m = ppo_loss(params, batch, policy=self.policy, hp=hp, clip_vloss=self.config.clip_vloss,
+                            norm_adv=self.config.norm_adv)
+        return {
+            "policy_loss": m["policy_loss"], "value_loss": m["value_loss"], "entropy_loss": -m["entropy"],
+            "total_loss": total, "approx_kl": m["approx_kl"], "clipfrac": m["clipfrac"],
+        }
+
+    def _kernel(self, custom_loss_fns: Sequence[LossFn]):
+        key = tuple(id(f) for f in custom_loss_fns)
+        if key not in self._kernels:
+            self._kernels[key] = make_kernel(self.config, self.env, self.policy, custom_losses=custom_loss_fns, compile=self.compile)
+        return self._kernels[key]
+
+    def update(self, state: TrainerState, experience: TensorDict, custom_loss_fns: Sequence[LossFn] = ()) -> tuple[TrainerState, dict[str, float]]:
+        """Advantages, ``update_epochs`` epochs of minibatch updates, iteration + 1.
+
+        ``custom_loss_fns`` take either signature (native or the reference trainer's seed
+        signature). Returns the new state and the averaged loss stats (Python numbers, plus
+        ``learning_rate`` and ``timing/train_s``).
+
+        Raises:
+            NonFiniteError: a loss or gradient became NaN/inf.
+        """
+        t0 = time.perf_counter()
+        kernel = self._kernel(custom_loss_fns)
+        cfg = self.config
+        lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
+        batch = make_batch(experience, state.hparams)
+        epochs = []
+        for _ in range(cfg.update_epochs):
+            state, m = train_epoch(state, batch, kernel, lr)
+            epochs.append(m)
+        stats = metrics_to_host({**_mean_metrics(epochs), "learning_rate": lr})
+        bad = [k for k, v in stats.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteError(f"iteration {int(state.iteration) + 1}: {', '.join(bad)} became NaN/inf; lower the learning rate")
+        stats["timing/train_s"] = time.perf_counter() - t0
+        return state.replace(iteration=state.iteration + 1), stats
+
+
+class PolicyEvaluator:
+    """Greedy (deterministic) episodes on a pure env, on the evaluator's own key stream.
+
+    ``evaluate(params, episodes, env_params=None)`` returns a reward summary
+    ``{"mean", "std", "min", "max", "episodes"}``; ``evaluate_tasks(params, tasks, episodes)``
+    gives one summary per set of env params (task).
+    """
+
+    def __init__(self, env: Any, policy: Any, *, num_envs: int = 8, seed: int = 0, max_steps: int = 10_000):
+        self.env, self.policy, self.num_envs, self.seed, self.max_steps = env, policy, num_envs, seed, max_steps
+        self.calls = 0
+
+    @torch.no_grad()
+    def evaluate(self, params: Any, episodes: int = 10, env_params: Any = None, obs_transform: Any = None) -> dict[str, float]:
+        env = self.env
+        env_params = env.default_params() if env_params is None else env_params
+        key = jr.fold_in(jr.key(self.seed), self.calls)
+        self.calls += 1
+        k_reset, key = jr.split(key, 2).unbind(0)
+        obs, env_state = env.reset(k_reset, env_params, self.num_envs)
+        running = torch.zeros(self.num_envs)
+        finished: list[float] = []
+        for t in range(self.max_steps):
+            x = obs if obs_transform is None else obs_transform(obs)
+            action = self.policy.distribution.mode(self.policy.apply(params, x))
+            if hasattr(env.action_space, "low"):
+                action = torch.clamp(action, env.action_space.low_tensor(), env.action_space.high_tensor())
+            obs, env_state, reward, term, trunc, _ = env.step(jr.fold_in(key, t), env_state, action, env_params)
+            running = running + reward
+            done = term | trunc
+            if bool(done.any()):
+                finished.extend(running[done].tolist())
+                running = torch.where(done, torch.zeros_like(running), running)
+            if len(finished) >= episodes:
+                break
+        else:
+            raise RuntimeError(f"evaluation finished {len(finished)} of {episodes} episodes in {self.max_steps} steps")
+        r = torch.tensor(finished[:episodes], dtype=torch.float64)
+        return {"mean": float(r.mean()), "std": float(r.std(unbiased=False)), "min": float(r.min()),
+                "max": float(r.max()), "episodes": float(len(r))}
+
+    def evaluate_tasks(self, params: Any, tasks: Sequence[Any], episodes: int = 10) -> list[dict[str, float]]:
+        return [self.evaluate(params, episodes, env_params=task) for task in tasks]
+
+
+class TrainingCheckpointer:
+    """Checkpoints and policy records of one run directory.
+
+    ``save_trainer_state`` / ``load_trainer_state`` write and read the whole state under
+    ``run_dir/checkpoints`` (atomic, hashed, no pickle); ``save_policy`` / ``load_policy``
+    keep named policy records under ``run_dir/policies`` (:mod:`functional_rl.policy_store`).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        from functional_rl.policy_store import PolicyStore
+
+        self.run_dir = Path(run_dir)
+        self.store = PolicyStore(self.run_dir / "policies")
+
+    def save_trainer_state(self, state: TrainerState, config: PPOConfig, metadata: dict | None = None) -> Path:
+        path = checkpoint.checkpoint_path(self.run_dir / "checkpoints", int(state.agent_step))
+        return checkpoint.save(path, state, config, metadata)
+
+    def load_trainer_state(self) -> tuple[TrainerState, PPOConfig, dict] | None:
+        path = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
+        return None if path is None else checkpoint.load(path)
+
+    def save_policy(self, state: TrainerState, policy: Any, metadata: dict | None = None, *, env: Any = None, name: str | None = None):
+        meta = {"epoch": int(state.iteration), "agent_step": int(state.agent_step), **(metadata or {})}
+        # Saving twice at the same step saves the same parameters: replace the record.
+        return self.store.save(name or f"policy_{int(state.agent_step):012d}", state.params, policy, meta, env=env, overwrite=True)
+
+    def load_policy(self, uri_or_name: str = "") -> Any:
+        """A policy record by name or ``file://`` URI (default: the latest in this run)."""
+        return self.store.load(uri_or_name or f"file://{(self.run_dir / 'policies').resolve()}?select=latest")
+
+
+class StatsLogger:
+    """Prints stats to a stream and/or appends them as JSON lines to ``run_dir/stats.jsonl``."""
+
+    def __init__(self, run_dir: str | Path | None = None, *, console: bool = True, stream: TextIO | None = None,
+                 keys: Sequence[str] = ("agent_step", "episode_return", "policy_loss", "value_loss")):
+        self.path = None if run_dir is None else Path(run_dir) / "stats.jsonl"
+        self.console, self.stream, self.keys = console, stream, tuple(keys)
+
+    def log(self, stats: dict[str, float]) -> None:
+        if self.console:
+            shown = "  ".join(f"{k} {stats[k]:.4g}" for k in self.keys if k in stats)
+            print(shown, file=self.stream or sys.stdout, flush=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, policy: Any = None, **create_kwargs: Any) -> TrainerState:
+    """The latest checkpoint's state in ``run_dir/checkpoints`` if there is one, else a fresh state.
+
+    Raises:
+        ValueError: the checkpoint was written with different static sizes (``num_envs``,
+            ``num_steps``, network sizes) than ``config``.
+    """
+    from functional_rl.loop import default_policy
+    from functional_rl.envs import make
+
+    env = make(config.env_id) if env is None else env
+    loaded = TrainingCheckpointer(run_dir).load_trainer_state()
+    if loaded is not None:
+        state, saved, _ = loaded
+        if saved is not None:
+            static = ("env_id", "num_envs", "num_steps", "hidden_sizes", "activation", "last_action", "normalize_obs", "normalize_reward")
+            diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in static if getattr(saved, k) != getattr(config, k)]
+            if diff:
+                raise ValueError(f"{run_dir}: the checkpoint was made with a different config ({'; '.join(diff)}); use a new run dir")
+        return state
+    policy = default_policy(config, env) if policy is None else policy
+    return TrainerState.create(config, env, policy, **create_kwargs)

@@ -1,0 +1,493 @@
+"""The reference trainer's nested run config, as frozen dataclasses that lower to :class:`PPOConfig`.
+
+The trainer functional_rl replaces configured a run as one nested document::
+
+    experiment_name: my_run
+    agent:   {name: mlp, hidden_sizes: [64, 64], activation: tanh, last_action: false}
+    trainer: {env_id: CartPole-v1, total_timesteps: 500000, num_envs: 8, num_steps: 128, seed: 1, device: cpu}
+    ppo:     {learning_rate: 0.00025, gamma: 0.99, gae_lambda: 0.95, clip_coef: 0.2, ...}
+
+:class:`TrainingConfig` reads that layout (:meth:`TrainingConfig.from_dict`,
+:meth:`TrainingConfig.from_yaml`) and lowers it with :meth:`TrainingConfig.to_ppo_config` to the
+flat, frozen :class:`~functional_rl.config.PPOConfig` that the kernel and the shell take. Every
+:class:`PPOConfig` field has exactly one home in the nested layout (see :data:`FIELD_PATHS`),
+so the two forms convert both ways without loss.
+
+Errors name the nested key path: an unknown or mistyped key (with a did-you-mean, also across
+sections, e.g. ``trainer.gamma`` -> ``ppo.gamma``), a value of the wrong type (with the
+expected type), and any rule :meth:`PPOConfig.validate` enforces
+(``ppo.gamma=1.5 is invalid: must lie in [0, 1]``). A :class:`TrainingConfig` is validated
+when it is built, so an invalid one never exists.
+
+Example:
+    >>> cfg = TrainingConfig.from_dict({"agent": {"name": "mlp"}, "trainer": {"total_timesteps": 10_000}})
+    >>> ppo = cfg.to_ppo_config()
+    >>> ppo.total_timesteps, ppo.hidden_sizes, ppo.gamma
+    (10000, (64, 64), 0.99)
+    >>> TrainingConfig.from_ppo_config(ppo) == cfg
+    True
+    >>> TrainingConfig.from_dict({"trainer": {"total_timsteps": 10}})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown key 'trainer.total_timsteps' (did you mean 'trainer.total_timesteps'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from functional_rl import presets as _presets
+from functional_rl.config import PPOConfig
+
+__all__ = [
+    "AgentConfig",
+    "PPOSection",
+    "TrainerConfig",
+    "TrainingConfig",
+    "FIELD_PATHS",
+    "SUPPORTED_AGENTS",
+    "small_fast_config",
+    "cartpole_config",
+    "acrobot_config",
+    "pendulum_config",
+    "mountain_car_continuous_config",
+    "PRESETS",
+]
+
+#: Agent (policy architecture) names :class:`AgentConfig` accepts.
+SUPPORTED_AGENTS = ("mlp",)
+
+# Expected types by annotation string (``from __future__ import annotations`` keeps them strings).
+_TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "tuple[int, ...]": "list of int"}
+
+
+def _check_field(path: str, value: Any, annotation: str) -> Any:
+    """Check one leaf against its annotation; return it normalised (list -> tuple, 2.0 -> 2).
+
+    ``int`` fields accept integral floats (YAML reads ``1.0e6`` as a float); ``float`` fields
+    accept ints; ``bool`` is never taken for a number nor a number for a ``bool``.
+    """
+
+    def wrong() -> TypeError:
+        return TypeError(
+            f"{path}={value!r} has type {type(value).__name__}; expected {_TYPE_NAMES[annotation]}"
+        )
+
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if annotation == "int":
+        if isinstance(value, bool):
+            raise wrong()
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        if not isinstance(value, int):
+            raise wrong()
+        return value
+    if annotation == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong()
+        return float(value)
+    if annotation == "tuple[int, ...]":
+        if not isinstance(value, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, int) for h in value):
+            raise wrong()
+        return tuple(value)
+    raise AssertionError(f"no type check for annotation {annotation!r} of {path}")  # a bug here, not user input
+
+
+def _check_section(obj: Any, section: str) -> None:
+    """Type-check (and normalise in place, before freezing is observable) every field of a section."""
+    for f in dataclasses.fields(obj):
+        value = _check_field(f"{section}.{f.name}", getattr(obj, f.name), f.type)
+        object.__setattr__(obj, f.name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The policy architecture (section ``agent``).
+
+    Attributes:
+        name: the architecture; ``"mlp"`` is CleanRL's MLP actor-critic
+            (:func:`~functional_rl.policies.make_mlp_policy`), the one functional_rl builds.
+        hidden_sizes: widths of the actor and critic MLPs.
+        activation: ``"tanh"`` or ``"relu"``.
+        last_action: feed the previous action (one-hot for discrete actions) to the policy
+            with the observation (the reference trainer's ``add_last_action_to_td``).
+
+    Example:
+        >>> AgentConfig(hidden_sizes=[32]).hidden_sizes
+        (32,)
+    """
+
+    name: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    last_action: bool = False
+
+    def __post_init__(self) -> None:
+        _check_section(self, "agent")
+        if self.name not in SUPPORTED_AGENTS:
+            raise ValueError(
+                f"agent.name={self.name!r} is invalid: must be one of {', '.join(map(repr, SUPPORTED_AGENTS))} "
+                "(functional_rl builds CleanRL's MLP actor-critic; pass your own Policy to "
+                "functional_training_loop(policy=...) for other architectures)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOSection:
+    """PPO hyperparameters (section ``ppo``); the defaults are :class:`PPOConfig`'s (CleanRL's).
+
+    Attributes:
+        learning_rate: Adam step size at the start of training.
+        anneal_lr: decay the learning rate linearly to 0 over the run.
+        gamma: discount factor in [0, 1].
+        gae_lambda: GAE lambda in [0, 1].
+        clip_coef: PPO ratio clip range.
+        clip_vloss: clip the value update around the old value.
+        norm_adv: normalise advantages per minibatch.
+        ent_coef: entropy bonus coefficient.
+        vf_coef: value loss coefficient.
+        max_grad_norm: global gradient norm clip.
+        update_epochs: passes over each batch.
+        num_minibatches: minibatches per epoch; must divide ``num_envs * num_steps``.
+        adam_eps: Adam epsilon.
+        normalize_obs: whiten observations with running statistics kept in the state.
+        normalize_reward: scale rewards by the running std of the discounted return.
+    """
+
+    learning_rate: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    adam_eps: float = 1e-5
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+
+    def __post_init__(self) -> None:
+        _check_section(self, "ppo")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """What to train on and for how long (section ``trainer``).
+
+    Attributes:
+        env_id: registered environment id (``functional_rl.envs.list_envs()``).
+        total_timesteps: environment steps to train for, summed over envs.
+        num_envs: parallel environments (static: decides shapes).
+        num_steps: rollout length per iteration (static).
+        seed: seed of the run's PRNG key.
+        device: torch device string.
+    """
+
+    env_id: str = "CartPole-v1"
+    total_timesteps: int = 500_000
+    num_envs: int = 8
+    num_steps: int = 128
+    seed: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check_section(self, "trainer")
+
+
+_SECTIONS: dict[str, type] = {"agent": AgentConfig, "trainer": TrainerConfig, "ppo": PPOSection}
+
+#: ``PPOConfig`` field -> its nested key path, e.g. ``"gamma" -> "ppo.gamma"``.
+FIELD_PATHS: dict[str, str] = {
+    f.name: f"{section}.{f.name}"
+    for section, cls in _SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if f.name in {g.name for g in dataclasses.fields(PPOConfig)}
+}
+
+_PPO_ERROR = re.compile(r"^PPOConfig\.(\w+)=(.*)$", re.S)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """A whole run, in the reference trainer's nested layout. Frozen and validated on construction.
+
+    Attributes:
+        experiment_name: a name for the run (used for run directories and logs).
+        agent: the policy architecture.
+        trainer: environment, budget, sizes, seed and device.
+        ppo: the PPO hyperparameters.
+
+    Raises:
+        TypeError: a section is not the right dataclass.
+        ValueError: the values break a :class:`PPOConfig` rule; the message names the nested
+            key, e.g. ``ppo.gamma=1.5 is invalid: must lie in [0, 1]``.
+
+    Example:
+        >>> cfg = TrainingConfig(experiment_name="quick", trainer=TrainerConfig(total_timesteps=2048))
+        >>> cfg.to_ppo_config().num_iterations
+        2
+        >>> cfg.with_overrides({"ppo.gamma": 0.9}).ppo.gamma
+        0.9
+    """
+
+    experiment_name: str = "default"
+    agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    ppo: PPOSection = dataclasses.field(default_factory=PPOSection)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.experiment_name, str) or not self.experiment_name:
+            raise TypeError(
+                f"experiment_name={self.experiment_name!r} has type {type(self.experiment_name).__name__}; "
+                "expected a non-empty str"
+            )
+        for section, cls in _SECTIONS.items():
+            value = getattr(self, section)
+            if not isinstance(value, cls):
+                raise TypeError(f"{section} must be a {cls.__name__}, got {type(value).__name__}")
+        self.to_ppo_config()  # cross-field rules (e.g. num_minibatches divides the batch)
+
+    # ------------------------------------------------------------------ lowering
+    def to_ppo_config(self) -> PPOConfig:
+        """The flat kernel config: every nested field copied to its :class:`PPOConfig` field.
+
+        Returns:
+            A validated :class:`PPOConfig`.
+
+        Raises:
+            ValueError: a :class:`PPOConfig` rule fails; re-raised with the nested key path
+                (``ppo.gamma=1.5 is invalid: must lie in [0, 1]``).
+        """
+        values = {flat: getattr(getattr(self, path.split(".")[0]), flat) for flat, path in FIELD_PATHS.items()}
+        try:
+            return PPOConfig(**values)
+        except ValueError as e:
+            match = _PPO_ERROR.match(str(e))
+            if match is None or match.group(1) not in FIELD_PATHS:
+                raise
+            raise ValueError(f"{FIELD_PATHS[match.group(1)]}={match.group(2)}") from None
+
+    @classmethod
+    def from_ppo_config(cls, config: PPOConfig, experiment_name: str = "default") -> TrainingConfig:
+        """The nested form of a flat :class:`PPOConfig` (the inverse of :meth:`to_ppo_config`).
+
+        Example:
+            >>> from functional_rl.presets import pendulum_config as flat_pendulum
+            >>> cfg = TrainingConfig.from_ppo_config(flat_pendulum(), experiment_name="pendulum")
+            >>> cfg.trainer.env_id, cfg.ppo.gamma, cfg.to_ppo_config() == flat_pendulum()
+            ('Pendulum-v1', 0.95, True)
+        """
+        if not isinstance(config, PPOConfig):
+            raise TypeError(f"from_ppo_config needs a PPOConfig, got {type(config).__name__}")
+        sections = {
+            section: section_cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(section_cls)
+                                    if f.name in FIELD_PATHS})
+            for section, section_cls in _SECTIONS.items()
+        }
+        return cls(experiment_name=experiment_name, **sections)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of JSON/YAML-able values (tuples become lists).
+
+        Example:
+            >>> TrainingConfig().to_dict()["agent"]
+            {'name': 'mlp', 'hidden_sizes': [64, 64], 'activation': 'tanh', 'last_action': False}
+        """
+        out: dict[str, Any] = {"experiment_name": self.experiment_name}
+        for section in _SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingConfig:
+        """Build from the nested (legacy YAML) layout; missing keys take their defaults.
+
+        A section given as ``None`` (an empty YAML mapping ``ppo:``) takes its defaults.
+
+        Args:
+            d: ``{"experiment_name": str, "agent": {...}, "trainer": {...}, "ppo": {...}}``,
+                each part optional.
+
+        Raises:
+            ValueError: an unknown key, named by its full path with the closest known key,
+                or a value that breaks a :class:`PPOConfig` rule.
+            TypeError: a value of the wrong type (the message names the path and the
+                expected type), or a section that is not a mapping.
+
+        Example:
+            >>> TrainingConfig.from_dict({"trainer": {"gamma": 0.9}})
+            Traceback (most recent call last):
+            ...
+            ValueError: unknown key 'trainer.gamma' (did you mean 'ppo.gamma'?)
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a TrainingConfig dict must be a mapping, got {type(d).__name__}")
+        top = ["experiment_name", *_SECTIONS]
+        for key in d:
+            if key not in top:
+                raise ValueError(_unknown_key(str(key), None, top))
+        kwargs: dict[str, Any] = {}
+        if "experiment_name" in d:
+            kwargs["experiment_name"] = d["experiment_name"]
+        for section, section_cls in _SECTIONS.items():
+            values = d.get(section)
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise TypeError(
+                    f"{section} must be a mapping of {section_cls.__name__} fields, got {type(values).__name__}"
+                )
+            names = [f.name for f in dataclasses.fields(section_cls)]
+            for key in values:
+                if key not in names:
+                    raise ValueError(_unknown_key(str(key), section, names))
+            kwargs[section] = section_cls(**values)
+        return cls(**kwargs)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainingConfig:
+        """A copy with dotted-path overrides applied, checked like :meth:`from_dict`.
+
+        Example:
+            >>> cfg = TrainingConfig().with_overrides({"trainer.num_envs": 4, "experiment_name": "x"})
+            >>> cfg.trainer.num_envs, cfg.experiment_name
+            (4, 'x')
+        """
+        d = self.to_dict()
+        for path, value in overrides.items():
+            section, _, name = path.partition(".")
+            if not name:
+                d[section] = value
+            elif isinstance(d.get(section), dict):
+                d[section][name] = value
+            else:
+                raise ValueError(_unknown_key(path, None, ["experiment_name", *_SECTIONS]))
+        return TrainingConfig.from_dict(d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> TrainingConfig:
+        """Read a YAML file in the nested layout (``yaml.safe_load``: no code runs).
+
+        Raises:
+            ImportError: PyYAML is not installed (``pip install pyyaml``).
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: the file is not valid YAML, or its content fails :meth:`from_dict`
+                (the message starts with the path).
+        """
+        yaml = _import_yaml()
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from e
+        if d is None:
+            d = {}
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{path}: {e}") from None
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The config as YAML text (keys in field order); also written to ``path`` if given.
+
+        ``TrainingConfig.from_yaml`` reads the file back to an equal config.
+
+        Raises:
+            ImportError: PyYAML is not installed (``pip install pyyaml``).
+        """
+        yaml = _import_yaml()
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+def _unknown_key(key: str, section: str | None, known: list[str]) -> str:
+    """The message for an unknown key: its full path and the closest known path, if any."""
+    path = key if section is None else f"{section}.{key}"
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        hint = close[0] if section is None else f"{section}.{close[0]}"
+        return f"unknown key {path!r} (did you mean {hint!r}?)"
+    # The key may live in another section (the legacy layout kept PPO keys under `trainer`).
+    elsewhere = [f"{s}.{key}" for s, c in _SECTIONS.items() if s != section and key in {f.name for f in dataclasses.fields(c)}]
+    if elsewhere:
+        return f"unknown key {path!r} (did you mean {elsewhere[0]!r}?)"
+    where = "at the top level" if section is None else f"in {section!r}"
+    return f"unknown key {path!r}; known keys {where}: {', '.join(known)}"
+
+
+def _import_yaml() -> Any:
+    try:
+        import yaml
+    except ImportError as e:
+        raise ImportError("YAML configs need PyYAML: pip install pyyaml") from e
+    return yaml
+
+
+# ---------------------------------------------------------------------------- presets
+def small_fast_config(experiment_name: str = "small_fast") -> TrainingConfig:
+    """The reference trainer's quick preset: CartPole, 50k steps (:func:`functional_rl.presets.small_fast_config`).
+
+    Example:
+        >>> cfg = small_fast_config()
+        >>> cfg.trainer.total_timesteps, cfg.ppo.learning_rate
+        (50000, 0.001)
+    """
+    return TrainingConfig.from_ppo_config(_presets.small_fast_config(), experiment_name)
+
+
+def cartpole_config(experiment_name: str = "cartpole") -> TrainingConfig:
+    """CleanRL's CartPole-v1 settings (:func:`functional_rl.presets.cartpole_config`)."""
+    return TrainingConfig.from_ppo_config(_presets.cartpole_config(), experiment_name)
+
+
+def acrobot_config(experiment_name: str = "acrobot") -> TrainingConfig:
+    """Acrobot-v1 (:func:`functional_rl.presets.acrobot_config`)."""
+    return TrainingConfig.from_ppo_config(_presets.acrobot_config(), experiment_name)
+
+
+def pendulum_config(experiment_name: str = "pendulum") -> TrainingConfig:
+    """Pendulum-v1, continuous control (:func:`functional_rl.presets.pendulum_config`).
+
+    Example:
+        >>> cfg = pendulum_config()
+        >>> cfg.trainer.env_id, cfg.ppo.normalize_obs
+        ('Pendulum-v1', True)
+    """
+    return TrainingConfig.from_ppo_config(_presets.pendulum_config(), experiment_name)
+
+
+def mountain_car_continuous_config(experiment_name: str = "mountain_car_continuous") -> TrainingConfig:
+    """MountainCarContinuous-v0 (:func:`functional_rl.presets.mountain_car_continuous_config`)."""
+    return TrainingConfig.from_ppo_config(_presets.mountain_car_continuous_config(), experiment_name)
+
+
+#: Preset name -> factory, the same names as :data:`functional_rl.presets.PRESETS`.
+PRESETS = {
+    "cartpole": cartpole_config,
+    "small_fast": small_fast_config,
+    "acrobot": acrobot_config,
+    "pendulum": pendulum_config,
+    "mountain_car_continuous": mountain_car_continuous_config,
+}
