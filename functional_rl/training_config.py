@@ -114,6 +114,10 @@ def _check_section(obj: Any, section: str) -> None:
         object.__setattr__(obj, f.name, value)
 
 
+# Defaults come from PPOConfig so the two layouts can never disagree.
+_DEFAULTS = PPOConfig()
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """The policy architecture (section ``agent``).
@@ -132,9 +136,9 @@ class AgentConfig:
     """
 
     name: str = "mlp"
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    last_action: bool = False
+    hidden_sizes: tuple[int, ...] = _DEFAULTS.hidden_sizes
+    activation: str = _DEFAULTS.activation
+    last_action: bool = _DEFAULTS.last_action
 
     def __post_init__(self) -> None:
         _check_section(self, "agent")
@@ -168,21 +172,21 @@ class PPOSection:
         normalize_reward: scale rewards by the running std of the discounted return.
     """
 
-    learning_rate: float = 2.5e-4
-    anneal_lr: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    clip_vloss: bool = True
-    norm_adv: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    adam_eps: float = 1e-5
-    normalize_obs: bool = False
-    normalize_reward: bool = False
+    learning_rate: float = _DEFAULTS.learning_rate
+    anneal_lr: bool = _DEFAULTS.anneal_lr
+    gamma: float = _DEFAULTS.gamma
+    gae_lambda: float = _DEFAULTS.gae_lambda
+    clip_coef: float = _DEFAULTS.clip_coef
+    clip_vloss: bool = _DEFAULTS.clip_vloss
+    norm_adv: bool = _DEFAULTS.norm_adv
+    ent_coef: float = _DEFAULTS.ent_coef
+    vf_coef: float = _DEFAULTS.vf_coef
+    max_grad_norm: float = _DEFAULTS.max_grad_norm
+    update_epochs: int = _DEFAULTS.update_epochs
+    num_minibatches: int = _DEFAULTS.num_minibatches
+    adam_eps: float = _DEFAULTS.adam_eps
+    normalize_obs: bool = _DEFAULTS.normalize_obs
+    normalize_reward: bool = _DEFAULTS.normalize_reward
 
     def __post_init__(self) -> None:
         _check_section(self, "ppo")
@@ -201,12 +205,12 @@ class TrainerConfig:
         device: torch device string.
     """
 
-    env_id: str = "CartPole-v1"
-    total_timesteps: int = 500_000
-    num_envs: int = 8
-    num_steps: int = 128
-    seed: int = 1
-    device: str = "cpu"
+    env_id: str = _DEFAULTS.env_id
+    total_timesteps: int = _DEFAULTS.total_timesteps
+    num_envs: int = _DEFAULTS.num_envs
+    num_steps: int = _DEFAULTS.num_steps
+    seed: int = _DEFAULTS.seed
+    device: str = _DEFAULTS.device
 
     def __post_init__(self) -> None:
         _check_section(self, "trainer")

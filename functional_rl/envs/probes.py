@@ -89,7 +89,41 @@ def _finish(
     return obs, new_state, torch.zeros_like(terminated), {"final_obs": final_obs}
 
 
-class Probe1:
+class _OneStepProbe:
+    """Shared mechanics of the one-step probes: start at a fixed or random observation, pay
+    ``reward(obs, action)``, terminate, auto-reset. Subclasses set the class attributes and
+    ``reward``."""
+
+    id: str
+    observation_space = _OBS_SPACE
+    action_space: Discrete
+    random_start: bool = False
+
+    def default_params(self) -> ProbeParams:
+        """No parameters."""
+        return ProbeParams()
+
+    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
+        """Observation ``0``, or ``-1``/``+1`` with probability 1/2 each for the random-start
+        probes. Returns ``(obs float32 [B, 1], state)``."""
+        return _sign_reset(key, num_envs) if self.random_start else _fixed_reset(key, num_envs, 0.0)
+
+    def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B]`` reward of ``action`` int64 ``[B]`` at observation ``obs`` float32 ``[B]``."""
+        raise NotImplementedError
+
+    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
+        """Pay :meth:`reward`, terminate, auto-reset. ``action``: int64 ``[B]``. Shapes as
+        :mod:`functional_rl.envs.base`."""
+        _check_action(type(self).__name__, state, action)
+        terminated = torch.ones_like(state.obs, dtype=torch.bool)
+        reward = self.reward(state.obs, action)
+        reset = self.reset(key, params, state.obs.shape[0])
+        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
+        return obs, new_state, reward, terminated, truncated, info
+
+
+class Probe1(_OneStepProbe):
     """Constant observation ``0``, one action, reward ``+1``, one-step episodes.
 
     Known answer: ``V(0) = 1`` for every discount. An agent whose value does not reach 1
@@ -97,28 +131,14 @@ class Probe1:
     """
 
     id = "Probe1-v0"
-    observation_space = _OBS_SPACE
     action_space = Discrete(1)
 
-    def default_params(self) -> ProbeParams:
-        """No parameters."""
-        return ProbeParams()
-
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-        """Observation ``0``. Returns ``(obs float32 [B, 1], state)``."""
-        return _fixed_reset(key, num_envs, 0.0)
-
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
-        """Reward ``+1``, terminated. ``action``: int64 ``[B]`` (always 0). Shapes as :mod:`functional_rl.envs.base`."""
-        _check_action("Probe1", state, action)
-        terminated = torch.ones_like(state.obs, dtype=torch.bool)
-        reward = torch.ones_like(state.obs)
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+    def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Always ``+1``."""
+        return torch.ones_like(obs)
 
 
-class Probe2:
+class Probe2(_OneStepProbe):
     """Random observation ``o`` in ``{-1, +1}``, one action, reward ``o``, one-step episodes.
 
     Known answer: ``V(o) = o``. A value that is 0 for both observations cannot see its input
@@ -126,25 +146,12 @@ class Probe2:
     """
 
     id = "Probe2-v0"
-    observation_space = _OBS_SPACE
     action_space = Discrete(1)
+    random_start = True
 
-    def default_params(self) -> ProbeParams:
-        """No parameters."""
-        return ProbeParams()
-
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-        """Observation ``-1`` or ``+1``, each with probability 1/2. Returns ``(obs float32 [B, 1], state)``."""
-        return _sign_reset(key, num_envs)
-
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
-        """Reward equal to the observation, terminated. ``action``: int64 ``[B]`` (always 0)."""
-        _check_action("Probe2", state, action)
-        terminated = torch.ones_like(state.obs, dtype=torch.bool)
-        reward = state.obs.clone()
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+    def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The observation itself."""
+        return obs.clone()
 
 
 class Probe3:
@@ -181,7 +188,7 @@ class Probe3:
         return obs, new_state, reward, terminated, truncated, info
 
 
-class Probe4:
+class Probe4(_OneStepProbe):
     """Observation ``0``, two actions, reward ``+1`` for action 1 and ``-1`` for action 0, one step.
 
     Known answer: the optimal policy always picks action 1 (``V* = 1``; a uniform policy has
@@ -189,28 +196,14 @@ class Probe4:
     """
 
     id = "Probe4-v0"
-    observation_space = _OBS_SPACE
     action_space = Discrete(2)
 
-    def default_params(self) -> ProbeParams:
-        """No parameters."""
-        return ProbeParams()
-
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-        """Observation ``0``. Returns ``(obs float32 [B, 1], state)``."""
-        return _fixed_reset(key, num_envs, 0.0)
-
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
-        """Reward ``+1`` if ``action == 1`` else ``-1``, terminated. ``action``: int64 ``[B]`` in ``{0, 1}``."""
-        _check_action("Probe4", state, action)
-        terminated = torch.ones_like(state.obs, dtype=torch.bool)
-        reward = torch.where(action == 1, 1.0, -1.0).to(torch.float32)
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+    def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``+1`` for action 1, ``-1`` for action 0."""
+        return torch.where(action == 1, 1.0, -1.0).to(torch.float32)
 
 
-class Probe5:
+class Probe5(_OneStepProbe):
     """Random observation ``o`` in ``{-1, +1}``, two actions, reward ``+1`` if the action matches the sign.
 
     Action 1 matches ``+1`` and action 0 matches ``-1``; a mismatch pays ``-1``. One-step
@@ -219,26 +212,12 @@ class Probe5:
     """
 
     id = "Probe5-v0"
-    observation_space = _OBS_SPACE
     action_space = Discrete(2)
+    random_start = True
 
-    def default_params(self) -> ProbeParams:
-        """No parameters."""
-        return ProbeParams()
-
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-        """Observation ``-1`` or ``+1``, each with probability 1/2. Returns ``(obs float32 [B, 1], state)``."""
-        return _sign_reset(key, num_envs)
-
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
-        """Reward ``+1`` if ``action == (obs > 0)`` else ``-1``, terminated. ``action``: int64 ``[B]`` in ``{0, 1}``."""
-        _check_action("Probe5", state, action)
-        terminated = torch.ones_like(state.obs, dtype=torch.bool)
-        correct = action == (state.obs > 0).to(action.dtype)
-        reward = torch.where(correct, 1.0, -1.0).to(torch.float32)
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+    def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``+1`` if ``action == (obs > 0)`` else ``-1``."""
+        return torch.where(action == (obs > 0).to(action.dtype), 1.0, -1.0).to(torch.float32)
 
 
 register("Probe1-v0", Probe1)
