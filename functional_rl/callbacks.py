@@ -103,8 +103,9 @@ def grouped(metrics: dict[str, float]) -> dict[str, float]:
     ``agent_step`` and ``iteration`` keep their names and become ints; names that already
     contain a ``/`` are kept as they are.
 
-    Only what the shell measures is timed: ``timing/iteration_s`` is the wall time of one
-    ``step_fn`` call (rollout and update together), since the kernel is one pure function.
+    Timing comes from the shell: ``timing/iteration_s`` is the wall time of one ``step_fn``
+    call; ``timing/rollout_s`` / ``timing/train_s`` (already grouped names) split it into the
+    kernel's rollout steps and minibatch updates.
 
     Example:
         >>> grouped({"agent_step": 64.0, "iteration": 1, "episode_return": 20.0, "my_loss": 0.5, "eval/x": 1.0})

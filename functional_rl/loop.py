@@ -29,7 +29,14 @@ CHECKED_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "total_l
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss, gradient, parameter or observation became NaN or infinite."""
+    """A loss, gradient, parameter or observation became NaN or infinite.
+
+    Example:
+        >>> _check_finite(3, {"value_loss": float("nan")}, [], "CartPole-v1")
+        Traceback (most recent call last):
+        ...
+        functional_rl.loop.NonFiniteError: iteration 3: metric 'value_loss' is nan; training stopped. ...
+    """
 
 
 def metrics_to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -41,7 +48,7 @@ def metrics_to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(names, values))
 
 
-def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str]) -> None:
+def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str], env_id: str = "the environment") -> None:
     for name in (*CHECKED_METRICS, *custom):
         if name in host and not math.isfinite(host[name]):
             raise NonFiniteError(
@@ -56,9 +63,44 @@ def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str])
         )
     if host.get("nonfinite_obs", 0.0) > 0:
         raise NonFiniteError(
-            f"iteration {iteration}: the environment produced {int(host['nonfinite_obs'])} NaN/inf observations or "
-            "rewards; check the environment's dynamics and parameters."
+            f"iteration {iteration}: {env_id} produced {int(host['nonfinite_obs'])} NaN/inf observations or "
+            "rewards during this iteration's rollout; check the environment's dynamics and parameters."
         )
+
+
+class _PhaseTimer:
+    """Host wall time spent in the kernel's rollout steps and minibatch updates.
+
+    Wraps ``kernel.rollout_step`` and ``kernel.update`` (shell side; the kernel stays pure).
+    On a CPU compiled calls are synchronous, so the split is exact. On a GPU it measures
+    launch time only: reading it would need a device sync per phase, which the loop avoids.
+    """
+
+    def __init__(self) -> None:
+        self.rollout = self.train = 0.0
+
+    def reset(self) -> None:
+        self.rollout = self.train = 0.0
+
+    def seconds(self) -> dict[str, float]:
+        return {"timing/rollout_s": self.rollout, "timing/train_s": self.train}
+
+    def wrap(self, kernel: Kernel) -> Kernel:
+        step, update = kernel.rollout_step, kernel.update
+
+        def timed_step(state):
+            t0 = time.perf_counter()
+            out = step(state)
+            self.rollout += time.perf_counter() - t0
+            return out
+
+        def timed_update(*args):
+            t0 = time.perf_counter()
+            out = update(*args)
+            self.train += time.perf_counter() - t0
+            return out
+
+        return dataclasses.replace(kernel, rollout_step=timed_step, update=timed_update)
 
 
 def default_policy(config: PPOConfig, env: Any):
@@ -151,6 +193,8 @@ def functional_training_loop(
         env_params=env_params, compile_options=compile_options, curriculum=curriculum,
     )
     step_fn = train_iteration if step_fn is None else step_fn
+    timer = _PhaseTimer()
+    kernel = timer.wrap(kernel)
     custom_names = [loss_name(fn) for fn in kernel.custom_losses]
     history: list[dict[str, float]] = []
     last_good = state
@@ -179,13 +223,15 @@ def functional_training_loop(
         stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
         while iteration < stop:
             t0 = time.perf_counter()
+            timer.reset()
             state, metrics = step_fn(state, kernel)
             host = metrics_to_host({**metrics, "agent_step": state.agent_step})
             elapsed = time.perf_counter() - t0
             host["iteration"] = iteration + 1
             host["sps"] = (host["agent_step"] - agent_step) / max(elapsed, 1e-9)
             host["time_s"] = elapsed
-            _check_finite(iteration + 1, host, custom_names)
+            host.update(timer.seconds())
+            _check_finite(iteration + 1, host, custom_names, getattr(kernel.env, "id", "the environment"))
             iteration, agent_step = iteration + 1, int(host["agent_step"])
             last_good = state
             history.append(host)
@@ -271,7 +317,7 @@ def train_many(
                 host.update({f"sweep/{k}": v for k, v in agent.items() if k != "seed"})
                 host["sps"] = config.batch_size / max(elapsed, 1e-9)  # per agent
                 try:
-                    _check_finite(iteration, host, custom_names)
+                    _check_finite(iteration, host, custom_names, getattr(kernel.env, "id", "the environment"))
                 except NonFiniteError as e:
                     raise NonFiniteError(f"agent {a} ({agent}): {e}") from None
                 histories[a].append(host)

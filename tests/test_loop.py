@@ -45,6 +45,9 @@ def test_history_has_the_documented_metrics_as_python_numbers():
         assert h["agent_step"] == 32 * (i + 1)
         assert h["sps"] > 0
         assert h["iteration"] == i + 1
+        # Phase timing: both phases took time and fit inside the iteration's wall time.
+        assert 0 < h["timing/rollout_s"] and 0 < h["timing/train_s"]
+        assert h["timing/rollout_s"] + h["timing/train_s"] <= h["time_s"]
     assert rec.events == [("start", 0), ("iteration", 1), ("iteration", 2), ("iteration", 3), ("end", 3)]
     assert int(state.agent_step) == 96
 
