@@ -26,7 +26,7 @@ TINY_TOML = "num_envs = 4\nnum_steps = 16\nnum_minibatches = 2\nupdate_epochs = 
 TINY_TRAIN = ["train", "CartPole-v1", "--total-timesteps", "384", "--no-compile", "--progress", "none"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Values that depend on wall time, not on the computation.
-TIMING = {"overview/sps", "timing/iteration_s"}
+TIMING = {"overview/sps", "timing/iteration_s", "timing/rollout_s", "timing/train_s"}
 
 
 def _env():
