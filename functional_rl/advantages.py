@@ -91,6 +91,21 @@ def compute_advantages_reference(reward, value, next_value, terminated, truncate
     """The slow reference: an explicit loop over ``b`` and reversed ``t`` in Python floats.
 
     Same signature and maths as :func:`compute_advantages` (float64 internally); for tests.
+    All inputs are ``[T, B]``; returns ``(advantage, returns)``, both ``[T, B]`` in
+    ``value.dtype``.
+
+    Example (agrees with the vectorised version):
+        >>> import functional_rl.random as jr
+        >>> k = jr.split(jr.key(0), 3)
+        >>> r, v, nv = jr.normal(k[0], (5, 2)), jr.normal(k[1], (5, 2)), jr.normal(k[2], (5, 2))
+        >>> term = torch.tensor([[False, False], [True, False], [False, False], [False, True], [False, False]])
+        >>> trunc = torch.zeros(5, 2, dtype=torch.bool)
+        >>> adv, ret = compute_advantages_reference(r, v, nv, term, trunc, gamma=0.99, gae_lambda=0.95)
+        >>> adv.shape, ret.shape
+        (torch.Size([5, 2]), torch.Size([5, 2]))
+        >>> fast, _ = compute_advantages(r, v, nv, term, trunc, gamma=0.99, gae_lambda=0.95)
+        >>> torch.allclose(adv, fast, atol=1e-5)
+        True
     """
     _check(reward, value, next_value, terminated, truncated)
     T, B = reward.shape

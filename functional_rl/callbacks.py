@@ -70,7 +70,22 @@ __all__ = [
 
 
 class Callback(Protocol):
-    """Any subset of the four hooks (see the module docstring)."""
+    """Any subset of the four hooks (see the module docstring).
+
+    Example (a callback that records the step after every iteration of a tiny run):
+        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.loop import functional_training_loop
+        >>> class StepRecorder:
+        ...     def __init__(self):
+        ...         self.steps = []
+        ...     def on_iteration(self, state, metrics):
+        ...         self.steps.append((int(metrics["iteration"]), int(metrics["agent_step"])))
+        >>> rec = StepRecorder()
+        >>> cfg = PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> _ = functional_training_loop(cfg, compile=False, callbacks=[rec])
+        >>> rec.steps
+        [(1, 16), (2, 32)]
+    """
 
     def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
         """Called after each iteration with the state and the metrics as Python numbers."""
@@ -131,6 +146,24 @@ class ConsoleLogger:
 
     The line shows steps done / total, SPS, the mean episodic return of the iterations since
     the last line, and the ETA.
+
+    Example (hooks called by hand; the loop calls them during training):
+        >>> import io
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> out = io.StringIO()
+        >>> log = ConsoleLogger(every=1, stream=out)
+        >>> log.on_start(state, cfg)
+        >>> log.on_iteration(state, {"agent_step": 16, "iteration": 1, "episodes": 0, "episode_return": float("nan"), "entropy": 0.693})
+        >>> print(out.getvalue())
+        training CartPole-v1: 32 steps, 2 envs x 8 steps per iteration
+        step        16/32  sps ...  return    n/a  entropy 0.693  eta ...s
+        >>> ConsoleLogger.mean_return([(10.0, 1), (20.0, 3)])  # weighted by episode counts
+        17.5
     """
 
     def __init__(self, every: int = 10, stream: TextIO | None = None):
@@ -188,7 +221,20 @@ class ConsoleLogger:
 
 
 class JSONLWriter:
-    """Appends one JSON object per iteration to ``path`` (grouped metric names), flushed each line."""
+    """Appends one JSON object per iteration to ``path`` (grouped metric names), flushed each line.
+
+    Example:
+        >>> import json, tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     w = JSONLWriter(Path(d) / "logs" / "metrics.jsonl")
+        ...     w.on_iteration(None, {"agent_step": 16.0, "iteration": 1, "episode_return": float("nan"), "entropy": 0.69})
+        ...     w.write({"agent_step": 16, "eval/mean_return": 42.0})
+        ...     w.close()
+        ...     rows = [json.loads(line) for line in (Path(d) / "logs" / "metrics.jsonl").read_text().splitlines()]
+        >>> rows
+        [{'agent_step': 16, 'iteration': 1, 'overview/reward': None, 'losses/entropy': 0.69},
+         {'agent_step': 16, 'eval/mean_return': 42.0}]
+    """
 
     def __init__(self, path: str | Path, group: bool = True):
         self.path = Path(path)
@@ -411,6 +457,24 @@ class WandbLogger:
 
     Raises:
         ImportError: if ``wandb`` is not installed.
+
+    Example (with a stand-in ``wandb`` module, so it runs without the package or a network):
+        >>> import sys, types
+        >>> from unittest import mock
+        >>> logged = []
+        >>> class FakeRun:
+        ...     def log(self, row, step):
+        ...         logged.append((step, row))
+        ...     def finish(self, exit_code=0):
+        ...         logged.append(("finish", exit_code))
+        >>> fake = types.SimpleNamespace(init=lambda **kwargs: FakeRun())
+        >>> with mock.patch.dict(sys.modules, {"wandb": fake}):
+        ...     logger = WandbLogger("demo", mode="disabled")
+        >>> logger.on_start(None, {"lr": 0.001})
+        >>> logger.on_iteration(None, {"agent_step": 64, "iteration": 1, "episode_return": 20.0, "entropy": float("nan")})
+        >>> logger.on_end(None)
+        >>> logged  # NaN metrics are dropped
+        [(64, {'overview/reward': 20.0}), ('finish', 0)]
     """
 
     def __init__(self, project: str, mode: str = "offline", name: str | None = None, dir: str | Path | None = None,
@@ -480,6 +544,28 @@ class Checkpointer:
 
     Attributes:
         saved: paths written by this object, in order (pruned files included).
+
+    Example (``every=2`` and ``keep_last=2`` over four iterations, hooks called by hand):
+        >>> import tempfile
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ckpt = Checkpointer(d, every=2, keep_last=2)
+        ...     ckpt.on_start(state, cfg)
+        ...     for i in range(1, 5):
+        ...         s = state.replace(agent_step=torch.tensor(16 * i), iteration=torch.tensor(i))
+        ...         ckpt.on_iteration(s, {"iteration": i})
+        ...     ckpt.on_end(s)  # step 64 was just saved: not written twice
+        ...     names = [p.name for p in ckpt.checkpoints()]
+        ...     restored, config, meta = ckpt_io.load(ckpt.saved[-1])
+        >>> names, len(ckpt.saved)
+        (['ckpt_000000000032.frl', 'ckpt_000000000064.frl'], 2)
+        >>> int(restored.iteration), config == cfg, meta
+        (4, True, {'agent_step': 64, 'iteration': 4, 'reason': 'periodic'})
     """
 
     def __init__(self, directory: str | Path, every: int = 1, keep_last: int | None = None, config: Any = None,
@@ -675,6 +761,21 @@ class Evaluator:
 
     Attributes:
         results: the rows of all evaluations so far.
+
+    Example (the evaluation is reproducible and leaves the training key alone):
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> ev = Evaluator(env, policy, every=1, episodes=3, seed=0)
+        >>> row = ev.run(state)
+        >>> sorted(row)
+        ['agent_step', 'eval/episodes', 'eval/max_return', 'eval/mean_length', 'eval/mean_return',
+         'eval/min_return', 'eval/std_return', 'iteration']
+        >>> row["eval/episodes"], row == Evaluator(env, policy, episodes=3, seed=0).run(state), len(ev.results)
+        (3.0, True, 1)
     """
 
     def __init__(self, env: Any, policy: Any, every: int = 10, episodes: int = 10, seed: int = 0, *,

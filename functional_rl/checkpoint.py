@@ -115,31 +115,145 @@ _JSON_SCALARS = (type(None), bool, int, float, str)
 
 # ---------------------------------------------------------------------------- errors
 class CheckpointError(ValueError):
-    """Base class: a checkpoint file could not be loaded. The message names the file."""
+    """Base class: a checkpoint file could not be loaded. The message names the file.
+
+    Every load failure is a subclass, so one ``except CheckpointError`` catches them all; it is
+    also a ``ValueError``.
+
+    Example:
+        >>> import tempfile
+        >>> [issubclass(c, CheckpointError) for c in (NotACheckpointError, TruncatedCheckpointError,
+        ...     CorruptCheckpointError, CheckpointVersionError, UnsafeCheckpointError, IncompatibleCheckpointError)]
+        [True, True, True, True, True, True]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = Path(d, "empty.frl").write_bytes(b"")
+        ...     try:
+        ...         load(Path(d, "empty.frl"))
+        ...     except CheckpointError as e:
+        ...         print(type(e).__name__, isinstance(e, ValueError))
+        TruncatedCheckpointError True
+    """
 
 
 class NotACheckpointError(CheckpointError):
-    """The file is not a functional_rl checkpoint (wrong magic bytes)."""
+    """The file is not a functional_rl checkpoint (wrong magic bytes).
+
+    Example:
+        >>> import tempfile, torch, safetensors.torch
+        >>> issubclass(NotACheckpointError, CheckpointError)
+        True
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     safetensors.torch.save_file({"w": torch.zeros(2)}, f"{d}/w.safetensors")
+        ...     load(f"{d}/w.safetensors")
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.NotACheckpointError: ...w.safetensors is not a functional_rl checkpoint...
+    """
 
 
 class TruncatedCheckpointError(CheckpointError):
-    """The file ends before the lengths in its header say it should."""
+    """The file ends before the lengths in its header say it should.
+
+    Example (cut a valid file in half):
+        >>> import tempfile, torch
+        >>> issubclass(TruncatedCheckpointError, CheckpointError)
+        True
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = save(f"{d}/a.frl", {"w": torch.zeros(8)}, None)
+        ...     _ = p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+        ...     load(p)
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.TruncatedCheckpointError: ...a.frl: the file is truncated...
+    """
 
 
 class CorruptCheckpointError(CheckpointError):
-    """The bytes are damaged: unreadable header, SHA-256 mismatch or trailing bytes."""
+    """The bytes are damaged: unreadable header, SHA-256 mismatch or trailing bytes.
+
+    Example (flip the last byte of a tensor):
+        >>> import tempfile, torch
+        >>> issubclass(CorruptCheckpointError, CheckpointError)
+        True
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = save(f"{d}/a.frl", {"w": torch.zeros(8)}, None)
+        ...     data = bytearray(p.read_bytes())
+        ...     data[-1] ^= 0xFF
+        ...     _ = p.write_bytes(bytes(data))
+        ...     load(p)
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.CorruptCheckpointError: ...a.frl is corrupt: its SHA-256 is ...
+    """
 
 
 class CheckpointVersionError(CheckpointError):
-    """The file was written by a newer functional_rl with a newer format version."""
+    """The file was written by a newer functional_rl with a newer format version.
+
+    Example (a file claiming a future format version):
+        >>> import tempfile, torch
+        >>> issubclass(CheckpointVersionError, CheckpointError)
+        True
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = save(f"{d}/a.frl", {"w": torch.zeros(2)}, None)
+        ...     _ = p.write_bytes(p.read_bytes().replace(b'"format_version":1', b'"format_version":9', 1))
+        ...     load(p)
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.CheckpointVersionError: ...a.frl was written in checkpoint format version 9, ...
+    """
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """The structure names a class or function that load refuses to resolve."""
+    """The structure names a class or function that load refuses to resolve.
+
+    Example (a forged, correctly hashed file that names ``os.system`` as a class is refused):
+        >>> issubclass(UnsafeCheckpointError, CheckpointError)
+        True
+        >>> import hashlib, json, struct, tempfile
+        >>> def rewrite(path, old, new):  # edit the content and re-sign it, as a forger could
+        ...     data = path.read_bytes()
+        ...     (n,) = struct.unpack("<Q", data[8:16])
+        ...     header, blob = json.loads(data[16:16 + n]), data[16 + n:]
+        ...     header["content"] = header["content"].replace(old, new)
+        ...     header["sha256"] = hashlib.sha256(header["content"].encode() + blob).hexdigest()
+        ...     raw = json.dumps(header).encode()
+        ...     _ = path.write_bytes(data[:8] + struct.pack("<Q", len(raw)) + raw + blob)
+        >>> from functional_rl.config import Hyperparams, PPOConfig
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = save(f"{d}/a.frl", Hyperparams.from_config(PPOConfig()), None)
+        ...     rewrite(p, '"module":"functional_rl.config","qualname":"Hyperparams"', '"module":"os","qualname":"system"')
+        ...     load(p)
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.UnsafeCheckpointError: ...names class 'os.system', which is not a registered @pytree_dataclass...
+    """
 
 
 class IncompatibleCheckpointError(CheckpointError):
-    """The file is intact but no longer matches the code (e.g. a class's fields changed)."""
+    """The file is intact but no longer matches the code (e.g. a class's fields changed).
+
+    Example (a stored config that the current ``PPOConfig`` rejects):
+        >>> issubclass(IncompatibleCheckpointError, CheckpointError)
+        True
+        >>> import hashlib, json, struct, tempfile
+        >>> def rewrite(path, old, new):  # edit the content and re-sign it, as a forger could
+        ...     data = path.read_bytes()
+        ...     (n,) = struct.unpack("<Q", data[8:16])
+        ...     header, blob = json.loads(data[16:16 + n]), data[16 + n:]
+        ...     header["content"] = header["content"].replace(old, new)
+        ...     header["sha256"] = hashlib.sha256(header["content"].encode() + blob).hexdigest()
+        ...     raw = json.dumps(header).encode()
+        ...     _ = path.write_bytes(data[:8] + struct.pack("<Q", len(raw)) + raw + blob)
+        >>> from functional_rl.config import PPOConfig
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = save(f"{d}/a.frl", {"step": 1}, PPOConfig())
+        ...     rewrite(p, '"gamma":0.99', '"gamma":5')
+        ...     load(p)
+        Traceback (most recent call last):
+            ...
+        functional_rl.checkpoint.IncompatibleCheckpointError: ...the stored config no longer fits functional_rl.config.PPOConfig...
+    """
 
 
 # ---------------------------------------------------------------------------- paths

@@ -56,12 +56,33 @@ class RolloutCollector:
     ``stats`` holds Python numbers: ``episode_return`` / ``episode_length`` (means over the
     episodes that ended; NaN if none), ``episodes``, ``agent_steps`` (this call's) and
     ``timing/rollout_s``.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> collector = RolloutCollector(env, policy, cfg)
+        >>> state, trajectory, stats = collector.collect(state)
+        >>> trajectory.batch_size, trajectory["obs"].shape  # [T, B], [T, B, 4]
+        (torch.Size([8, 2]), torch.Size([8, 2, 4]))
+        >>> sorted(stats), stats["agent_steps"]
+        (['agent_steps', 'episode_length', 'episode_return', 'episodes', 'timing/rollout_s'], 16.0)
     """
 
     def __init__(self, env: Any, policy: Any, config: PPOConfig, *, compile: bool = False, env_params: Any = None, curriculum: Any = None):
         self.kernel = make_kernel(config, env, policy, env_params=env_params, compile=compile, curriculum=curriculum)
 
     def collect(self, state: TrainerState) -> tuple[TrainerState, TensorDict, dict[str, float]]:
+        """Run ``num_steps`` steps from ``state``.
+
+        Returns:
+            ``(state, trajectory, stats)``: the advanced state, a TensorDict of batch size
+            ``[T, B]`` (the transition fields of :mod:`functional_rl.rollout` plus ``next_value``)
+            and the stats as Python numbers.
+        """
         t0 = time.perf_counter()
         steps_before = state.agent_step
         state, trajectory = rollout(state, self.kernel.config.num_steps, self.kernel.rollout_step, self.kernel.critic)
@@ -82,6 +103,24 @@ class PPOOptimizer:
 
     ``compute_ppo_loss`` gives the loss terms for explicit tensors; ``update`` runs
     ``update_epochs`` shuffled epochs on a trajectory and advances the iteration counter.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> state, trajectory, _ = RolloutCollector(env, policy, cfg).collect(state)
+        >>> ppo = PPOOptimizer(policy, cfg, env=env)
+        >>> state, losses = ppo.update(state, trajectory)
+        >>> int(state.iteration), int(state.update), isinstance(losses["policy_loss"], float)
+        (1, 2, True)
+        >>> N = 4  # compute_ppo_loss takes [N] (or [N, ...]) tensors and returns 0-d tensors
+        >>> terms = ppo.compute_ppo_loss(state.params, torch.zeros(N, 4), torch.zeros(N, dtype=torch.int64),
+        ...                              torch.full((N,), -0.6931), torch.ones(N), torch.ones(N), torch.zeros(N))
+        >>> sorted(terms), terms["total_loss"].shape
+        (['approx_kl', 'clipfrac', 'entropy_loss', 'policy_loss', 'total_loss', 'value_loss'], torch.Size([]))
     """
 
     def __init__(self, policy: Any, config: PPOConfig, *, compile: bool = False, env: Any = None):
@@ -156,6 +195,20 @@ class PolicyEvaluator:
     ``evaluate(params, episodes, env_params=None)`` returns a reward summary
     ``{"mean", "std", "min", "max", "episodes"}``; ``evaluate_tasks(params, tasks, episodes)``
     gives one summary per set of env params (task).
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> ev = PolicyEvaluator(env, policy, num_envs=2, seed=0)
+        >>> summary = ev.evaluate(state.params, episodes=2)
+        >>> sorted(summary), summary["episodes"], summary["min"] <= summary["mean"] <= summary["max"]
+        (['episodes', 'max', 'mean', 'min', 'std'], 2.0, True)
+        >>> [s["episodes"] for s in ev.evaluate_tasks(state.params, [env.default_params()] * 2, episodes=2)]
+        [2.0, 2.0]
     """
 
     def __init__(self, env: Any, policy: Any, *, num_envs: int = 8, seed: int = 0, max_steps: int = 10_000):
@@ -164,6 +217,22 @@ class PolicyEvaluator:
 
     @torch.no_grad()
     def evaluate(self, params: Any, episodes: int = 10, env_params: Any = None, obs_transform: Any = None) -> dict[str, float]:
+        """Greedy episodes with ``params`` on ``num_envs`` parallel envs.
+
+        Each call uses the next key of the evaluator's stream (``fold_in(key(seed), call)``).
+
+        Args:
+            params: the policy parameters.
+            episodes: how many finished episodes to summarise.
+            env_params: env parameters (default ``env.default_params()``).
+            obs_transform: ``obs [B, *obs_shape] -> policy input`` (e.g. a frozen normalizer).
+
+        Returns:
+            ``{"mean", "std", "min", "max", "episodes"}`` of the episode returns, Python floats.
+
+        Raises:
+            RuntimeError: fewer than ``episodes`` episodes ended within ``max_steps`` steps.
+        """
         env = self.env
         env_params = env.default_params() if env_params is None else env_params
         key = jr.fold_in(jr.key(self.seed), self.calls)
@@ -192,6 +261,7 @@ class PolicyEvaluator:
                 "max": float(r.max()), "episodes": float(len(r))}
 
     def evaluate_tasks(self, params: Any, tasks: Sequence[Any], episodes: int = 10) -> list[dict[str, float]]:
+        """One :meth:`evaluate` summary per task (a set of env parameters) in ``tasks``."""
         return [self.evaluate(params, episodes, env_params=task) for task in tasks]
 
 
@@ -201,6 +271,28 @@ class TrainingCheckpointer:
     ``save_trainer_state`` / ``load_trainer_state`` write and read the whole state under
     ``run_dir/checkpoints`` (atomic, hashed, no pickle); ``save_policy`` / ``load_policy``
     keep named policy records under ``run_dir/policies`` (:mod:`functional_rl.policy_store`).
+
+    Example:
+        >>> import tempfile
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     tc = TrainingCheckpointer(d)
+        ...     empty = tc.load_trainer_state()
+        ...     path = tc.save_trainer_state(state, cfg, {"note": "first"})
+        ...     restored, config, meta = tc.load_trainer_state()
+        ...     record = tc.save_policy(state, policy, env=env)
+        ...     latest = tc.load_policy()
+        >>> empty, path.parent.name, path.name
+        (None, 'checkpoints', 'ckpt_000000000000.frl')
+        >>> bool(torch.equal(restored.obs, state.obs)), config == cfg, meta
+        (True, True, {'note': 'first'})
+        >>> record.name, latest.name
+        ('policy_000000000000', 'policy_000000000000')
     """
 
     def __init__(self, run_dir: str | Path):
@@ -210,14 +302,21 @@ class TrainingCheckpointer:
         self.store = PolicyStore(self.run_dir / "policies")
 
     def save_trainer_state(self, state: TrainerState, config: PPOConfig, metadata: dict | None = None) -> Path:
+        """Write the whole state as ``run_dir/checkpoints/ckpt_<agent_step>.frl``; return the path."""
         path = checkpoint.checkpoint_path(self.run_dir / "checkpoints", int(state.agent_step))
         return checkpoint.save(path, state, config, metadata)
 
     def load_trainer_state(self) -> tuple[TrainerState, PPOConfig, dict] | None:
+        """``(state, config, metadata)`` of the latest checkpoint, or ``None`` if there is none."""
         path = checkpoint.latest_checkpoint(self.run_dir / "checkpoints")
         return None if path is None else checkpoint.load(path)
 
     def save_policy(self, state: TrainerState, policy: Any, metadata: dict | None = None, *, env: Any = None, name: str | None = None):
+        """Save ``state.params`` as a policy record (default name ``policy_<agent_step>``).
+
+        ``epoch`` and ``agent_step`` come from the state; a record of the same name is replaced.
+        Returns the :class:`~functional_rl.policy_store.PolicyRecord`.
+        """
         meta = {"epoch": int(state.iteration), "agent_step": int(state.agent_step), **(metadata or {})}
         # Saving twice at the same step saves the same parameters: replace the record.
         return self.store.save(name or f"policy_{int(state.agent_step):012d}", state.params, policy, meta, env=env, overwrite=True)
@@ -228,7 +327,19 @@ class TrainingCheckpointer:
 
 
 class StatsLogger:
-    """Prints stats to a stream and/or appends them as JSON lines to ``run_dir/stats.jsonl``."""
+    """Prints stats to a stream and/or appends them as JSON lines to ``run_dir/stats.jsonl``.
+
+    Example:
+        >>> import io, tempfile
+        >>> out = io.StringIO()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     logger = StatsLogger(d, stream=out)
+        ...     logger.log({"agent_step": 16, "episode_return": float("nan"), "policy_loss": 0.125})
+        ...     print(Path(d, "stats.jsonl").read_text().strip())
+        {"agent_step": 16, "episode_return": null, "policy_loss": 0.125}
+        >>> print(out.getvalue().strip())
+        agent_step 16  episode_return nan  policy_loss 0.125
+    """
 
     def __init__(self, run_dir: str | Path | None = None, *, console: bool = True, stream: TextIO | None = None,
                  keys: Sequence[str] = ("agent_step", "episode_return", "policy_loss", "value_loss")):
@@ -236,6 +347,7 @@ class StatsLogger:
         self.console, self.stream, self.keys = console, stream, tuple(keys)
 
     def log(self, stats: dict[str, float]) -> None:
+        """Print the chosen ``keys`` of ``stats`` and/or append all of them as one JSON line (NaN/inf as ``null``)."""
         if self.console:
             shown = "  ".join(f"{k} {stats[k]:.4g}" for k in self.keys if k in stats)
             print(shown, file=self.stream or sys.stdout, flush=True)
@@ -252,6 +364,26 @@ def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, p
     Raises:
         ValueError: the checkpoint was written with different static sizes (``num_envs``,
             ``num_steps``, network sizes) than ``config``.
+
+    Example (fresh in an empty run dir; the checkpoint once one exists; a size change is refused):
+        >>> import tempfile
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     fresh = load_or_create(d, cfg, env=env, policy=policy)
+        ...     _ = TrainingCheckpointer(d).save_trainer_state(fresh.replace(agent_step=torch.tensor(16)), cfg)
+        ...     resumed = load_or_create(d, cfg, env=env, policy=policy)
+        ...     try:
+        ...         load_or_create(d, cfg.replace(num_envs=4), env=env, policy=policy)
+        ...     except ValueError as e:
+        ...         print("ValueError:", str(e).split(": ", 1)[1])
+        ValueError: the checkpoint was made with a different config (num_envs: 2 -> 4); use a new run dir
+        >>> int(fresh.agent_step), int(resumed.agent_step), fresh.obs.shape
+        (0, 16, torch.Size([2, 4]))
     """
     from functional_rl.loop import default_policy
     from functional_rl.envs import make

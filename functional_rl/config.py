@@ -67,6 +67,17 @@ class PPOConfig:
             episode's start) to the policy with the observation; kept in the state and stored
             in the trajectory's ``obs`` so training sees exactly what the rollout saw.
         device: torch device string for the state and the compiled functions.
+
+    Example:
+        >>> cfg = PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=640)
+        >>> cfg.batch_size, cfg.minibatch_size, cfg.num_iterations
+        (64, 32, 10)
+        >>> cfg.replace(gamma=0.9).gamma, cfg.gamma
+        (0.9, 0.99)
+        >>> PPOConfig(num_envs=3, num_steps=5, num_minibatches=2)
+        Traceback (most recent call last):
+            ...
+        ValueError: PPOConfig.num_minibatches=2 is invalid: must divide the batch size num_envs * num_steps = 15
     """
 
     env_id: str = "CartPole-v1"
@@ -190,6 +201,13 @@ class Hyperparams:
 
     Being tensors, they are graph inputs of compiled functions (changing one never
     recompiles) and can be vmapped over.
+
+    Example:
+        >>> hp = Hyperparams.from_config(PPOConfig(clip_coef=0.1))
+        >>> hp.clip_coef.shape, hp.clip_coef.dtype, round(float(hp.clip_coef), 6)
+        (torch.Size([]), torch.float32, 0.1)
+        >>> hp.replace(ent_coef=torch.tensor([0.0, 0.01])).ent_coef.shape  # a sweep of A=2 agents
+        torch.Size([2])
     """
 
     learning_rate: torch.Tensor

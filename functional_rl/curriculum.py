@@ -41,7 +41,15 @@ __all__ = ["CurriculumState", "RangeCurriculum"]
 @pytree_dataclass
 class CurriculumState:
     """``values`` float32 ``[B]`` (each env's current task), ``level`` float32 0-d in [0, 1],
-    ``key`` the curriculum's own PRNG key."""
+    ``key`` the curriculum's own PRNG key.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> cur = RangeCurriculum("gravity", start=(9.8, 9.8), end=(5.0, 15.0), threshold=100.0)
+        >>> cs = cur.init(jr.key(0), num_envs=4)
+        >>> cs.values.shape, cs.level, cs.key.shape  # [B], 0-d, [2]
+        (torch.Size([4]), tensor(0.), torch.Size([2]))
+    """
 
     values: torch.Tensor
     level: torch.Tensor
@@ -61,6 +69,21 @@ class RangeCurriculum:
         end: ``(low, high)`` at level 1.
         threshold: mean episodic return that advances the level.
         step: level increment per successful iteration.
+
+    Example (per-env CartPole pole lengths; only the envs whose episode ended draw again):
+        >>> import functional_rl.random as jr
+        >>> from functional_rl.envs import CartPole
+        >>> cur = RangeCurriculum("length", start=(0.4, 0.6), end=(0.2, 1.0), threshold=100.0, step=0.5)
+        >>> cs = cur.init(jr.key(0), num_envs=3)
+        >>> params = cur.env_params(CartPole().default_params(), cs)
+        >>> params.length.shape, bool(((params.length >= 0.4) & (params.length < 0.6)).all())
+        (torch.Size([3]), True)
+        >>> new = cur.on_step(cs, torch.tensor([True, False, False]))
+        >>> (new.values == cs.values).tolist()
+        [False, True, True]
+        >>> cs = cur.update(cs, {"episode_return": torch.tensor(120.0)})
+        >>> float(cs.level), [round(float(b), 2) for b in cur.bounds(cs.level)]
+        (0.5, [0.3, 0.8])
     """
 
     name: str
@@ -80,6 +103,10 @@ class RangeCurriculum:
         return jr.uniform(key, (n,), low=low, high=high)
 
     def init(self, key: torch.Tensor, num_envs: int) -> CurriculumState:
+        """The first task of each of ``num_envs`` envs, drawn at level 0 from ``key`` (int64 ``[2]``).
+
+        Returns a :class:`CurriculumState` with ``values`` float32 ``[num_envs]``.
+        """
         level = torch.zeros(())
         k_draw, k_next = jr.split(key, 2).unbind(0)
         return CurriculumState(values=self._draw(k_draw, level, num_envs), level=level, key=k_next)
@@ -100,5 +127,6 @@ class RangeCurriculum:
         return cs.replace(level=torch.clamp(cs.level + self.step * reached, 0.0, 1.0))
 
     def metrics(self, cs: CurriculumState) -> dict[str, torch.Tensor]:
+        """``curriculum/level``, ``curriculum/low`` and ``curriculum/high`` as 0-d tensors."""
         low, high = self.bounds(cs.level)
         return {"curriculum/level": cs.level, "curriculum/low": torch.as_tensor(low), "curriculum/high": torch.as_tensor(high)}

@@ -30,7 +30,17 @@ __all__ = ["Categorical", "DiagGaussian"]
 
 @dataclasses.dataclass(frozen=True)
 class Categorical:
-    """Categorical over ``K`` actions from ``outputs["logits"]`` float ``[..., K]``."""
+    """Categorical over ``K`` actions from ``outputs["logits"]`` float ``[..., K]``.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> d = Categorical()
+        >>> out = {"logits": torch.tensor([[0.0, 2.0, 0.0], [5.0, 0.0, 0.0]])}  # [B=2, K=3]
+        >>> d.mode(out), d.sample(jr.key(0), out).shape
+        (tensor([1, 0]), torch.Size([2]))
+        >>> d.log_prob(out, torch.tensor([1, 0])).shape, d.entropy(out).shape
+        (torch.Size([2]), torch.Size([2]))
+    """
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """int64 ``[...]`` by the Gumbel-max trick."""
@@ -59,20 +69,39 @@ class DiagGaussian:
     ``log N(a; mu, sigma) = -sum_d [(a_d - mu_d)^2 / (2 sigma_d^2) + log sigma_d + log(2 pi) / 2]``.
     Actions are unbounded here; environments clip them to their bounds, and the log-prob is
     always of the sampled, unclipped action.
+
+    Methods: ``sample(key, outputs)`` and ``mode(outputs)`` give float ``[..., D]``;
+    ``log_prob(outputs, action [..., D])`` and ``entropy(outputs)`` give float ``[...]``.
+    ``log_std`` may be a state-independent ``[D]`` that broadcasts against ``mean``.
+
+    Example (a standard normal in two dimensions):
+        >>> import functional_rl.random as jr
+        >>> d = DiagGaussian()
+        >>> out = {"mean": torch.zeros(3, 2), "log_std": torch.zeros(2)}  # [B=3, D=2]
+        >>> d.sample(jr.key(0), out).shape, d.mode(out).shape
+        (torch.Size([3, 2]), torch.Size([3, 2]))
+        >>> d.log_prob(out, torch.zeros(3, 2))  # -log(2 pi)
+        tensor([-1.8379, -1.8379, -1.8379])
+        >>> d.entropy(out)  # 1 + log(2 pi)
+        tensor([2.8379, 2.8379, 2.8379])
     """
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``mean + exp(log_std) * z`` with ``z ~ N(0, 1)`` from ``key``; float ``[..., D]``."""
         mean = outputs["mean"]
         return mean + outputs["log_std"].exp() * jr.normal(key, mean.shape, mean.dtype)
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean, float ``[..., D]``."""
         return outputs["mean"]
 
     def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """``log N(action; mean, exp(log_std))`` summed over the last axis; ``action [..., D]`` -> float ``[...]``."""
         mean, log_std = outputs["mean"], outputs["log_std"]
         z = (action - mean) / log_std.exp()
         return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_d (log_std_d + (1 + log(2 pi)) / 2)``, float ``[...]``."""
         log_std = outputs["log_std"] + torch.zeros_like(outputs["mean"])
         return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)

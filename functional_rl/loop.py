@@ -22,7 +22,15 @@ from functional_rl.policies import make_mlp_policy
 from functional_rl.state import TrainerState, last_action_size
 from functional_rl.train import Kernel, make_kernel, train_iteration
 
-__all__ = ["functional_training_loop", "train_many", "NonFiniteError", "metrics_to_host", "build", "CHECKED_METRICS"]
+__all__ = [
+    "functional_training_loop",
+    "train_many",
+    "NonFiniteError",
+    "metrics_to_host",
+    "build",
+    "default_policy",
+    "CHECKED_METRICS",
+]
 
 # Loss metrics that must stay finite; a NaN/inf in any of them stops training.
 CHECKED_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "total_loss", "grad_norm")
@@ -40,7 +48,12 @@ class NonFiniteError(FloatingPointError):
 
 
 def metrics_to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    """All 0-d metric tensors to Python floats in ONE device-to-host transfer."""
+    """All 0-d metric tensors to Python floats in ONE device-to-host transfer.
+
+    Example:
+        >>> metrics_to_host({"loss": torch.tensor(0.5), "steps": torch.tensor(64)})
+        {'loss': 0.5, 'steps': 64.0}
+    """
     names = list(metrics)
     if not names:
         return {}
@@ -105,7 +118,12 @@ class _PhaseTimer:
 
 def default_policy(config: PPOConfig, env: Any):
     """The CleanRL MLP actor-critic for ``env``'s spaces and the config's sizes (with room for
-    the encoded last action when ``config.last_action``)."""
+    the encoded last action when ``config.last_action``).
+
+    Example:
+        >>> default_policy(PPOConfig(last_action=True), make("CartPole-v1")).spec["obs_dim"]
+        6
+    """
     extra = last_action_size(env.action_space) if config.last_action else 0
     return make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
 
@@ -123,7 +141,13 @@ def build(
     curriculum: Any = None,
 ) -> tuple[TrainerState, Kernel]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
-    build the kernel. Returns ``(state, kernel)``."""
+    build the kernel. Returns ``(state, kernel)``.
+
+    Example:
+        >>> state, kernel = build(PPOConfig(num_envs=2, num_steps=8, num_minibatches=2), compile=False)
+        >>> state.obs.shape, kernel.env.id, kernel.compiled
+        (torch.Size([2, 4]), 'CartPole-v1', False)
+    """
     if env is None or isinstance(env, str):
         env = make(env or config.env_id)
     if policy is None:

@@ -37,7 +37,19 @@ BUILTIN_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfra
 
 
 def loss_name(fn: LossFn) -> str:
-    """The metric name of a custom loss: its ``__name__`` (or its class name)."""
+    """The metric name of a custom loss: its ``__name__`` (or its class name).
+
+    Example:
+        >>> def value_l2(params, batch, outputs, hp):
+        ...     return 1e-3 * outputs["value"].pow(2).mean()
+        >>> loss_name(value_l2)
+        'value_l2'
+        >>> class Penalty:
+        ...     def __call__(self, params, batch, outputs, hp):
+        ...         return torch.zeros(())
+        >>> loss_name(Penalty())
+        'Penalty'
+    """
     return getattr(fn, "__name__", type(fn).__name__)
 
 
@@ -135,12 +147,26 @@ class BoundPolicy:
 
     Gradients flow to the parameters it was bound to, so a seed-style loss built on it is
     differentiated like any other term.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.policies import make_mlp_policy
+        >>> env = make("CartPole-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
+        >>> bound = BoundPolicy(policy, policy.init(jr.key(0)))
+        >>> obs = torch.zeros(5, 4)  # [N, 4]
+        >>> bound(obs)["logits"].shape, bound.value(obs).shape
+        (torch.Size([5, 2]), torch.Size([5]))
+        >>> bound.log_prob(obs, torch.zeros(5, dtype=torch.int64)).shape, bound.entropy(obs).shape
+        (torch.Size([5]), torch.Size([5]))
     """
 
     def __init__(self, policy: Any, params: Any):
         self.policy, self.params = policy, params
 
     def __call__(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The forward pass ``policy.apply(params, obs)`` for ``obs [N, *obs_shape]``."""
         return self.policy.apply(self.params, obs)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -157,13 +183,33 @@ class BoundPolicy:
 
 
 class SeedLoss:
-    """Adapter: ``loss(policy, obs, actions, rewards, values, advantages)`` -> native signature."""
+    """Adapter: ``loss(policy, obs, actions, rewards, values, advantages)`` -> native signature.
+
+    Calling it as ``loss(params, batch, outputs, hp)`` passes ``BoundPolicy(policy, params)`` and
+    ``batch["obs"] [N, ...]``, ``batch["action"] [N]|[N, D]``, ``batch["reward"] [N]``,
+    ``batch["value"] [N]``, ``batch["advantage"] [N]`` to the wrapped function.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.policies import make_mlp_policy
+        >>> env = make("CartPole-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
+        >>> def mean_advantage(policy, obs, actions, rewards, values, advantages):
+        ...     return advantages.mean()
+        >>> loss = SeedLoss(mean_advantage, policy)
+        >>> batch = {"obs": torch.zeros(4, 4), "action": torch.zeros(4, dtype=torch.int64), "reward": torch.ones(4),
+        ...          "value": torch.zeros(4), "advantage": torch.tensor([1.0, 2.0, 3.0, 4.0])}
+        >>> loss.__name__, loss(policy.init(jr.key(0)), batch, None, None)
+        ('mean_advantage', tensor(2.5000))
+    """
 
     def __init__(self, fn: LossFn, policy: Any):
         self.fn, self.policy = fn, policy
         self.__name__ = loss_name(fn)
 
     def __call__(self, params: Any, batch: Mapping[str, torch.Tensor], outputs: Any, hp: Any) -> torch.Tensor:
+        """The wrapped seed-style loss on this minibatch, in the native signature; a 0-d tensor."""
         return self.fn(
             BoundPolicy(self.policy, params), batch["obs"], batch["action"], batch["reward"],
             batch["value"], batch["advantage"],
@@ -176,6 +222,21 @@ def adapt_loss(fn: LossFn, policy: Any) -> LossFn:
 
     Raises:
         TypeError: ``fn`` is not callable.
+
+    Example:
+        >>> def native(params, batch, outputs, hp):
+        ...     return outputs["value"].pow(2).mean()
+        >>> def seed_style(policy, obs, actions, rewards, values, advantages):
+        ...     return policy.value(obs).pow(2).mean()
+        >>> adapt_loss(native, policy=None) is native
+        True
+        >>> wrapped = adapt_loss(seed_style, policy=None)
+        >>> type(wrapped).__name__, loss_name(wrapped)
+        ('SeedLoss', 'seed_style')
+        >>> adapt_loss(3, policy=None)
+        Traceback (most recent call last):
+            ...
+        TypeError: custom loss 3 is not callable; ...
     """
     import inspect
 

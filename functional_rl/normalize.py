@@ -49,7 +49,13 @@ _STATS_DTYPE = torch.float64
 
 @pytree_dataclass
 class RunningMoments:
-    """Running ``mean`` and ``var`` of shape ``[*shape]`` and a ``count`` (0-d), float64."""
+    """Running ``mean`` and ``var`` of shape ``[*shape]`` and a ``count`` (0-d), float64.
+
+    Example:
+        >>> m = moments_init((3,))
+        >>> m.mean.shape, m.var.shape, m.count.shape, m.mean.dtype
+        (torch.Size([3]), torch.Size([3]), torch.Size([]), torch.float64)
+    """
 
     mean: torch.Tensor
     var: torch.Tensor
@@ -58,14 +64,29 @@ class RunningMoments:
 
 @pytree_dataclass
 class RewardNormState:
-    """Moments of the discounted return (0-d) and the per-env return accumulator ``[B]``."""
+    """Moments of the discounted return (0-d) and the per-env return accumulator ``[B]``.
+
+    Example:
+        >>> s = reward_norm_init(4)
+        >>> s.moments.mean.shape, s.discounted_return.shape
+        (torch.Size([]), torch.Size([4]))
+    """
 
     moments: RunningMoments
     discounted_return: torch.Tensor
 
 
 def moments_init(shape: tuple[int, ...], epsilon: float = 1e-4) -> RunningMoments:
-    """Zero mean, unit variance, ``count = epsilon`` (gymnasium's initial state)."""
+    """Zero mean, unit variance, ``count = epsilon`` (gymnasium's initial state).
+
+    Returns:
+        :class:`RunningMoments` with float64 ``mean``/``var`` ``[*shape]`` and ``count`` 0-d.
+
+    Example:
+        >>> m = moments_init((2,))
+        >>> m.mean.tolist(), m.var.tolist(), float(m.count)
+        ([0.0, 0.0], [1.0, 1.0], 0.0001)
+    """
     return RunningMoments(
         mean=torch.zeros(shape, dtype=_STATS_DTYPE),
         var=torch.ones(shape, dtype=_STATS_DTYPE),
@@ -74,7 +95,13 @@ def moments_init(shape: tuple[int, ...], epsilon: float = 1e-4) -> RunningMoment
 
 
 def moments_update(m: RunningMoments, x: torch.Tensor) -> RunningMoments:
-    """Fold a batch ``x [N, *shape]`` into the moments (parallel Welford update). Pure."""
+    """Fold a batch ``x [N, *shape]`` into the moments (parallel Welford update). Pure.
+
+    Example (the tiny initial count barely moves the batch statistics):
+        >>> m = moments_update(moments_init((2,)), torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # [N=2, 2]
+        >>> [round(x, 3) for x in m.mean.tolist()], [round(x, 3) for x in m.var.tolist()], round(float(m.count), 4)
+        ([2.0, 4.0], [1.0, 4.001], 2.0001)
+    """
     x = x.to(_STATS_DTYPE)
     n_b = x.shape[0]
     batch_mean = x.mean(0)
@@ -87,23 +114,57 @@ def moments_update(m: RunningMoments, x: torch.Tensor) -> RunningMoments:
 
 
 def obs_norm_init(obs_shape: tuple[int, ...]) -> RunningMoments:
-    """Statistics for observations of shape ``obs_shape``."""
+    """Statistics for observations of shape ``obs_shape``.
+
+    Example:
+        >>> obs_norm_init((4,)).mean.shape
+        torch.Size([4])
+    """
     return moments_init(tuple(obs_shape))
 
 
 def obs_norm_update(m: RunningMoments, obs: torch.Tensor) -> RunningMoments:
-    """Fold ``obs [B, *obs_shape]`` into the statistics."""
+    """Fold ``obs [B, *obs_shape]`` into the statistics.
+
+    Example:
+        >>> m = obs_norm_update(obs_norm_init((2,)), torch.tensor([[0.0, 10.0], [2.0, 10.0]]))
+        >>> [round(x, 3) for x in m.mean.tolist()]
+        [1.0, 10.0]
+    """
     return moments_update(m, obs)
 
 
 def obs_norm_apply(m: RunningMoments, obs: torch.Tensor, clip: float = 10.0, eps: float = 1e-8) -> torch.Tensor:
-    """``clip((obs - mean) / sqrt(var + eps), -clip, clip)`` in ``obs.dtype``."""
+    """``clip((obs - mean) / sqrt(var + eps), -clip, clip)`` in ``obs.dtype``.
+
+    Args:
+        m: statistics with ``mean``/``var`` ``[*obs_shape]``.
+        obs: ``[..., *obs_shape]``.
+
+    Returns:
+        Normalised observations, same shape and dtype as ``obs``.
+
+    Example:
+        >>> m = obs_norm_update(obs_norm_init((2,)), torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
+        >>> z = obs_norm_apply(m, torch.tensor([[3.0, 2.0], [100.0, 4.0]]))
+        >>> z.shape, z.dtype
+        (torch.Size([2, 2]), torch.float32)
+        >>> z.round(decimals=2)  # 100 is clipped to 10 standard deviations
+        tensor([[ 1., -1.],
+                [10.,  0.]])
+    """
     z = (obs.to(_STATS_DTYPE) - m.mean) / torch.sqrt(m.var + eps)
     return torch.clamp(z, -clip, clip).to(obs.dtype)
 
 
 def reward_norm_init(num_envs: int) -> RewardNormState:
-    """Scalar return moments and a zero accumulator for ``num_envs`` envs."""
+    """Scalar return moments and a zero accumulator for ``num_envs`` envs.
+
+    Example:
+        >>> s = reward_norm_init(3)
+        >>> s.discounted_return.tolist(), float(s.moments.var)
+        ([0.0, 0.0, 0.0], 1.0)
+    """
     return RewardNormState(moments=moments_init(()), discounted_return=torch.zeros(num_envs, dtype=_STATS_DTYPE))
 
 
@@ -118,6 +179,20 @@ def reward_norm_update(
 
     ``G <- G * gamma * (1 - terminated) + r``; the moments see ``G``; then ``G`` restarts at 0
     where the episode ended (terminated or truncated).
+
+    Args:
+        s: the current state (accumulator ``[B]``).
+        reward: float ``[B]``.
+        terminated: bool ``[B]``.
+        truncated: bool ``[B]``.
+        gamma: discount, a float or 0-d tensor.
+
+    Example (env 1's episode ends, so its accumulator restarts at 0):
+        >>> s = reward_norm_init(2)
+        >>> s = reward_norm_update(s, torch.tensor([1.0, 2.0]), torch.tensor([False, True]),
+        ...                        torch.tensor([False, False]), gamma=0.9)
+        >>> s.discounted_return.tolist(), round(float(s.moments.mean), 3)
+        ([1.0, 0.0], 1.5)
     """
     g = s.discounted_return * gamma * (1.0 - terminated.to(_STATS_DTYPE)) + reward.to(_STATS_DTYPE)
     moments = moments_update(s.moments, g)
@@ -126,5 +201,14 @@ def reward_norm_update(
 
 
 def reward_norm_apply(s: RewardNormState, reward: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``reward / sqrt(Var[G] + eps)`` in ``reward.dtype``."""
+    """``reward / sqrt(Var[G] + eps)`` in ``reward.dtype``.
+
+    ``reward`` has any shape (usually ``[B]``); the result has the same shape and dtype.
+
+    Example:
+        >>> s = reward_norm_init(2)
+        >>> s = s.replace(moments=s.moments.replace(var=torch.tensor(4.0, dtype=torch.float64)))
+        >>> reward_norm_apply(s, torch.tensor([1.0, -2.0]))
+        tensor([ 0.5000, -1.0000])
+    """
     return (reward.to(_STATS_DTYPE) / torch.sqrt(s.moments.var + eps)).to(reward.dtype)

@@ -41,7 +41,21 @@ __all__ = [
 
 
 class GradientTransformation(NamedTuple):
-    """A pair of pure functions ``init(params)`` and ``update(updates, state, params)``."""
+    """A pair of pure functions ``init(params)`` and ``update(updates, state, params)``.
+
+    ``params`` and ``updates`` are pytrees of tensors with matching shapes.
+
+    Example:
+        >>> import torch
+        >>> sgd = GradientTransformation(
+        ...     init=lambda params: EmptyState(),
+        ...     update=lambda updates, state, params=None: ({k: -0.5 * g for k, g in updates.items()}, state),
+        ... )
+        >>> params = {"w": torch.tensor([1.0, 2.0])}
+        >>> updates, _ = sgd.update({"w": torch.tensor([2.0, 2.0])}, sgd.init(params), params)
+        >>> apply_updates(params, updates)["w"]
+        tensor([0., 1.])
+    """
 
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any], tuple[Any, Any]]
@@ -49,12 +63,27 @@ class GradientTransformation(NamedTuple):
 
 @pytree_dataclass
 class EmptyState:
-    """State of a stateless transformation."""
+    """State of a stateless transformation.
+
+    Example:
+        >>> import torch, torch.utils._pytree as pytree
+        >>> pytree.tree_leaves(scale(2.0).init({"w": torch.zeros(3)}))
+        []
+        >>> type(scale(2.0).init({"w": torch.zeros(3)})).__name__
+        'EmptyState'
+    """
 
 
 @pytree_dataclass
 class ScaleByAdamState:
-    """Adam's state: step ``count`` (int64 0-d) and first/second moments shaped like params."""
+    """Adam's state: step ``count`` (int64 0-d) and first/second moments shaped like params.
+
+    Example:
+        >>> import torch
+        >>> s = scale_by_adam().init({"w": torch.zeros(2, 3)})
+        >>> s.count, s.mu["w"].shape, s.nu["w"].shape
+        (tensor(0), torch.Size([2, 3]), torch.Size([2, 3]))
+    """
 
     count: torch.Tensor
     mu: Any
@@ -66,7 +95,13 @@ def _map(fn, *trees):
 
 
 def global_norm(tree: Any) -> torch.Tensor:
-    """``sqrt(sum_i ||x_i||^2)`` over all tensor leaves; float 0-d."""
+    """``sqrt(sum_i ||x_i||^2)`` over all tensor leaves; float 0-d.
+
+    Example:
+        >>> import torch
+        >>> global_norm({"a": torch.tensor([3.0]), "b": torch.tensor([[4.0]])})
+        tensor(5.)
+    """
     leaves = [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
     return torch.sqrt(sum((x.float() ** 2).sum() for x in leaves))
 
@@ -76,6 +111,14 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 
     ``m_t = b1 m_{t-1} + (1-b1) g``; ``v_t = b2 v_{t-1} + (1-b2) g^2``;
     update ``= m_t / (1-b1^t) / (sqrt(v_t / (1-b2^t)) + eps)``.
+
+    Example (the first step is ``g / (|g| + eps)``, i.e. the sign of ``g``):
+        >>> import torch
+        >>> tx = scale_by_adam()
+        >>> params = {"w": torch.zeros(2)}
+        >>> updates, state = tx.update({"w": torch.tensor([0.3, -2.0])}, tx.init(params), params)
+        >>> updates["w"].round(decimals=4), state.count
+        (tensor([ 1., -1.]), tensor(1))
     """
 
     def init(params):
@@ -98,7 +141,14 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
 
 
 def scale(factor: float | torch.Tensor) -> GradientTransformation:
-    """Multiply updates by ``factor``."""
+    """Multiply updates by ``factor``.
+
+    Example:
+        >>> import torch
+        >>> tx = scale(3.0)
+        >>> tx.update({"w": torch.tensor([1.0, -2.0])}, tx.init(None))[0]["w"]
+        tensor([ 3., -6.])
+    """
 
     def update(updates, state, params=None):
         return _map(lambda u: factor * u, updates), state
@@ -107,7 +157,14 @@ def scale(factor: float | torch.Tensor) -> GradientTransformation:
 
 
 def scale_by_learning_rate(learning_rate: float | torch.Tensor) -> GradientTransformation:
-    """Multiply updates by ``-learning_rate`` (gradient descent)."""
+    """Multiply updates by ``-learning_rate`` (gradient descent).
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_learning_rate(0.5)
+        >>> tx.update({"w": torch.tensor([1.0, -2.0])}, tx.init(None))[0]["w"]
+        tensor([-0.5000,  1.0000])
+    """
     return scale(-learning_rate)
 
 
@@ -116,6 +173,15 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
 
     ``g <- g * min(1, max_norm / ||g||)`` (torch's ``clip_grad_norm_`` uses
     ``max_norm / (||g|| + 1e-6)``; the difference is below float precision for ||g|| >> 1e-6).
+
+    Example:
+        >>> import torch
+        >>> tx = clip_by_global_norm(1.0)
+        >>> clipped, _ = tx.update({"w": torch.tensor([3.0, 4.0])}, tx.init(None))
+        >>> clipped["w"], global_norm(clipped)
+        (tensor([0.6000, 0.8000]), tensor(1.0000))
+        >>> tx.update({"w": torch.tensor([0.3, 0.4])}, tx.init(None))[0]["w"]  # under the limit: unchanged
+        tensor([0.3000, 0.4000])
     """
 
     def update(updates, state, params=None):
@@ -127,7 +193,17 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
-    """Apply transformations in order; the state is a tuple of their states."""
+    """Apply transformations in order; the state is a tuple of their states.
+
+    Example:
+        >>> import torch
+        >>> tx = chain(clip_by_global_norm(1.0), scale(-0.1))
+        >>> state = tx.init({"w": torch.zeros(2)})
+        >>> len(state)
+        2
+        >>> tx.update({"w": torch.tensor([30.0, 40.0])}, state)[0]["w"]
+        tensor([-0.0600, -0.0800])
+    """
 
     def init(params):
         return tuple(t.init(params) for t in transforms)
@@ -143,10 +219,31 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 def adam(learning_rate: float | torch.Tensor, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
-    """Adam: ``chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))``."""
+    """Adam: ``chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))``.
+
+    Example (minimise ``w^2``; the first step moves ``w`` by exactly ``-lr * sign(grad)``):
+        >>> import torch
+        >>> params = {"w": torch.tensor([1.0, -1.0])}
+        >>> tx = adam(0.1)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": 2 * params["w"]}, state, params)
+        >>> apply_updates(params, updates)["w"]
+        tensor([ 0.9000, -0.9000])
+    """
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
 def apply_updates(params: Any, updates: Any) -> Any:
-    """``params + updates`` leaf by leaf (new tensors; inputs untouched)."""
+    """``params + updates`` leaf by leaf (new tensors; inputs untouched).
+
+    Leaves of ``updates`` must be broadcastable to (usually: shaped like) those of ``params``;
+    the result keeps each parameter's dtype.
+
+    Example:
+        >>> import torch
+        >>> params = {"w": torch.ones(2), "b": torch.zeros(())}
+        >>> new = apply_updates(params, {"w": torch.tensor([0.5, -0.5]), "b": torch.tensor(1.0)})
+        >>> new["w"], new["b"], params["w"]
+        (tensor([1.5000, 0.5000]), tensor(1.), tensor([1., 1.]))
+    """
     return _map(lambda p, u: p + u.to(p.dtype), params, updates)

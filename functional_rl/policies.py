@@ -49,6 +49,20 @@ class Policy:
         value: ``(params, obs) -> float [N]``, the critic alone (cheaper than ``apply``).
         distribution: :class:`~functional_rl.distributions.Categorical` or ``DiagGaussian``.
         spec: JSON-able description of the architecture (rebuilds the policy from a record).
+
+    Example (a hand-written linear policy over 3 actions):
+        >>> from functional_rl.distributions import Categorical
+        >>> lin = Policy(
+        ...     init=lambda key: {"w": jr.normal(key, (3, 2)), "v": torch.zeros(2)},
+        ...     apply=lambda p, obs: {"logits": obs @ p["w"].T, "value": obs @ p["v"]},
+        ...     value=lambda p, obs: obs @ p["v"],
+        ...     distribution=Categorical(),
+        ...     spec={"kind": "linear"},
+        ... )
+        >>> params = lin.init(jr.key(0))
+        >>> out = lin.apply(params, torch.ones(5, 2))  # obs [N=5, 2]
+        >>> out["logits"].shape, out["value"].shape, lin.distribution.sample(jr.key(1), out).shape
+        (torch.Size([5, 3]), torch.Size([5]), torch.Size([5]))
     """
 
     init: Callable[[torch.Tensor], Params]
@@ -63,6 +77,13 @@ def orthogonal(key: torch.Tensor, shape: tuple[int, int], gain: float) -> torch.
 
     QR of a Gaussian matrix, with the signs of ``R``'s diagonal folded in so the result is
     uniform over orthogonal matrices.
+
+    Example:
+        >>> w = orthogonal(jr.key(0), (3, 5), gain=2.0)  # [out=3, in=5]
+        >>> w.shape
+        torch.Size([3, 5])
+        >>> torch.allclose(w @ w.T, 4.0 * torch.eye(3), atol=1e-5)  # orthonormal rows times gain^2
+        True
     """
     rows, cols = shape
     a = jr.normal(key, (max(rows, cols), min(rows, cols)))
@@ -116,6 +137,17 @@ def make_mlp_policy(
     Returns:
         A :class:`Policy`. ``apply(params, obs [N, *obs_shape])`` gives ``{"logits" [N, K]
         | "mean" [N, D] and "log_std" [N, D], "value" [N]}``.
+
+    Example (a continuous action space gives a Gaussian head):
+        >>> from functional_rl.envs import make
+        >>> env = make("Pendulum-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(16,))
+        >>> params = policy.init(jr.key(0))
+        >>> out = policy.apply(params, torch.zeros(5, 3))  # obs [N=5, 3]
+        >>> out["mean"].shape, out["log_std"].shape, out["value"].shape
+        (torch.Size([5, 1]), torch.Size([5, 1]), torch.Size([5]))
+        >>> type(policy.distribution).__name__, policy.spec["action"]
+        ('DiagGaussian', 'continuous')
     """
     if not isinstance(observation_space, Box):
         raise TypeError(f"make_mlp_policy needs a Box observation space, got {type(observation_space).__name__}")

@@ -70,7 +70,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 class PolicyStoreError(LookupError):
-    """A URI or name that selects no record, or a record that cannot be rebuilt."""
+    """A URI or name that selects no record, or a record that cannot be rebuilt.
+
+    Example:
+        >>> import tempfile
+        >>> issubclass(PolicyStoreError, LookupError)
+        True
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     PolicyStore(d).load("missing")
+        Traceback (most recent call last):
+            ...
+        functional_rl.policy_store.PolicyStoreError: file://...missing.frl: no such policy record...
+    """
 
 
 # ---------------------------------------------------------------------------- spaces
@@ -107,7 +118,19 @@ def encode_space(space: Box | Discrete) -> dict[str, Any]:
 
 
 def decode_space(d: dict[str, Any]) -> Box | Discrete:
-    """The space :func:`encode_space` described (equal to the original)."""
+    """The space :func:`encode_space` described (equal to the original).
+
+    Example:
+        >>> decode_space({"type": "Discrete", "n": 4})
+        Discrete(n=4, dtype=torch.int64)
+        >>> box = Box((-2.0,), (2.0,), (1,))
+        >>> decode_space(encode_space(box)) == box
+        True
+        >>> decode_space({"type": "Dict"})
+        Traceback (most recent call last):
+            ...
+        ValueError: not a space description: {'type': 'Dict'}
+    """
     import torch
 
     kind = d.get("type") if isinstance(d, dict) else None
@@ -136,6 +159,22 @@ class PolicyRecord:
         metadata: ``epoch``, ``agent_step``, ``eval_score`` (or absent), ``env_id``,
             ``observation_space``/``action_space`` (see :func:`encode_space`) and any other
             keys given to :meth:`PolicyStore.save`.
+
+    Example:
+        >>> import tempfile, torch
+        >>> import functional_rl.random as jr
+        >>> from functional_rl.envs import make
+        >>> env = make("CartPole-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = PolicyStore(d).save("run", policy.init(jr.key(0)), policy, {"agent_step": 50, "eval_score": 9.5}, env=env)
+        ...     record = PolicyStore(d).load("run")
+        >>> record.name, record.agent_step, record.epoch, record.eval_score, record.metadata["env_id"]
+        ('run', 50, 0, 9.5, 'CartPole-v1')
+        >>> record.observation_space.shape, record.action_space.n
+        ((4,), 2)
+        >>> record.make_policy().apply(record.params, torch.zeros(3, 4))["logits"].shape  # obs [N, 4] -> [N, 2]
+        torch.Size([3, 2])
     """
 
     name: str
@@ -203,6 +242,22 @@ class PolicyStore:
     Attributes:
         root: the directory as an absolute path.
         uri: ``file://`` URI of the directory (loads the latest record).
+
+    Example:
+        >>> import tempfile
+        >>> import functional_rl.random as jr
+        >>> from functional_rl.envs import make
+        >>> env = make("Pendulum-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     store = PolicyStore(d)
+        ...     for step in (10, 30, 20):
+        ...         _ = store.save(f"p{step}", policy.init(jr.key(step)), policy, {"agent_step": step}, env=env)
+        ...     names = [r.name for r in store.list()]
+        ...     latest = store.load(store.uri).name
+        ...     path_name = store.path("p10").name
+        >>> names, latest, path_name
+        (['p10', 'p20', 'p30'], 'p30', 'p10.frl')
     """
 
     def __init__(self, root_dir: str | os.PathLike[str]):

@@ -120,6 +120,16 @@ def split(k: torch.Tensor, num: int = 2) -> torch.Tensor:
 
     Returns:
         int64 ``[..., num, 2]``. Unpack as ``k1, k2 = split(k)`` for an unbatched key.
+
+    Example:
+        >>> k = key(0)
+        >>> split(k).shape, split(k, 3).shape
+        (torch.Size([2, 2]), torch.Size([3, 2]))
+        >>> k1, k2 = split(k)
+        >>> bool(torch.equal(k1, k2))
+        False
+        >>> split(split(k, 4), 2).shape  # batched keys [4, 2] -> [4, 2, 2]
+        torch.Size([4, 2, 2])
     """
     _check_key(k)
     c = torch.arange(2 * num, dtype=torch.int64, device=k.device)
@@ -135,6 +145,15 @@ def fold_in(k: torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
 
     Returns:
         int64 ``[..., 2]``.
+
+    Example:
+        >>> k = key(0)
+        >>> fold_in(k, 7).shape
+        torch.Size([2])
+        >>> bool(torch.equal(fold_in(k, 7), fold_in(k, 7))), bool(torch.equal(fold_in(k, 7), fold_in(k, 8)))
+        (True, False)
+        >>> fold_in(split(k, 3), torch.arange(3)).shape  # one datum per batched key
+        torch.Size([3, 2])
     """
     _check_key(k)
     d = torch.as_tensor(data, dtype=torch.int64, device=k.device) & _M32
@@ -149,6 +168,13 @@ def bits(k: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
     Returns:
         int64 ``k.shape[:-1] + shape`` with values in ``[0, 2**32)``.
+
+    Example:
+        >>> b = bits(key(0), (2, 3))
+        >>> b.shape, b.dtype
+        (torch.Size([2, 3]), torch.int64)
+        >>> bool(((b >= 0) & (b < 2**32)).all())
+        True
     """
     _check_key(k)
     shape = tuple(shape)
@@ -170,6 +196,15 @@ def uniform(
 
     Returns:
         ``dtype`` tensor of shape ``k.shape[:-1] + shape``.
+
+    Example:
+        >>> u = uniform(key(0), (2, 3), low=-1.0, high=1.0)
+        >>> u.shape, u.dtype
+        (torch.Size([2, 3]), torch.float32)
+        >>> bool(((u >= -1) & (u < 1)).all())
+        True
+        >>> uniform(split(key(0), 4), (3,)).shape  # a batch of keys [4, 2]
+        torch.Size([4, 3])
     """
     u = (bits(k, shape) >> 8).to(dtype) * (2.0**-24)
     return low + (high - low) * u
@@ -187,6 +222,13 @@ def normal(k: torch.Tensor, shape: Sequence[int] = (), dtype: torch.dtype = torc
 
     Returns:
         ``dtype`` tensor of shape ``k.shape[:-1] + shape``.
+
+    Example:
+        >>> z = normal(key(0), (10000,))
+        >>> z.shape
+        torch.Size([10000])
+        >>> abs(float(z.mean())) < 0.05, abs(float(z.std()) - 1.0) < 0.05
+        (True, True)
     """
     k1, k2 = split(k, 2).unbind(-2)
     u1 = _open_uniform(k1, shape, dtype)
@@ -206,6 +248,11 @@ def categorical(k: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
     Returns:
         int64 ``[...]``.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 100.0], [100.0, 0.0]])  # [2, K=2], nearly one-hot
+        >>> categorical(key(0), logits)
+        tensor([1, 0])
     """
     u = _open_uniform(k, logits.shape, logits.dtype)
     gumbel = -torch.log(-torch.log(u))
@@ -217,6 +264,11 @@ def permutation(k: torch.Tensor, n: int) -> torch.Tensor:
 
     Returns:
         int64 ``[n]``.
+
+    Example:
+        >>> p = permutation(key(0), 5)
+        >>> p.shape, sorted(p.tolist())
+        (torch.Size([5]), [0, 1, 2, 3, 4])
     """
     return torch.argsort(bits(k, (n,)), stable=True)
 
@@ -226,6 +278,15 @@ def randint(k: torch.Tensor, shape: Sequence[int], low: int, high: int) -> torch
 
     Returns:
         int64 ``k.shape[:-1] + shape``.
+
+    Example:
+        >>> r = randint(key(0), (100,), 2, 5)
+        >>> r.shape, sorted(set(r.tolist()))
+        (torch.Size([100]), [2, 3, 4])
+        >>> randint(key(0), (1,), 3, 3)
+        Traceback (most recent call last):
+            ...
+        ValueError: randint needs high > low, got low=3, high=3
     """
     if high <= low:
         raise ValueError(f"randint needs high > low, got low={low}, high={high}")

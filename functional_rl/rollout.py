@@ -42,7 +42,23 @@ def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
 
     Returns a dict with the new ``key`` and ``obs_norm``, the env key ``k_env``, the policy
     input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a Box's bounds),
-    ``log_prob`` and ``value``.
+    ``log_prob`` and ``value``. Shapes (``B = num_envs``): ``key``/``k_env`` int64 ``[2]``;
+    ``obs`` float ``[B, *obs_shape]`` (``[B, obs_dim + K]`` with the last action appended);
+    ``action``/``env_action`` int64 ``[B]`` or float ``[B, D]``; ``log_prob``/``value`` float
+    ``[B]`` (detached).
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> a = policy_act(state, policy=policy, action_space=env.action_space)
+        >>> sorted(a)
+        ['action', 'env_action', 'k_env', 'key', 'log_prob', 'obs', 'obs_norm', 'value']
+        >>> a["obs"].shape, a["action"].shape, a["log_prob"].shape, a["value"].shape  # [B, 4], [B], [B], [B]
+        (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]), torch.Size([2]))
     """
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
     obs_norm = state.obs_norm
@@ -80,8 +96,32 @@ def record_step(
     Scales the reward (if enabled), normalises the final observation with the statistics the
     policy used, updates running episode statistics and ``agent_step``.
 
+    Args:
+        state: the state ``act`` was computed from.
+        act: the dict :func:`policy_act` returned.
+        next_obs: float ``[B, *obs_shape]``, the env's next (auto-reset) observation.
+        env_state: the env's new state.
+        reward: float ``[B]``.
+        terminated: bool ``[B]``.
+        truncated: bool ``[B]``.
+        final_obs: float ``[B, *obs_shape]``, the true next observation (``info["final_obs"]``).
+
     Returns:
         ``(new_state, transition)``; see the module docstring.
+
+    Example (the two halves of :func:`rollout_step` done by hand):
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> a = policy_act(state, policy=policy, action_space=env.action_space)
+        >>> next_obs, env_state, reward, terminated, truncated, info = env.step(
+        ...     a["k_env"], state.env_state, a["env_action"], env.default_params())
+        >>> new_state, tr = record_step(state, a, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+        >>> int(new_state.agent_step), new_state.episode_length.tolist(), tr["next_obs"].shape
+        (2, [1, 1], torch.Size([2, 4]))
     """
     obs_norm = act["obs_norm"]
     done = terminated | truncated
@@ -127,7 +167,16 @@ def record_step(
 
 
 def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
-    """The last-action input: one-hot ``[B, n]`` for int actions, flattened ``[B, D]`` floats else."""
+    """The last-action input: one-hot ``[B, n]`` for int actions, flattened ``[B, D]`` floats else.
+
+    Example:
+        >>> encode_action(torch.tensor([0, 2]), 3)  # int64 [B] -> one-hot [B, 3]
+        tensor([[1., 0., 0.],
+                [0., 0., 1.]])
+        >>> encode_action(torch.tensor([[0.5], [-1.0]]), 1)  # float [B, D] -> [B, D]
+        tensor([[ 0.5000],
+                [-1.0000]])
+    """
     if action.dtype in (torch.int64, torch.int32):
         return torch.nn.functional.one_hot(action.long(), size).to(torch.float32)
     return action.reshape(action.shape[0], -1).to(torch.float32)
@@ -149,6 +198,19 @@ def rollout_step(
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> new_state, tr = rollout_step(state, env=env, env_params=env.default_params(), policy=policy)
+        >>> tr["obs"].shape, tr["action"].shape, tr["reward"], int(new_state.agent_step)
+        (torch.Size([2, 4]), torch.Size([2]), tensor([1., 1.]), 2)
+        >>> bool(torch.equal(new_state.key, state.key))  # the key advanced; ``state`` is unchanged
+        False
     """
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.extra["curriculum"])
@@ -176,6 +238,20 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: i
     Returns:
         ``(state, trajectory)``, ``trajectory`` a TensorDict of batch size ``[T, B]`` with the
         transition fields plus ``next_value``.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> new_state, traj = rollout(state, 4, kernel.rollout_step, kernel.critic)
+        >>> traj.batch_size, traj["obs"].shape, traj["next_value"].shape  # [T, B], [T, B, 4], [T, B]
+        (torch.Size([4, 2]), torch.Size([4, 2, 4]), torch.Size([4, 2]))
+        >>> int(new_state.agent_step)
+        8
     """
     steps = []
     for _ in range(num_steps):

@@ -28,7 +28,13 @@ __all__ = ["TrainerState", "init_state", "make_optimizer", "last_action_size"]
 
 
 def last_action_size(action_space: Any) -> int:
-    """Width of the encoded last action: ``n`` (one-hot) for Discrete, ``prod(shape)`` for Box."""
+    """Width of the encoded last action: ``n`` (one-hot) for Discrete, ``prod(shape)`` for Box.
+
+    Example:
+        >>> from functional_rl.envs import Box, Discrete
+        >>> last_action_size(Discrete(3)), last_action_size(Box(low=(0.0,) * 6, high=(1.0,) * 6, shape=(2, 3)))
+        (3, 6)
+    """
     import math
 
     return action_space.n if hasattr(action_space, "n") else math.prod(action_space.shape)
@@ -39,6 +45,17 @@ def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: 
 
     ``learning_rate``/``max_grad_norm`` default to the config's values; inside a compiled
     update they are passed as 0-d tensors (graph inputs, never recompiled).
+
+    Example:
+        >>> from functional_rl.optim import apply_updates
+        >>> tx = make_optimizer(PPOConfig(learning_rate=0.1))
+        >>> params = {"w": torch.tensor([1.0, -1.0])}
+        >>> state = tx.init(params)
+        >>> len(state)  # (clip, adam, lr) states
+        3
+        >>> updates, state = tx.update({"w": torch.tensor([0.2, -0.2])}, state, params)
+        >>> apply_updates(params, updates)["w"]
+        tensor([ 0.9000, -0.9000])
     """
     from functional_rl import optim
 
@@ -71,6 +88,22 @@ class TrainerState:
         reward_norm: reward-scaling statistics, or ``None``.
         extra: ``None`` or a dict of feature state: ``"last_action"`` (encoded previous
             action ``[B, K]``), ``"curriculum"`` (a ``CurriculumState``), or a user's own.
+
+    Example:
+        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.policies import make_mlp_policy
+        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = TrainerState.create(cfg, env, policy)
+        >>> state.obs.shape, state.key.shape, state.episode_return.shape  # [B, 4], [2], [B]
+        (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]))
+        >>> int(state.iteration), state.obs_norm is None
+        (0, True)
+        >>> later = state.replace(iteration=state.iteration + 1)  # a new state; the old one is unchanged
+        >>> int(later.iteration), int(state.iteration)
+        (1, 0)
     """
 
     params: Any
@@ -142,5 +175,20 @@ class TrainerState:
 
 
 def init_state(config: PPOConfig, env: Any, policy: Any, **kwargs: Any) -> TrainerState:
-    """Alias of :meth:`TrainerState.create`."""
+    """Alias of :meth:`TrainerState.create`.
+
+    Example (same seed, same state):
+        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.policies import make_mlp_policy
+        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> a, b = init_state(cfg, env, policy), init_state(cfg, env, policy)
+        >>> bool(torch.equal(a.obs, b.obs)), a.obs.shape
+        (True, torch.Size([2, 4]))
+        >>> c = init_state(cfg, env, policy, key=jr.key(123))
+        >>> bool(torch.equal(a.obs, c.obs))
+        False
+    """
     return TrainerState.create(config, env, policy, **kwargs)

@@ -51,6 +51,20 @@ class Kernel:
             leading agent axis of every state leaf (see :func:`functional_rl.vmap.train_many`).
         value: the critic ``(params, obs) -> V``; default ``policy.value``.
         curriculum: optional task sampler (:mod:`functional_rl.curriculum`).
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> kernel = make_kernel(cfg, env, policy)
+        >>> kernel.compiled, kernel.agent_dims, kernel.num_agents
+        (False, 0, None)
+        >>> state, transition = kernel.rollout_step(state)
+        >>> transition["obs"].shape, kernel.critic(state.params, state.obs).shape  # [B, 4], [B]
+        (torch.Size([2, 4]), torch.Size([2]))
     """
 
     config: PPOConfig
@@ -96,6 +110,24 @@ def update_minibatch(
     Returns:
         ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus
         :func:`gradient_stats` (before clipping).
+
+    Example (one step on a batch of ``N = 4`` transitions):
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> mb = {"obs": torch.zeros(4, 4), "action": torch.tensor([0, 1, 0, 1]),
+        ...       "log_prob": torch.full((4,), -0.6931), "value": torch.zeros(4),
+        ...       "advantage": torch.tensor([1.0, -1.0, 1.0, -1.0]), "returns": torch.ones(4),
+        ...       "reward": torch.ones(4)}
+        >>> params, opt_state, m = update_minibatch(state.params, state.opt_state, mb, state.hparams,
+        ...                                         torch.tensor(1e-3), policy=policy, config=cfg)
+        >>> int(opt_state[1].count), m["total_loss"].shape, "grad_norm" in m
+        (1, torch.Size([]), True)
+        >>> bool(torch.equal(params["critic"][-1]["b"], state.params["critic"][-1]["b"]))  # the critic moved
+        False
     """
 
     def loss_fn(p):
@@ -141,6 +173,22 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
 
     Returns:
         ``(state, metrics)`` with metrics averaged over the minibatches.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> kernel = make_kernel(cfg, env, policy)
+        >>> state, trajectory = frl.rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic)
+        >>> batch = make_batch(trajectory, state.hparams)  # [T * B] = [8]
+        >>> batch.batch_size
+        torch.Size([8])
+        >>> new_state, metrics = train_epoch(state, batch, kernel, torch.tensor(1e-3))
+        >>> int(new_state.update), metrics["policy_loss"].shape
+        (2, torch.Size([]))
     """
     cfg = kernel.config
     ax = kernel.agent_dims
@@ -166,7 +214,15 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
 
 def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
     """``1 - Var(returns - value) / Var(returns)`` over the last axis (population variances);
-    NaN if ``Var(returns) = 0``. ``[..., N] -> [...]``."""
+    NaN if ``Var(returns) = 0``. ``[..., N] -> [...]``.
+
+    Example:
+        >>> returns = torch.tensor([1.0, 2.0, 3.0])
+        >>> explained_variance(returns, returns), explained_variance(torch.zeros(3), returns)
+        (tensor(1.), tensor(0.))
+        >>> explained_variance(torch.zeros(5, 3), returns.expand(5, 3)).shape  # [5, N] -> [5]
+        torch.Size([5])
+    """
     var_y = returns.var(dim=-1, unbiased=False)
     return 1.0 - (returns - value).var(dim=-1, unbiased=False) / var_y
 
@@ -211,6 +267,20 @@ def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, 
         minibatch updates, ``explained_variance``, ``learning_rate``, ``episode_return`` and
         ``episode_length`` (means over the episodes that ended in this iteration; NaN if none),
         ``episodes`` (how many ended), ``nonfinite_params`` and ``nonfinite_obs`` (counts).
+
+    Example (one tiny iteration: 4 steps of 2 envs, one epoch of 2 minibatches):
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> kernel = make_kernel(cfg, env, policy)
+        >>> state, metrics = train_iteration(state, kernel)
+        >>> int(state.iteration), int(state.update), int(state.agent_step)
+        (1, 2, 8)
+        >>> metrics["total_loss"].shape, float(metrics["nonfinite_params"])
+        (torch.Size([]), 0.0)
     """
     cfg = kernel.config
     lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
@@ -257,6 +327,20 @@ def make_kernel(
     compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
     For an impure env (``env.is_pure is False``, e.g. a gymnasium adapter) the step is
     ``policy_act`` (compiled) -> host ``env.step`` -> ``record_step`` (compiled).
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.envs import make
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
+        >>> env = make(cfg.env_id)
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> state = frl.init_state(cfg, env, policy)
+        >>> kernel = make_kernel(cfg, env, policy, compile=False)
+        >>> kernel.env.id, kernel.compiled
+        ('CartPole-v1', False)
+        >>> state, transition = kernel.rollout_step(state)
+        >>> transition["action"].shape, transition["reward"].shape, int(state.agent_step)
+        (torch.Size([2]), torch.Size([2]), 2)
     """
     env_params = env.default_params() if env_params is None else env_params
     custom_losses = tuple(adapt_loss(fn, policy) for fn in custom_losses)

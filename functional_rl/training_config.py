@@ -170,6 +170,14 @@ class PPOSection:
         adam_eps: Adam epsilon.
         normalize_obs: whiten observations with running statistics kept in the state.
         normalize_reward: scale rewards by the running std of the discounted return.
+
+    Example:
+        >>> PPOSection(gamma=1).gamma  # ints are accepted for float fields
+        1.0
+        >>> PPOSection(gamma="high")
+        Traceback (most recent call last):
+            ...
+        TypeError: ppo.gamma='high' has type str; expected float
     """
 
     learning_rate: float = _DEFAULTS.learning_rate
@@ -203,6 +211,14 @@ class TrainerConfig:
         num_steps: rollout length per iteration (static).
         seed: seed of the run's PRNG key.
         device: torch device string.
+
+    Example:
+        >>> TrainerConfig(total_timesteps=1e6).total_timesteps  # YAML's 1e6 is an integral float
+        1000000
+        >>> TrainerConfig(num_envs=True)
+        Traceback (most recent call last):
+            ...
+        TypeError: trainer.num_envs=True has type bool; expected int
     """
 
     env_id: str = _DEFAULTS.env_id
@@ -462,12 +478,24 @@ def small_fast_config(experiment_name: str = "small_fast") -> TrainingConfig:
 
 
 def cartpole_config(experiment_name: str = "cartpole") -> TrainingConfig:
-    """CleanRL's CartPole-v1 settings (:func:`functional_rl.presets.cartpole_config`)."""
+    """CleanRL's CartPole-v1 settings (:func:`functional_rl.presets.cartpole_config`).
+
+    Example:
+        >>> cfg = cartpole_config()
+        >>> cfg.experiment_name, cfg.trainer.env_id, cfg.to_ppo_config() == PPOConfig()
+        ('cartpole', 'CartPole-v1', True)
+    """
     return TrainingConfig.from_ppo_config(_presets.cartpole_config(), experiment_name)
 
 
 def acrobot_config(experiment_name: str = "acrobot") -> TrainingConfig:
-    """Acrobot-v1 (:func:`functional_rl.presets.acrobot_config`)."""
+    """Acrobot-v1 (:func:`functional_rl.presets.acrobot_config`).
+
+    Example:
+        >>> cfg = acrobot_config(experiment_name="acro")
+        >>> cfg.experiment_name, cfg.trainer.env_id
+        ('acro', 'Acrobot-v1')
+    """
     return TrainingConfig.from_ppo_config(_presets.acrobot_config(), experiment_name)
 
 
@@ -483,7 +511,13 @@ def pendulum_config(experiment_name: str = "pendulum") -> TrainingConfig:
 
 
 def mountain_car_continuous_config(experiment_name: str = "mountain_car_continuous") -> TrainingConfig:
-    """MountainCarContinuous-v0 (:func:`functional_rl.presets.mountain_car_continuous_config`)."""
+    """MountainCarContinuous-v0 (:func:`functional_rl.presets.mountain_car_continuous_config`).
+
+    Example:
+        >>> cfg = mountain_car_continuous_config()
+        >>> cfg.trainer.env_id, cfg.trainer.total_timesteps, cfg.ppo.normalize_reward
+        ('MountainCarContinuous-v0', 1000000, True)
+    """
     return TrainingConfig.from_ppo_config(_presets.mountain_car_continuous_config(), experiment_name)
 
 

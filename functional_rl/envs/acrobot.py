@@ -38,7 +38,13 @@ __all__ = ["Acrobot", "AcrobotParams", "AcrobotState"]
 
 @pytree_dataclass
 class AcrobotParams:
-    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``."""
+    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``.
+
+    Example:
+        >>> p = Acrobot().default_params()
+        >>> p.dt, p.link_length_1, p.max_steps
+        (0.2, 1.0, 500)
+    """
 
     dt: float | torch.Tensor = 0.2  # integration step [s]
     link_length_1: float | torch.Tensor = 1.0  # [m]
@@ -59,6 +65,13 @@ class AcrobotState:
 
     ``theta1`` is the angle of the first link from straight down, ``theta2`` the angle of the
     second link relative to the first.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Acrobot()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
+        >>> s.theta1.shape, s.dtheta2.dtype, s.time
+        (torch.Size([3]), torch.float32, tensor([0, 0, 0]))
     """
 
     theta1: torch.Tensor
@@ -87,6 +100,18 @@ class Acrobot:
 
     Observation float32 ``[B, 6]``: ``(cos t1, sin t1, cos t2, sin t2, dt1, dt2)``.
     Action int64 ``[B]`` in ``{0, 1, 2}``: torque ``-1, 0, +1`` on the joint between the links.
+
+    Example (reset 3 envs, apply torque -1 once):
+        >>> import functional_rl.random as jr
+        >>> env = Acrobot()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 6]), 3)
+        >>> obs, state, reward, terminated, truncated, info = env.step(
+        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> obs.shape, reward, terminated, state.time
+        (torch.Size([3, 6]), tensor([-1., -1., -1.]), tensor([False, False, False]), tensor([1, 1, 1]))
     """
 
     id = "Acrobot-v1"

@@ -31,13 +31,20 @@ __all__ = ["Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEn
 
 @dataclasses.dataclass(frozen=True)
 class Discrete:
-    """``n`` actions ``{0, ..., n-1}``, int64."""
+    """``n`` actions ``{0, ..., n-1}``, int64.
+
+    Example:
+        >>> space = Discrete(3)
+        >>> space.n, space.shape, space.dtype
+        (3, (), torch.int64)
+    """
 
     n: int
     dtype: torch.dtype = torch.int64
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """``()``: a discrete action is a scalar (int64 ``[B]`` for ``B`` envs)."""
         return ()
 
 
@@ -47,6 +54,11 @@ class Box:
 
     ``low``/``high`` are tuples of floats (one per element, flattened) so the space stays
     hashable and static.
+
+    Example:
+        >>> box = Box(low=(-1.0, 0.0), high=(1.0, 2.0), shape=(2,))
+        >>> box.low_tensor(), box.high_tensor().shape
+        (tensor([-1.,  0.]), torch.Size([2]))
     """
 
     low: tuple[float, ...]
@@ -55,38 +67,99 @@ class Box:
     dtype: torch.dtype = torch.float32
 
     def low_tensor(self, device: Any = None) -> torch.Tensor:
+        """The lower bounds as a ``dtype`` tensor of shape ``shape`` on ``device``."""
         return torch.tensor(self.low, dtype=self.dtype, device=device).reshape(self.shape)
 
     def high_tensor(self, device: Any = None) -> torch.Tensor:
+        """The upper bounds as a ``dtype`` tensor of shape ``shape`` on ``device``."""
         return torch.tensor(self.high, dtype=self.dtype, device=device).reshape(self.shape)
 
 
 @runtime_checkable
 class Env(Protocol):
-    """A pure, batched environment (see the module docstring for the contract)."""
+    """A pure, batched environment (see the module docstring for the contract).
+
+    Example (a minimal one-step environment satisfying the protocol):
+        >>> class Coin:
+        ...     id = "Coin-v0"
+        ...     observation_space = Box(low=(0.0,), high=(1.0,), shape=(1,))
+        ...     action_space = Discrete(2)
+        ...     def default_params(self):
+        ...         return None
+        ...     def reset(self, key, params, num_envs):
+        ...         return torch.zeros(num_envs, 1), torch.zeros(num_envs, dtype=torch.int64)
+        ...     def step(self, key, state, action, params):
+        ...         obs, state = self.reset(key, params, action.shape[0])
+        ...         done = torch.ones(action.shape[0], dtype=torch.bool)
+        ...         return obs, state, action.float(), done, ~done, {"final_obs": obs}
+        >>> isinstance(Coin(), Env), isinstance(object(), Env)
+        (True, False)
+        >>> obs, state, reward, terminated, truncated, info = Coin().step(None, None, torch.tensor([0, 1]), None)
+        >>> obs.shape, reward, terminated
+        (torch.Size([2, 1]), tensor([0., 1.]), tensor([True, True]))
+    """
 
     id: str
     observation_space: Box
     action_space: Discrete | Box
 
-    def default_params(self) -> Any: ...
+    def default_params(self) -> Any:
+        """The env's default parameters (a pytree, or ``None``)."""
+        ...
 
-    def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, Any]: ...
+    def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, Any]:
+        """Start ``num_envs`` episodes from ``key`` (int64 ``[2]``).
+
+        Returns:
+            ``(obs float32 [B, *obs_shape], env_state)`` with ``B = num_envs``.
+        """
+        ...
 
     def step(
         self, key: torch.Tensor, state: Any, action: torch.Tensor, params: Any
-    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]: ...
+    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Advance every env one step and auto-reset the finished ones.
+
+        Args:
+            key: int64 ``[2]``.
+            state: the env state (leaves ``[B, ...]``).
+            action: int64 ``[B]`` (discrete) or float32 ``[B, *action_shape]`` (continuous).
+            params: the env parameters.
+
+        Returns:
+            ``(obs [B, *obs_shape], state, reward float32 [B], terminated bool [B],
+            truncated bool [B], info)`` with ``info["final_obs"]`` float32 ``[B, *obs_shape]``.
+        """
+        ...
 
 
 class UnknownEnvError(ValueError):
-    """Raised by :func:`make` for an id that is not registered."""
+    """Raised by :func:`make` for an id that is not registered.
+
+    Example:
+        >>> issubclass(UnknownEnvError, ValueError)
+        True
+        >>> try:
+        ...     make("NoSuchEnv-v0")
+        ... except UnknownEnvError as e:
+        ...     print(type(e).__name__, str(e).startswith("unknown environment id 'NoSuchEnv-v0'"))
+        UnknownEnvError True
+    """
 
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 
 
 def register(env_id: str, factory: Callable[..., Env]) -> None:
-    """Register a factory under ``env_id`` so :func:`make` and the CLI can build it."""
+    """Register a factory under ``env_id`` so :func:`make` and the CLI can build it.
+
+    Example (register a variant; pop it again so the registry is left unchanged):
+        >>> from functional_rl.envs.cartpole import CartPole
+        >>> register("DocCartPole-v0", CartPole)
+        >>> "DocCartPole-v0" in list_envs(), make("DocCartPole-v0").observation_space.shape
+        (True, (4,))
+        >>> _ = _REGISTRY.pop("DocCartPole-v0")
+    """
     _REGISTRY[env_id] = factory
 
 

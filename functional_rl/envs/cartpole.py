@@ -31,7 +31,15 @@ __all__ = ["CartPole", "CartPoleParams", "CartPoleState"]
 
 @pytree_dataclass
 class CartPoleParams:
-    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``."""
+    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``.
+
+    Example:
+        >>> p = CartPole().default_params()
+        >>> p.gravity, p.max_steps
+        (9.8, 500)
+        >>> p.replace(gravity=torch.tensor([9.8, 3.7])).gravity.shape  # per-env values [B]
+        torch.Size([2])
+    """
 
     gravity: float | torch.Tensor = 9.8
     masscart: float | torch.Tensor = 1.0
@@ -46,7 +54,15 @@ class CartPoleParams:
 
 @pytree_dataclass
 class CartPoleState:
-    """Per-env physical state, each float32 ``[B]``, and the step count ``time`` int64 ``[B]``."""
+    """Per-env physical state, each float32 ``[B]``, and the step count ``time`` int64 ``[B]``.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = CartPole()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
+        >>> s.x.shape, s.theta.dtype, s.time
+        (torch.Size([3]), torch.float32, tensor([0, 0, 0]))
+    """
 
     x: torch.Tensor
     x_dot: torch.Tensor
@@ -56,7 +72,20 @@ class CartPoleState:
 
 
 class CartPole:
-    """Balance a pole on a cart; reward 1 per step; 500-step limit (truncation)."""
+    """Balance a pole on a cart; reward 1 per step; 500-step limit (truncation).
+
+    Example (reset 3 envs, push each cart left once):
+        >>> import functional_rl.random as jr
+        >>> env = CartPole()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 4]), 2)
+        >>> obs, state, reward, terminated, truncated, info = env.step(
+        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> obs.shape, reward, terminated, truncated, info["final_obs"].shape
+        (torch.Size([3, 4]), tensor([1., 1., 1.]), tensor([False, False, False]), tensor([False, False, False]), torch.Size([3, 4]))
+    """
 
     id = "CartPole-v1"
     observation_space = Box(
@@ -67,6 +96,7 @@ class CartPole:
     action_space = Discrete(2)
 
     def default_params(self) -> CartPoleParams:
+        """gymnasium's constants (see :class:`CartPoleParams`)."""
         return CartPoleParams()
 
     @staticmethod

@@ -40,7 +40,16 @@ __all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
 
 
 class EnvInputError(ValueError):
-    """An environment produced or received something the library cannot train on."""
+    """An environment produced or received something the library cannot train on.
+
+    Example:
+        >>> issubclass(EnvInputError, ValueError)
+        True
+        >>> from_gymnasium(42)
+        Traceback (most recent call last):
+            ...
+        functional_rl.envs.gymnasium_adapter.EnvInputError: from_gymnasium needs an env id, a factory or a VectorEnv; got int
+    """
 
 
 def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete:
@@ -65,6 +74,25 @@ class GymnasiumEnv:
 
     ``reset``/``step`` ignore ``params`` and use ``key`` only to seed ``reset``. ``step``
     returns an int64 step counter as its env state.
+
+    Shapes are the pure envs' (``B = num_envs``): ``obs`` float32 ``[B, *obs_shape]``,
+    ``action`` int64 ``[B]`` or float32 ``[B, *action_shape]``, ``reward`` float32 ``[B]``,
+    ``terminated``/``truncated`` bool ``[B]``.
+
+    Example (wrap a same-step-autoreset vector env; reset and step it once):
+        >>> import gymnasium as gym
+        >>> import functional_rl.random as jr
+        >>> vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+        ...                                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        >>> env = GymnasiumEnv(vec, "CartPole-v1")
+        >>> env.is_pure, env.num_envs, env.observation_space.shape
+        (False, 2, (4,))
+        >>> obs, state = env.reset(jr.key(0), env.default_params(), 2)
+        >>> obs, state, reward, terminated, truncated, info = env.step(
+        ...     jr.key(1), state, torch.zeros(2, dtype=torch.int64), None)
+        >>> obs.shape, reward, terminated, int(state), info["final_obs"].shape
+        (torch.Size([2, 4]), tensor([1., 1.]), tensor([False, False]), 1, torch.Size([2, 4]))
+        >>> env.close()
     """
 
     is_pure = False
@@ -90,6 +118,7 @@ class GymnasiumEnv:
         self.steps = 0
 
     def default_params(self) -> None:
+        """``None``: a gymnasium env has no parameter pytree."""
         return None
 
     def _obs(self, obs: np.ndarray, where: str) -> torch.Tensor:
@@ -112,6 +141,13 @@ class GymnasiumEnv:
         return self._obs(obs, "reset"), torch.zeros((), dtype=torch.int64)
 
     def check_action(self, action: torch.Tensor) -> np.ndarray:
+        """Validate ``action`` (int64 ``[B]`` or float ``[B, *action_shape]``) and convert it for gymnasium.
+
+        Returns a numpy array of the vector env's action dtype.
+
+        Raises:
+            EnvInputError: wrong shape, out-of-range or non-finite actions.
+        """
         a = action.detach().cpu().numpy()
         if isinstance(self.action_space, Discrete):
             if a.shape != (self.num_envs,) or a.min() < 0 or a.max() >= self.action_space.n:
@@ -145,6 +181,7 @@ class GymnasiumEnv:
         )
 
     def close(self) -> None:
+        """Close the underlying vector env (and its sub-envs)."""
         self.vec_env.close()
 
 
@@ -159,6 +196,17 @@ def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 8, **make
 
     Returns:
         A :class:`GymnasiumEnv` (impure: stepped on the host between compiled policy steps).
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = from_gymnasium("Pendulum-v1", num_envs=3)
+        >>> env.id, env.action_space.shape
+        ('Pendulum-v1', (1,))
+        >>> obs, state = env.reset(jr.key(0), None, 3)
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), None)
+        >>> obs.shape, reward.shape, reward.dtype
+        (torch.Size([3, 3]), torch.Size([3]), torch.float32)
+        >>> env.close()
     """
     import gymnasium as gym
 

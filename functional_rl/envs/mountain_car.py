@@ -52,6 +52,10 @@ class MountainCarParams:
 
     ``MountainCarContinuous.default_params()`` changes ``force`` (gymnasium's ``power``),
     ``goal_position`` and ``max_steps``.
+
+    Example:
+        >>> MountainCar().default_params().goal_position, MountainCarContinuous().default_params().goal_position
+        (0.5, 0.45)
     """
 
     min_position: float | torch.Tensor = -1.2
@@ -66,7 +70,17 @@ class MountainCarParams:
 
 @pytree_dataclass
 class MountainCarState:
-    """Per-env ``position`` and ``velocity``, float32 ``[B]``; step count ``time`` int64 ``[B]``."""
+    """Per-env ``position`` and ``velocity``, float32 ``[B]``; step count ``time`` int64 ``[B]``.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = MountainCar()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
+        >>> s.position.shape, s.velocity, s.time
+        (torch.Size([3]), tensor([0., 0., 0.]), tensor([0, 0, 0]))
+        >>> bool(((s.position >= -0.6) & (s.position < -0.4)).all())
+        True
+    """
 
     position: torch.Tensor
     velocity: torch.Tensor
@@ -116,6 +130,18 @@ class MountainCar:
 
     Observation float32 ``[B, 2]``: ``(position, velocity)``. Action int64 ``[B]`` in
     ``{0, 1, 2}``: push left, no push, push right.
+
+    Example (reset 3 envs, push left once):
+        >>> import functional_rl.random as jr
+        >>> env = MountainCar()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 2]), 3)
+        >>> obs, state, reward, terminated, truncated, info = env.step(
+        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> obs.shape, reward, terminated, truncated
+        (torch.Size([3, 2]), tensor([-1., -1., -1.]), tensor([False, False, False]), tensor([False, False, False]))
     """
 
     id = "MountainCar-v0"
@@ -173,6 +199,17 @@ class MountainCarContinuous:
     Observation float32 ``[B, 2]``: ``(position, velocity)``. Action float32 ``[B, 1]``, the
     push, clipped to ``[-1, 1]`` by the env. Reward ``100`` on reaching ``position >= 0.45``
     (terminal) minus ``0.1 * action^2`` (unclipped action, as gymnasium).
+
+    Example (actions are float ``[B, 1]``; zero force costs nothing):
+        >>> import functional_rl.random as jr
+        >>> env = MountainCarContinuous()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.shape
+        (torch.Size([3, 2]), (1,))
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), params)
+        >>> obs.shape, reward, terminated
+        (torch.Size([3, 2]), tensor([0., 0., 0.]), tensor([False, False, False]))
     """
 
     id = "MountainCarContinuous-v0"

@@ -38,7 +38,13 @@ __all__ = ["Pendulum", "PendulumParams", "PendulumState", "angle_normalize"]
 
 @pytree_dataclass
 class PendulumParams:
-    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``."""
+    """Physical constants (gymnasium's defaults). Floats or tensors broadcastable to ``[B]``.
+
+    Example:
+        >>> p = Pendulum().default_params()
+        >>> p.max_torque, p.g, p.max_steps
+        (2.0, 10.0, 200)
+    """
 
     max_speed: float | torch.Tensor = 8.0
     max_torque: float | torch.Tensor = 2.0
@@ -52,7 +58,15 @@ class PendulumParams:
 @pytree_dataclass
 class PendulumState:
     """Per-env angle ``theta`` (0 = upright, unwrapped) and ``theta_dot``, float32 ``[B]``;
-    step count ``time`` int64 ``[B]``."""
+    step count ``time`` int64 ``[B]``.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Pendulum()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
+        >>> s.theta.shape, s.theta_dot.dtype, s.time
+        (torch.Size([3]), torch.float32, tensor([0, 0, 0]))
+    """
 
     theta: torch.Tensor
     theta_dot: torch.Tensor
@@ -79,6 +93,17 @@ class Pendulum:
 
     Observation float32 ``[B, 3]``: ``(cos theta, sin theta, theta_dot)``. Action float32
     ``[B, 1]``: the torque, clipped to ``[-2, 2]`` by the env. Never terminates.
+
+    Example (actions are float torques ``[B, 1]``; rewards are never positive):
+        >>> import functional_rl.random as jr
+        >>> env = Pendulum()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.shape
+        (torch.Size([3, 3]), (1,))
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), params)
+        >>> obs.shape, reward.shape, bool((reward <= 0).all()), terminated
+        (torch.Size([3, 3]), torch.Size([3]), True, tensor([False, False, False]))
     """
 
     id = "Pendulum-v1"

@@ -49,12 +49,26 @@ StepResult = tuple[torch.Tensor, "ProbeState", torch.Tensor, torch.Tensor, torch
 
 @pytree_dataclass
 class ProbeParams:
-    """The probes have no parameters; this empty pytree keeps the ``(key, state, action, params)`` contract."""
+    """The probes have no parameters; this empty pytree keeps the ``(key, state, action, params)`` contract.
+
+    Example:
+        >>> import torch.utils._pytree as pytree
+        >>> pytree.tree_leaves(Probe1().default_params())
+        []
+    """
 
 
 @pytree_dataclass
 class ProbeState:
-    """Per-env observation value ``obs`` float32 ``[B]`` and step within the episode ``time`` int64 ``[B]``."""
+    """Per-env observation value ``obs`` float32 ``[B]`` and step within the episode ``time`` int64 ``[B]``.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Probe3()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 2)
+        >>> s.obs, s.time
+        (tensor([0., 0.]), tensor([0, 0]))
+    """
 
     obs: torch.Tensor
     time: torch.Tensor
@@ -128,6 +142,17 @@ class Probe1(_OneStepProbe):
 
     Known answer: ``V(0) = 1`` for every discount. An agent whose value does not reach 1
     has a broken value loss or optimiser.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Probe1()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 1]), 1)
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> reward, terminated
+        (tensor([1., 1., 1.]), tensor([True, True, True]))
     """
 
     id = "Probe1-v0"
@@ -143,6 +168,18 @@ class Probe2(_OneStepProbe):
 
     Known answer: ``V(o) = o``. A value that is 0 for both observations cannot see its input
     (wrong observation plumbing, or no gradient through it).
+
+    Example (the reward equals the starting observation):
+        >>> import functional_rl.random as jr
+        >>> env = Probe2()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 1]), 1)
+        >>> first = obs[:, 0]
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> bool(torch.equal(reward, first)), terminated
+        (True, tensor([True, True, True]))
     """
 
     id = "Probe2-v0"
@@ -159,6 +196,17 @@ class Probe3:
 
     Known answer, with discount ``gamma``: ``V(0) = gamma``, ``V(1) = 1``. Values that are both
     1 (or both ``gamma``) point at broken discounting or a bootstrap across the episode end.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Probe3()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 1]), 1)
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> reward, terminated
+        (tensor([0., 0., 0.]), tensor([False, False, False]))
     """
 
     id = "Probe3-v0"
@@ -193,6 +241,17 @@ class Probe4(_OneStepProbe):
 
     Known answer: the optimal policy always picks action 1 (``V* = 1``; a uniform policy has
     ``V = 0``). A policy that does not move there has a broken policy gradient.
+
+    Example:
+        >>> import functional_rl.random as jr
+        >>> env = Probe4()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 1]), 2)
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.tensor([0, 1, 1]), params)
+        >>> reward, terminated
+        (tensor([-1.,  1.,  1.]), tensor([True, True, True]))
     """
 
     id = "Probe4-v0"
@@ -209,6 +268,18 @@ class Probe5(_OneStepProbe):
     Action 1 matches ``+1`` and action 0 matches ``-1``; a mismatch pays ``-1``. One-step
     episodes. Known answer: the optimal policy is ``a = 1 if o > 0 else 0`` (``V* = 1`` for
     both observations). A policy that learns Probe4 but not this one ignores its input.
+
+    Example (acting on the observation's sign always pays +1):
+        >>> import functional_rl.random as jr
+        >>> env = Probe5()
+        >>> params = env.default_params()
+        >>> obs, state = env.reset(jr.key(0), params, 3)
+        >>> obs.shape, env.action_space.n
+        (torch.Size([3, 1]), 2)
+        >>> action = (obs[:, 0] > 0).long()  # int64 [B]
+        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, action, params)
+        >>> reward, terminated
+        (tensor([1., 1., 1.]), tensor([True, True, True]))
     """
 
     id = "Probe5-v0"
