@@ -190,7 +190,8 @@ class PPOOptimizer:
 
 
 class PolicyEvaluator:
-    """Greedy (deterministic) episodes on a pure env, on the evaluator's own key stream.
+    """Greedy (deterministic) episodes on a pure env, on the evaluator's own key stream
+    (never the training key).
 
     ``evaluate(params, episodes, env_params=None)`` returns a reward summary
     ``{"mean", "std", "min", "max", "episodes"}``; ``evaluate_tasks(params, tasks, episodes)``
@@ -203,7 +204,7 @@ class PolicyEvaluator:
         >>> env = make(cfg.env_id)
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> state = frl.init_state(cfg, env, policy)
-        >>> ev = PolicyEvaluator(env, policy, num_envs=2, seed=0)
+        >>> ev = PolicyEvaluator(env, policy, seed=0)
         >>> summary = ev.evaluate(state.params, episodes=2)
         >>> sorted(summary), summary["episodes"], summary["min"] <= summary["mean"] <= summary["max"]
         (['episodes', 'max', 'mean', 'min', 'std'], 2.0, True)
@@ -211,52 +212,33 @@ class PolicyEvaluator:
         [2.0, 2.0]
     """
 
-    def __init__(self, env: Any, policy: Any, *, num_envs: int = 8, seed: int = 0, max_steps: int = 10_000):
-        self.env, self.policy, self.num_envs, self.seed, self.max_steps = env, policy, num_envs, seed, max_steps
+    def __init__(self, env: Any, policy: Any, *, seed: int = 0, max_steps: int = 100_000, last_action_size: int = 0):
+        self.env, self.policy, self.seed, self.max_steps = env, policy, seed, max_steps
+        self.last_action_size = last_action_size
         self.calls = 0
 
-    @torch.no_grad()
     def evaluate(self, params: Any, episodes: int = 10, env_params: Any = None, obs_transform: Any = None) -> dict[str, float]:
-        """Greedy episodes with ``params`` on ``num_envs`` parallel envs.
+        """``episodes`` greedy episodes with ``params``, one per parallel env
+        (:func:`functional_rl.callbacks.evaluate`, which also serves the ``Evaluator`` callback).
 
         Each call uses the next key of the evaluator's stream (``fold_in(key(seed), call)``).
 
         Args:
             params: the policy parameters.
-            episodes: how many finished episodes to summarise.
+            episodes: how many episodes to summarise.
             env_params: env parameters (default ``env.default_params()``).
             obs_transform: ``obs [B, *obs_shape] -> policy input`` (e.g. a frozen normalizer).
 
         Returns:
             ``{"mean", "std", "min", "max", "episodes"}`` of the episode returns, Python floats.
-
-        Raises:
-            RuntimeError: fewer than ``episodes`` episodes ended within ``max_steps`` steps.
         """
-        env = self.env
-        env_params = env.default_params() if env_params is None else env_params
+        from functional_rl.callbacks import evaluate
+
         key = jr.fold_in(jr.key(self.seed), self.calls)
         self.calls += 1
-        k_reset, key = jr.split(key, 2).unbind(0)
-        obs, env_state = env.reset(k_reset, env_params, self.num_envs)
-        running = torch.zeros(self.num_envs)
-        finished: list[float] = []
-        for t in range(self.max_steps):
-            x = obs if obs_transform is None else obs_transform(obs)
-            action = self.policy.distribution.mode(self.policy.apply(params, x))
-            if hasattr(env.action_space, "low"):
-                action = torch.clamp(action, env.action_space.low_tensor(), env.action_space.high_tensor())
-            obs, env_state, reward, term, trunc, _ = env.step(jr.fold_in(key, t), env_state, action, env_params)
-            running = running + reward
-            done = term | trunc
-            if bool(done.any()):
-                finished.extend(running[done].tolist())
-                running = torch.where(done, torch.zeros_like(running), running)
-            if len(finished) >= episodes:
-                break
-        else:
-            raise RuntimeError(f"evaluation finished {len(finished)} of {episodes} episodes in {self.max_steps} steps")
-        r = torch.tensor(finished[:episodes], dtype=torch.float64)
+        returns, _ = evaluate(key, params, self.env, self.policy, episodes=episodes, env_params=env_params,
+                              max_steps=self.max_steps, obs_fn=obs_transform, last_action_size=self.last_action_size)
+        r = returns.to(torch.float64)
         return {"mean": float(r.mean()), "std": float(r.std(unbiased=False)), "min": float(r.min()),
                 "max": float(r.max()), "episodes": float(len(r))}
 

@@ -55,7 +55,7 @@ def test_evaluator_summary_and_tasks():
     env = make("CartPole-v1")
     policy = default_policy(frl.PPOConfig(), env)
     params = policy.init(frl.random.key(0))
-    ev = PolicyEvaluator(env, policy, num_envs=4, seed=3)
+    ev = PolicyEvaluator(env, policy, seed=3)
     s = ev.evaluate(params, episodes=6)
     assert s["episodes"] == 6 and s["min"] <= s["mean"] <= s["max"] and s["min"] >= 8
     heavy = env.default_params().replace(gravity=30.0)
