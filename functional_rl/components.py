@@ -20,7 +20,6 @@ The loop of the reference trainer's README, done this way::
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -33,6 +32,7 @@ from tensordict import TensorDict
 
 import functional_rl.random as jr
 from functional_rl import checkpoint
+from functional_rl.callbacks import JSONLWriter
 from functional_rl.config import PPOConfig, learning_rate_at
 from functional_rl.loop import NonFiniteError, metrics_to_host
 from functional_rl.losses import LossFn, ppo_loss
@@ -334,10 +334,9 @@ class StatsLogger:
             shown = "  ".join(f"{k} {stats[k]:.4g}" for k in self.keys if k in stats)
             print(shown, file=self.stream or sys.stdout, flush=True)
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            writer = JSONLWriter(self.path, group=False)
+            writer.write(stats)
+            writer.close()
 
 
 def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, policy: Any = None, **create_kwargs: Any) -> TrainerState:
