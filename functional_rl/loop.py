@@ -81,6 +81,27 @@ def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str],
         )
 
 
+def _fire(callbacks: Sequence[Any], name: str, *args: Any) -> None:
+    """Call hook ``name`` on every callback that has it."""
+    for cb in callbacks:
+        hook = getattr(cb, name, None)
+        if hook is not None:
+            hook(*args)
+
+
+def _report_failure(callbacks: Sequence[Any], last_good: Any, exc: BaseException) -> None:
+    """Every callback's ``on_failure(last_good, exc)``, even if one of them fails too: such a
+    failure is noted on ``exc`` (which the caller re-raises), never dropped."""
+    for cb in callbacks:
+        hook = getattr(cb, "on_failure", None)
+        if hook is None:
+            continue
+        try:
+            hook(last_good, exc)
+        except BaseException as cb_exc:
+            exc.add_note(f"on_failure of {type(cb).__name__} also failed: {cb_exc!r}")
+
+
 class _PhaseTimer:
     """Host wall time spent in the kernel's rollout steps and minibatch updates.
 
@@ -223,26 +244,8 @@ def functional_training_loop(
     history: list[dict[str, float]] = []
     last_good = state
 
-    def fire(name: str, *args: Any) -> None:
-        for cb in callbacks:
-            hook = getattr(cb, name, None)
-            if hook is not None:
-                hook(*args)
-
-    def fail(exc: BaseException) -> None:
-        # Every callback hears about the failure even if one of them fails too; the first
-        # callback error is chained onto the original, which is what gets raised.
-        for cb in callbacks:
-            hook = getattr(cb, "on_failure", None)
-            if hook is None:
-                continue
-            try:
-                hook(last_good, exc)
-            except BaseException as cb_exc:  # noted on the original exception, never dropped
-                exc.add_note(f"on_failure of {type(cb).__name__} also failed: {cb_exc!r}")
-
     try:
-        fire("on_start", state, config)
+        _fire(callbacks, "on_start", state, config)
         iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).tolist())
         stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
         while iteration < stop:
@@ -259,10 +262,10 @@ def functional_training_loop(
             iteration, agent_step = iteration + 1, int(host["agent_step"])
             last_good = state
             history.append(host)
-            fire("on_iteration", state, host)
-        fire("on_end", state)
+            _fire(callbacks, "on_iteration", state, host)
+        _fire(callbacks, "on_end", state)
     except BaseException as exc:
-        fail(exc)
+        _report_failure(callbacks, last_good, exc)
         raise
     return state, history
 
@@ -320,9 +323,7 @@ def train_many(
     histories: list[list[dict[str, float]]] = [[] for _ in agents]
     last_good = states
     try:
-        for cb in callbacks:
-            if hasattr(cb, "on_start"):
-                cb.on_start(states, config)
+        _fire(callbacks, "on_start", states, config)
         iteration = int(states.iteration[0])
         stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
         while iteration < stop:
@@ -346,16 +347,10 @@ def train_many(
                     raise NonFiniteError(f"agent {a} ({agent}): {e}") from None
                 histories[a].append(host)
             last_good = states
-            for cb in callbacks:
-                if hasattr(cb, "on_iteration"):
-                    for a in range(len(agents)):
-                        cb.on_iteration(states, histories[a][-1])
-        for cb in callbacks:
-            if hasattr(cb, "on_end"):
-                cb.on_end(states)
+            for history in histories:
+                _fire(callbacks, "on_iteration", states, history[-1])
+        _fire(callbacks, "on_end", states)
     except BaseException as exc:
-        for cb in callbacks:
-            if hasattr(cb, "on_failure"):
-                cb.on_failure(last_good, exc)
+        _report_failure(callbacks, last_good, exc)
         raise
     return states, histories
