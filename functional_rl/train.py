@@ -16,7 +16,6 @@ Everything is pure; metrics come back as 0-d tensors, synced to the host by the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -348,34 +347,29 @@ def make_kernel(
     if curriculum is not None and not pure_env:
         raise ValueError(f"a curriculum needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
 
-    def step(state):
-        return rollout_step(state, env=env, env_params=env_params, policy=policy, curriculum=curriculum)
-
-    def act(state):
-        return policy_act(state, policy=policy, action_space=env.action_space)
-
-    def record(state, a, next_obs, env_state, reward, terminated, truncated, final_obs):
-        return record_step(state, a, next_obs, env_state, reward, terminated, truncated, final_obs)
-
-    update = functools.partial(update_minibatch, policy=policy, config=config, custom_losses=custom_losses)
+    opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
+    maybe_compile = (lambda fn: torch.compile(fn, **opts)) if compile else (lambda fn: fn)
 
     def update_fn(params, opt_state, minibatch, hp, lr):
-        return update(params, opt_state, minibatch, hp, lr)
+        return update_minibatch(params, opt_state, minibatch, hp, lr, policy=policy, config=config, custom_losses=custom_losses)
 
-    if compile:
-        opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
-        step = torch.compile(step, **opts)
-        act = torch.compile(act, **opts)
-        record = torch.compile(record, **opts)
-        update_fn = torch.compile(update_fn, **opts)
-    if not pure_env:
+    if pure_env:
+
+        def step(state):
+            return rollout_step(state, env=env, env_params=env_params, policy=policy, curriculum=curriculum)
+
+        step = maybe_compile(step)
+    else:
         # An impure (host) env: compile the pure halves, call the simulator between them.
-        def step(state):  # noqa: F811
+        act = maybe_compile(lambda state: policy_act(state, policy=policy, action_space=env.action_space))
+        record = maybe_compile(record_step)
+
+        def step(state):
             a = act(state)
             next_obs, env_state, reward, terminated, truncated, info = env.step(a["k_env"], state.env_state, a["env_action"], env_params)
             return record(state, a, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
 
     return Kernel(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
-        rollout_step=step, update=update_fn, compiled=compile, curriculum=curriculum,
+        rollout_step=step, update=maybe_compile(update_fn), compiled=compile, curriculum=curriculum,
     )
