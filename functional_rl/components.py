@@ -4,7 +4,7 @@ Users of a modular trainer (``RolloutCollector``, ``PPOOptimizer``, ``PolicyEval
 ``TrainingCheckpointer``, ``StatsLogger``) find the same names here, but nothing holds
 mutable training state: every method takes a :class:`~functional_rl.state.TrainerState` and
 returns a new one. Each component delegates to the pure functions (``rollout``,
-``make_batch``, ``train_epoch``, ``ppo_loss``); none re-implements them. They measure time
+``train_on_trajectory``, ``ppo_loss``); none re-implements them. They measure time
 and convert metrics to Python numbers, which is why they live in the shell.
 
 The loop of the reference trainer's README, done this way::
@@ -20,7 +20,6 @@ The loop of the reference trainer's README, done this way::
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -33,12 +32,12 @@ from tensordict import TensorDict
 import functional_rl.random as jr
 from functional_rl import checkpoint
 from functional_rl.callbacks import JSONLWriter
-from functional_rl.config import PPOConfig, learning_rate_at
-from functional_rl.loop import NonFiniteError, metrics_to_host
-from functional_rl.losses import LossFn, ppo_loss
+from functional_rl.config import PPOConfig
+from functional_rl.loop import _check_finite, metrics_to_host
+from functional_rl.losses import LossFn, loss_name, ppo_loss
 from functional_rl.rollout import rollout
 from functional_rl.state import TrainerState
-from functional_rl.train import _mean_metrics, make_batch, make_kernel, train_epoch
+from functional_rl.train import make_kernel, train_on_trajectory
 
 __all__ = [
     "RolloutCollector",
@@ -174,17 +173,9 @@ class PPOOptimizer:
         """
         t0 = time.perf_counter()
         kernel = self._kernel(custom_loss_fns)
-        cfg = self.config
-        lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
-        batch = make_batch(experience, state.hparams)
-        epochs = []
-        for _ in range(cfg.update_epochs):
-            state, m = train_epoch(state, batch, kernel, lr)
-            epochs.append(m)
-        stats = metrics_to_host({**_mean_metrics(epochs), "learning_rate": lr})
-        bad = [k for k, v in stats.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteError(f"iteration {int(state.iteration) + 1}: {', '.join(bad)} became NaN/inf; lower the learning rate")
+        state, _, metrics = train_on_trajectory(state, experience, kernel)
+        stats = metrics_to_host({**metrics, "iteration": state.iteration + 1})
+        _check_finite(int(stats["iteration"]), stats, [loss_name(f) for f in kernel.custom_losses], self.env.id)
         stats["timing/train_s"] = time.perf_counter() - t0
         return state.replace(iteration=state.iteration + 1), stats
 

@@ -31,7 +31,7 @@ from functional_rl.optim import apply_updates, global_norm
 from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.state import TrainerState, make_optimizer
 
-__all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
+__all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_on_trajectory", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
 
@@ -256,6 +256,37 @@ def make_batch(trajectory: TensorDict, hp: Any, agent_dims: int = 0) -> TensorDi
     return data.reshape(-1) if agent_dims == 0 else data.reshape(trajectory.batch_size[0], -1)
 
 
+def train_on_trajectory(state: TrainerState, trajectory: TensorDict, kernel: Kernel) -> tuple[TrainerState, TensorDict, dict[str, torch.Tensor]]:
+    """The update half of an iteration: the scheduled learning rate, GAE, ``update_epochs``
+    epochs of minibatch updates. Pure.
+
+    Args:
+        trajectory: TensorDict ``[T, B]`` (``[A, T, B]`` with agents) from :func:`rollout`.
+
+    Returns:
+        ``(state, batch, metrics)``: ``batch`` the flattened TensorDict ``[N]`` with
+        ``advantage`` and ``returns``; ``metrics`` the loss diagnostics averaged over all
+        minibatch updates plus ``learning_rate``.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.loop import build
+        >>> state, kernel = build(frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1), compile=False)
+        >>> state, traj = frl.rollout(state, 4, kernel.rollout_step, kernel.critic)
+        >>> state, batch, metrics = train_on_trajectory(state, traj, kernel)
+        >>> batch.batch_size, int(state.update), "learning_rate" in metrics
+        (torch.Size([8]), 2, True)
+    """
+    cfg = kernel.config
+    lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
+    batch = make_batch(trajectory, state.hparams, kernel.agent_dims)
+    epoch_metrics = []
+    for _ in range(cfg.update_epochs):
+        state, m = train_epoch(state, batch, kernel, lr)
+        epoch_metrics.append(m)
+    return state, batch, {**_mean_metrics(epoch_metrics), "learning_rate": lr}
+
+
 def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, dict[str, torch.Tensor]]:
     """The default ``step_fn``: rollout, GAE, ``update_epochs`` epochs. Pure.
 
@@ -282,20 +313,12 @@ def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, 
         (torch.Size([]), 0.0)
     """
     cfg = kernel.config
-    lr = learning_rate_at(state.hparams, state.iteration, cfg.num_iterations, cfg.anneal_lr)
-    ax = kernel.agent_dims
-    state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic, time_dim=ax)
-    batch = make_batch(trajectory, state.hparams, ax)
-    epoch_metrics = []
-    for _ in range(cfg.update_epochs):
-        state, m = train_epoch(state, batch, kernel, lr)
-        epoch_metrics.append(m)
-    metrics = _mean_metrics(epoch_metrics)
+    state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic, time_dim=kernel.agent_dims)
+    state, batch, metrics = train_on_trajectory(state, trajectory, kernel)
     done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
     episodes = done.sum(dim=(-2, -1))
     metrics.update(
         explained_variance=explained_variance(batch["value"], batch["returns"]),
-        learning_rate=lr,
         episode_return=trajectory["episode_return"].sum(dim=(-2, -1)) / episodes,
         episode_length=trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)) / episodes,
         episodes=episodes,
