@@ -43,10 +43,11 @@ class PPOConfig:
     Attributes:
         env_id: registered environment id (see ``functional_rl.envs.list_envs()``).
         seed: seed of the run's PRNG key.
-        total_timesteps: environment steps to train for (summed over envs).
-        num_envs: parallel environments per agent (static: decides shapes).
+        total_timesteps: environment steps to train for (summed over envs and processes).
+        num_envs: parallel environments per agent and process (static: decides shapes).
         num_steps: rollout length T per iteration (static).
-        num_minibatches: minibatches per epoch; must divide ``num_envs * num_steps``.
+        num_minibatches: minibatches per epoch; must divide ``num_steps``: every minibatch
+            takes ``num_steps / num_minibatches`` randomly chosen steps of every env.
         update_epochs: passes over each batch (static).
         learning_rate: Adam step size at the start of training (> 0).
         anneal_lr: decay the learning rate linearly to 0 over the run.
@@ -67,6 +68,8 @@ class PPOConfig:
             episode's start) to the policy with the observation; kept in the state and stored
             in the trajectory's ``obs`` so training sees exactly what the rollout saw.
         device: torch device string for the state and the compiled functions.
+        world_size: processes of a data-parallel run, each with ``num_envs`` envs (set from the
+            ``torch.distributed`` process group by :func:`functional_training_loop`; 1 otherwise).
 
     Example:
         >>> cfg = PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=640)
@@ -74,10 +77,10 @@ class PPOConfig:
         (64, 32, 10)
         >>> cfg.replace(gamma=0.9).gamma, cfg.gamma
         (0.9, 0.99)
-        >>> PPOConfig(num_envs=3, num_steps=5, num_minibatches=2)
+        >>> PPOConfig(num_envs=4, num_steps=5, num_minibatches=2)
         Traceback (most recent call last):
             ...
-        ValueError: PPOConfig.num_minibatches=2 is invalid: must divide the batch size num_envs * num_steps = 15
+        ValueError: PPOConfig.num_minibatches=2 is invalid: must divide num_steps = 5 (each minibatch takes num_steps / num_minibatches steps of every env)
     """
 
     env_id: str = "CartPole-v1"
@@ -104,6 +107,7 @@ class PPOConfig:
     normalize_reward: bool = False
     last_action: bool = False
     device: str = "cpu"
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):
@@ -112,13 +116,18 @@ class PPOConfig:
 
     # ------------------------------------------------------------------ derived sizes
     @property
-    def batch_size(self) -> int:
-        """Transitions per iteration: ``num_envs * num_steps``."""
+    def local_batch_size(self) -> int:
+        """Transitions per iteration in one process: ``num_envs * num_steps``."""
         return self.num_envs * self.num_steps
 
     @property
+    def batch_size(self) -> int:
+        """Transitions per iteration over all processes: ``num_envs * num_steps * world_size``."""
+        return self.local_batch_size * self.world_size
+
+    @property
     def minibatch_size(self) -> int:
-        """``batch_size // num_minibatches``."""
+        """Transitions per gradient step over all processes: ``batch_size // num_minibatches``."""
         return self.batch_size // self.num_minibatches
 
     @property
@@ -133,17 +142,19 @@ class PPOConfig:
         def bad(name: str, rule: str) -> None:
             raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r} is invalid: {rule}")
 
-        for name in ("seed", "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+        ints = ("seed", "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "world_size")
+        for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 bad(name, "must be an integer")
-        for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
+        for name in ints[1:]:
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
-        if self.batch_size % self.num_minibatches:
+        if self.num_steps % self.num_minibatches:
             bad(
                 "num_minibatches",
-                f"must divide the batch size num_envs * num_steps = {self.batch_size}",
+                f"must divide num_steps = {self.num_steps} (each minibatch takes num_steps / num_minibatches "
+                "steps of every env)",
             )
         floats = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "adam_eps")
         for name in floats:

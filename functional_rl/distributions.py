@@ -43,7 +43,8 @@ class Categorical:
     """
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """int64 ``[...]`` by the Gumbel-max trick."""
+        """int64 ``[...]`` by the Gumbel-max trick; ``key`` is one key ``[2]`` or one per row
+        ``[*batch, 2]`` (see :func:`functional_rl.random.categorical`)."""
         return jr.categorical(key, outputs["logits"])
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -87,9 +88,12 @@ class DiagGaussian:
     """
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``mean + exp(log_std) * z`` with ``z ~ N(0, 1)`` from ``key``; float ``[..., D]``."""
+        """``mean + exp(log_std) * z`` with ``z ~ N(0, 1)`` from ``key``; float ``[..., D]``.
+
+        ``key`` is one key ``[2]``, or one per row ``[*batch, 2]`` (row ``b`` of the sample
+        then depends on ``key[b]`` only)."""
         mean = outputs["mean"]
-        return mean + outputs["log_std"].exp() * jr.normal(key, mean.shape, mean.dtype)
+        return mean + outputs["log_std"].exp() * jr.normal(key, jr._row_shape(key, mean.shape, "DiagGaussian.sample"), mean.dtype)
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The mean, float ``[..., D]``."""

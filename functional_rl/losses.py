@@ -62,6 +62,7 @@ def ppo_loss(
     clip_vloss: bool = True,
     norm_adv: bool = True,
     custom_losses: Sequence[LossFn] = (),
+    adv_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip loss and its diagnostics for one minibatch. Pure.
 
@@ -72,8 +73,12 @@ def ppo_loss(
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
         hp: :class:`~functional_rl.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
         clip_vloss: clip the value update around the old value.
-        norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch.
-        custom_losses: extra loss functions (module docstring).
+        norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch:
+            ``A' = (A - mean) / (std + 1e-8)``.
+        custom_losses: extra loss functions (module docstring); they see the raw advantages.
+        adv_stats: ``(mean, std)`` 0-d tensors to normalise with instead of this minibatch's own
+            (a data-parallel update passes the statistics of the whole minibatch across
+            processes, see :func:`functional_rl.train.advantage_stats`).
 
     Returns:
         ``(loss, metrics)``: ``loss`` 0-d; ``metrics`` maps ``policy_loss``, ``value_loss``,
@@ -104,7 +109,8 @@ def ppo_loss(
 
     advantage = batch["advantage"]
     if norm_adv:
-        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        mean, std = (advantage.mean(), advantage.std()) if adv_stats is None else adv_stats
+        advantage = (advantage - mean) / (std + 1e-8)
     clip = hp.clip_coef
     policy_loss = torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)).mean()
 

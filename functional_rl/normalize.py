@@ -11,6 +11,11 @@ Running moments use the parallel update of Chan, Golub & LeVeque (1979), as gymn
     delta = m_b - m;  n' = n + n_b;  m' = m + delta n_b / n'
     v' = (v n + v_b n_b + delta^2 n n_b / n') / n'
 
+The batch moments come from the sums ``n_b, S1 = sum (x - m), S2 = sum (x - m)^2`` (shifted by
+the running mean, in float64): ``delta = S1 / n_b``, ``v_b = S2 / n_b - delta^2``. Sums add
+up across processes, so a data-parallel run folds in the batch of all its processes' envs
+(``all_reduce``, see :mod:`functional_rl.parallel`) and every process keeps the same statistics.
+
 Observations: ``(obs - m) / sqrt(v + eps)`` clipped to ``[-clip, clip]`` (gymnasium's
 ``NormalizeObservation`` followed by CleanRL's clip). Rewards: gymnasium's
 ``NormalizeReward`` with same-step autoreset: a per-env discounted return
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import torch
 
+from functional_rl.parallel import AllReduce, sum_over_processes
 from functional_rl.struct import pytree_dataclass
 
 __all__ = [
@@ -94,19 +100,21 @@ def moments_init(shape: tuple[int, ...], epsilon: float = 1e-4) -> RunningMoment
     )
 
 
-def moments_update(m: RunningMoments, x: torch.Tensor) -> RunningMoments:
+def moments_update(m: RunningMoments, x: torch.Tensor, all_reduce: AllReduce | None = None) -> RunningMoments:
     """Fold a batch ``x [N, *shape]`` into the moments (parallel Welford update). Pure.
+
+    With ``all_reduce`` the batch is the union of every process's ``x``.
 
     Example (the tiny initial count barely moves the batch statistics):
         >>> m = moments_update(moments_init((2,)), torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # [N=2, 2]
         >>> [round(x, 3) for x in m.mean.tolist()], [round(x, 3) for x in m.var.tolist()], round(float(m.count), 4)
         ([2.0, 4.0], [1.0, 4.001], 2.0001)
     """
-    x = x.to(_STATS_DTYPE)
-    n_b = x.shape[0]
-    batch_mean = x.mean(0)
-    batch_var = x.var(0, unbiased=False)
-    delta = batch_mean - m.mean
+    d = x.to(_STATS_DTYPE) - m.mean
+    n_b = torch.full((), x.shape[0], dtype=_STATS_DTYPE, device=x.device)
+    n_b, s1, s2 = sum_over_processes([n_b, d.sum(0), (d * d).sum(0)], all_reduce)
+    delta = s1 / n_b  # batch mean - running mean
+    batch_var = torch.clamp(s2 / n_b - delta**2, min=0.0)
     total = m.count + n_b
     mean = m.mean + delta * n_b / total
     m2 = m.var * m.count + batch_var * n_b + delta**2 * m.count * n_b / total
@@ -123,15 +131,15 @@ def obs_norm_init(obs_shape: tuple[int, ...]) -> RunningMoments:
     return moments_init(tuple(obs_shape))
 
 
-def obs_norm_update(m: RunningMoments, obs: torch.Tensor) -> RunningMoments:
-    """Fold ``obs [B, *obs_shape]`` into the statistics.
+def obs_norm_update(m: RunningMoments, obs: torch.Tensor, all_reduce: AllReduce | None = None) -> RunningMoments:
+    """Fold ``obs [B, *obs_shape]`` (of every process, with ``all_reduce``) into the statistics.
 
     Example:
         >>> m = obs_norm_update(obs_norm_init((2,)), torch.tensor([[0.0, 10.0], [2.0, 10.0]]))
         >>> [round(x, 3) for x in m.mean.tolist()]
         [1.0, 10.0]
     """
-    return moments_update(m, obs)
+    return moments_update(m, obs, all_reduce)
 
 
 def obs_norm_apply(m: RunningMoments, obs: torch.Tensor, clip: float = 10.0, eps: float = 1e-8) -> torch.Tensor:
@@ -174,6 +182,7 @@ def reward_norm_update(
     terminated: torch.Tensor,
     truncated: torch.Tensor,
     gamma: float | torch.Tensor,
+    all_reduce: AllReduce | None = None,
 ) -> RewardNormState:
     """Advance the discounted returns ``G`` by one step and fold them into the moments.
 
@@ -186,6 +195,7 @@ def reward_norm_update(
         terminated: bool ``[B]``.
         truncated: bool ``[B]``.
         gamma: discount, a float or 0-d tensor.
+        all_reduce: in a data-parallel run, the moments see every process's ``G``.
 
     Example (env 1's episode ends, so its accumulator restarts at 0):
         >>> s = reward_norm_init(2)
@@ -195,7 +205,7 @@ def reward_norm_update(
         ([1.0, 0.0], 1.5)
     """
     g = s.discounted_return * gamma * (1.0 - terminated.to(_STATS_DTYPE)) + reward.to(_STATS_DTYPE)
-    moments = moments_update(s.moments, g)
+    moments = moments_update(s.moments, g, all_reduce)
     done = terminated | truncated
     return RewardNormState(moments=moments, discounted_return=torch.where(done, torch.zeros_like(g), g))
 

@@ -220,6 +220,8 @@ def normal(k: torch.Tensor, shape: Sequence[int] = (), dtype: torch.dtype = torc
 
     ``z = sqrt(-2 ln u1) * cos(2 pi u2)`` with ``u1, u2 ~ U(0, 1)`` independent.
 
+    A batch of keys ``[..., 2]`` gives an independent sample ``shape`` per key.
+
     Returns:
         ``dtype`` tensor of shape ``k.shape[:-1] + shape``.
 
@@ -236,6 +238,17 @@ def normal(k: torch.Tensor, shape: Sequence[int] = (), dtype: torch.dtype = torc
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
 
 
+def _row_shape(k: torch.Tensor, shape: Sequence[int], what: str) -> tuple[int, ...]:
+    """The per-key part of ``shape`` when ``k`` holds one key per leading row of it."""
+    nb = k.dim() - 1
+    if tuple(k.shape[:-1]) != tuple(shape[:nb]):
+        raise ValueError(
+            f"{what}: a batch of keys {tuple(k.shape)} must match the leading dims of the sample "
+            f"shape {tuple(shape)} (one key per row); pass one key [2] for the whole sample"
+        )
+    return tuple(shape[nb:])
+
+
 def categorical(k: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Sample indices from unnormalised log-probabilities by the Gumbel-max trick.
 
@@ -243,7 +256,8 @@ def categorical(k: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     ``softmax(logits)``.
 
     Args:
-        k: an unbatched key ``[2]`` (use vmap for batches of keys).
+        k: one key ``[2]`` for all rows, or one key per row: ``[*batch, 2]`` with ``batch``
+            the leading dims of ``logits`` (row ``b`` then depends on ``k[b]`` only).
         logits: float ``[..., K]``.
 
     Returns:
@@ -253,8 +267,12 @@ def categorical(k: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         >>> logits = torch.tensor([[0.0, 100.0], [100.0, 0.0]])  # [2, K=2], nearly one-hot
         >>> categorical(key(0), logits)
         tensor([1, 0])
+        >>> keys = split(key(0), 2)  # one key per row [2, 2]
+        >>> bool(torch.equal(categorical(keys, logits)[1:], categorical(keys[1:], logits[1:])))
+        True
     """
-    u = _open_uniform(k, logits.shape, logits.dtype)
+    _check_key(k)
+    u = _open_uniform(k, _row_shape(k, logits.shape, "categorical"), logits.dtype)
     gumbel = -torch.log(-torch.log(u))
     return torch.argmax(logits + gumbel, dim=-1)
 

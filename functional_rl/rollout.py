@@ -37,12 +37,16 @@ from functional_rl.envs.base import Box
 __all__ = ["rollout_step", "rollout", "policy_act", "record_step", "encode_action"]
 
 
-def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
+def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: Any = None) -> dict[str, Any]:
     """The policy half of a step: normalise the observation, sample an action. Pure.
 
-    Returns a dict with the new ``key`` and ``obs_norm``, the env key ``k_env``, the policy
-    input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a Box's bounds),
-    ``log_prob`` and ``value``. Shapes (``B = num_envs``): ``key``/``k_env`` int64 ``[2]``;
+    Returns a dict with the new ``key`` and ``obs_norm``, the per-env keys ``k_env`` for the
+    env step, the policy input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a
+    Box's bounds), ``log_prob`` and ``value``. Env ``b``'s action and env keys are
+    ``fold_in(k, state.env_ids[b])`` of this step's keys. In a data-parallel run
+    ``all_reduce`` (:mod:`functional_rl.parallel`) makes the observation statistics see every
+    process's observations. Shapes (``B = num_envs``): ``key``
+    int64 ``[2]``; ``k_env`` int64 ``[B, 2]``;
     ``obs`` float ``[B, *obs_shape]`` (``[B, obs_dim + K]`` with the last action appended);
     ``action``/``env_action`` int64 ``[B]`` or float ``[B, D]``; ``log_prob``/``value`` float
     ``[B]`` (detached).
@@ -61,10 +65,13 @@ def policy_act(state: Any, *, policy: Any, action_space: Any) -> dict[str, Any]:
         (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]), torch.Size([2]))
     """
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
+    # One key per env (folding in its global index): env b's draws never depend on the others.
+    k_act = jr.fold_in(k_act[None, :], state.env_ids)
+    k_env = jr.fold_in(k_env[None, :], state.env_ids)
     obs_norm = state.obs_norm
     obs = state.obs
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
-        obs_norm = normalize.obs_norm_update(obs_norm, obs)
+        obs_norm = normalize.obs_norm_update(obs_norm, obs, all_reduce)
         obs = normalize.obs_norm_apply(obs_norm, obs)
     extra = state.extra or {}
     if "last_action" in extra:
@@ -90,6 +97,9 @@ def record_step(
     terminated: torch.Tensor,
     truncated: torch.Tensor,
     final_obs: torch.Tensor,
+    *,
+    world_size: int = 1,
+    all_reduce: Any = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """The bookkeeping half of a step, after the env moved. Pure.
 
@@ -105,6 +115,10 @@ def record_step(
         terminated: bool ``[B]``.
         truncated: bool ``[B]``.
         final_obs: float ``[B, *obs_shape]``, the true next observation (``info["final_obs"]``).
+        world_size: processes stepping ``B`` envs each in a data-parallel run; ``agent_step``
+            counts all of them (``+= B * world_size``, the reference trainer's
+            ``record_rollout(agent_steps, world_size)``).
+        all_reduce: in a data-parallel run, the reward statistics see every process's returns.
 
     Returns:
         ``(new_state, transition)``; see the module docstring.
@@ -136,7 +150,7 @@ def record_step(
     reward_norm = state.reward_norm
     train_reward = reward
     if reward_norm is not None:
-        reward_norm = normalize.reward_norm_update(reward_norm, reward, terminated, truncated, state.hparams.gamma)
+        reward_norm = normalize.reward_norm_update(reward_norm, reward, terminated, truncated, state.hparams.gamma, all_reduce)
         train_reward = normalize.reward_norm_apply(reward_norm, reward)
     ep_return = state.episode_return + reward
     ep_length = state.episode_length + 1
@@ -161,7 +175,7 @@ def record_step(
         extra=extra,
         episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
         episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),
-        agent_step=state.agent_step + reward.shape[0],
+        agent_step=state.agent_step + reward.shape[0] * world_size,
     )
     return new_state, transition
 
@@ -183,7 +197,8 @@ def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def rollout_step(
-    state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None
+    state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None, world_size: int = 1,
+    all_reduce: Any = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """One step of every pure environment under the current policy. Pure.
 
@@ -195,6 +210,7 @@ def rollout_step(
         env: a pure environment; env_params: its parameters; policy: a ``Policy``.
         curriculum: optional task sampler (:mod:`functional_rl.curriculum`): the env runs with
             its per-env parameters, and envs whose episode ended draw their next task.
+        world_size, all_reduce: see :func:`record_step` (``None``/1 in one process).
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
@@ -214,9 +230,12 @@ def rollout_step(
     """
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.extra["curriculum"])
-    act = policy_act(state, policy=policy, action_space=env.action_space)
+    act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce)
     next_obs, env_state, reward, terminated, truncated, info = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
-    new_state, transition = record_step(state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+    new_state, transition = record_step(
+        state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"],
+        world_size=world_size, all_reduce=all_reduce,
+    )
     if curriculum is not None:
         cs = curriculum.on_step(new_state.extra["curriculum"], terminated | truncated)
         new_state = new_state.replace(extra={**new_state.extra, "curriculum": cs})

@@ -84,6 +84,11 @@ class TrainerState:
         update: int64 0-d, completed minibatch updates.
         episode_return: float32 ``[B]``, return of each env's running episode.
         episode_length: int64 ``[B]``, length of each env's running episode.
+        env_ids: int64 ``[B]``, each env's index in the whole run (``0 .. B-1`` in one
+            process; rank ``r`` of a data-parallel run owns ``r*B .. r*B+B-1``). Every random
+            draw of env ``b`` (its actions, its resets, its minibatch slots) folds in
+            ``env_ids[b]``, so an env sees the same numbers however the envs are split
+            across processes.
         obs_norm: observation-normalizer statistics, or ``None``.
         reward_norm: reward-scaling statistics, or ``None``.
         extra: ``None`` or a dict of feature state: ``"last_action"`` (encoded previous
@@ -117,6 +122,7 @@ class TrainerState:
     update: torch.Tensor
     episode_return: torch.Tensor
     episode_length: torch.Tensor
+    env_ids: torch.Tensor
     obs_norm: Any = None
     reward_norm: Any = None
     extra: Any = None
@@ -132,18 +138,24 @@ class TrainerState:
         env_params: Any = None,
         hparams: Hyperparams | None = None,
         curriculum: Any = None,
+        env_offset: int = 0,
     ) -> TrainerState:
         """Initial state: fresh params from ``key`` (default ``jr.key(config.seed)``), reset envs.
 
         The key is split into (params, env reset, run) streams, so the same seed gives the
-        same state everywhere. Everything is built on the CPU and moved to ``config.device``,
-        so a CUDA run starts from exactly the CPU run's initial state.
+        same state everywhere. Env ``b`` gets the global index ``env_offset + b`` and resets
+        from ``fold_in(k_env, env_offset + b)``: rank ``r`` of a data-parallel run passes
+        ``env_offset = r * num_envs`` and its envs start exactly where envs
+        ``r*num_envs ..`` of a one-process run with all the envs start. Everything is built on
+        the CPU and moved to ``config.device``, so a CUDA run starts from exactly the CPU
+        run's initial state.
         """
         key = jr.key(config.seed) if key is None else key
         k_params, k_env, k_run = jr.split(key, 3).unbind(0)
         env_params = env.default_params() if env_params is None else env_params
         params = policy.init(k_params)
-        obs, env_state = env.reset(k_env, env_params, config.num_envs)
+        env_ids = torch.arange(env_offset, env_offset + config.num_envs, dtype=torch.int64)
+        obs, env_state = env.reset(jr.fold_in(k_env[None, :], env_ids), env_params, config.num_envs)
         zero = torch.zeros((), dtype=torch.int64)
         extra = {}
         if config.last_action:
@@ -163,6 +175,7 @@ class TrainerState:
             update=zero.clone(),
             episode_return=torch.zeros(config.num_envs),
             episode_length=torch.zeros(config.num_envs, dtype=torch.int64),
+            env_ids=env_ids,
             obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
             reward_norm=normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None,
             extra=extra or None,

@@ -11,6 +11,15 @@ One iteration (PureJaxRL's shape, with named steps instead of tuple carries)::
     state       = state.replace(iteration = iteration + 1)
 
 Everything is pure; metrics come back as 0-d tensors, synced to the host by the shell once.
+
+Data parallel (``torch.distributed``): every process runs this same code on its own envs; the
+kernel's only contact with the others is ``Kernel.all_reduce``, an injected function that sums
+a 1-D tensor over processes (``None`` in one process: nothing is reduced). It sums the
+gradients (then divided by ``world_size``), the advantage-normalisation moments of each
+minibatch and the iteration's metrics, so a run of ``W`` processes with ``B`` envs each
+computes what one process with ``W * B`` envs computes, to float rounding: per-env key
+streams (``state.env_ids``) and minibatches stratified by env make the two see the same
+transitions in the same minibatches.
 """
 
 from __future__ import annotations
@@ -28,10 +37,14 @@ from functional_rl.advantages import compute_advantages
 from functional_rl.config import PPOConfig, learning_rate_at
 from functional_rl.losses import LossFn, adapt_loss, ppo_loss
 from functional_rl.optim import apply_updates, global_norm
+from functional_rl.parallel import sum_over_processes
 from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.state import TrainerState, make_optimizer
 
-__all__ = ["Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_on_trajectory", "train_iteration", "explained_variance", "MINIBATCH_KEYS"]
+__all__ = [
+    "Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_on_trajectory", "train_iteration",
+    "explained_variance", "minibatch_order", "advantage_stats", "MINIBATCH_KEYS",
+]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
 
@@ -50,6 +63,9 @@ class Kernel:
             leading agent axis of every state leaf (see :func:`functional_rl.vmap.train_many`).
         value: the critic ``(params, obs) -> V``; default ``policy.value``.
         curriculum: optional task sampler (:mod:`functional_rl.curriculum`).
+        all_reduce: ``None`` in one process; in a data-parallel run a function summing a 1-D
+            tensor over all processes (:func:`functional_rl.distributed.process_group_sum`).
+        world_size: number of processes (1 without ``torch.distributed``).
 
     Example:
         >>> import functional_rl as frl
@@ -77,6 +93,8 @@ class Kernel:
     num_agents: int | None = None
     value: Callable[..., Any] | None = None
     curriculum: Any = None
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    world_size: int = 1
 
     @property
     def agent_dims(self) -> int:
@@ -86,6 +104,31 @@ class Kernel:
     def critic(self, params: Any, obs: torch.Tensor) -> torch.Tensor:
         """``V(obs)`` for ``obs [T, B, ...]`` (or ``[A, T, B, ...]`` with agents)."""
         return (self.value or self.policy.value)(params, obs)
+
+
+def advantage_stats(advantage: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std of a minibatch's advantages over all processes: 0-d float32 each.
+
+    ``mean = S1 / n`` and ``std = sqrt((S2 - S1 * mean) / (n - 1))`` from the sums
+    ``n, S1 = sum A, S2 = sum A^2`` (accumulated in float64 so the subtraction does not lose the
+    variance) added up over processes; in one process this is ``A.mean(), A.std()``.
+
+    Example:
+        >>> adv = torch.tensor([1.0, 2.0, 3.0, 6.0])
+        >>> mean, std = advantage_stats(adv)
+        >>> round(float(mean), 4), round(float(std), 4), round(float(adv.std()), 4)
+        (3.0, 2.1602, 2.1602)
+        >>> other = torch.tensor([2.0, 9.0, 45.0], dtype=torch.float64)  # n, sum, sum of squares of [3, 6]
+        >>> mean, std = advantage_stats(adv[:2], lambda buf: buf + other)  # a stand-in for a second process
+        >>> round(float(mean), 4), round(float(std), 4)
+        (3.0, 2.1602)
+    """
+    a = advantage.to(torch.float64)
+    n = torch.full((), a.numel(), dtype=torch.float64, device=a.device)
+    n, s1, s2 = sum_over_processes([torch.stack([n, a.sum(), (a * a).sum()])], all_reduce)[0].unbind(0)
+    mean = s1 / n
+    var = torch.clamp((s2 - s1 * mean) / (n - 1), min=0.0)
+    return mean.to(advantage.dtype), var.sqrt().to(advantage.dtype)
 
 
 def update_minibatch(
@@ -98,17 +141,25 @@ def update_minibatch(
     policy: Any,
     config: PPOConfig,
     custom_losses: Sequence[LossFn] = (),
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world_size: int = 1,
 ) -> tuple[Any, Any, dict[str, torch.Tensor]]:
     """One gradient step on ``ppo_loss``: ``torch.func.grad``, global-norm clip, Adam. Pure.
+
+    In a data-parallel run (``all_reduce`` given) the advantages are normalised with the
+    statistics of the whole minibatch across processes and the gradient is the mean over
+    processes, ``g = (1 / W) sum_r g_r``, before clipping and Adam, so every process takes
+    the same step on the same parameters.
 
     Args:
         params, opt_state: current parameters and optimizer state.
         minibatch: ``MINIBATCH_KEYS`` tensors with leading dim ``N = minibatch_size``.
         hp: :class:`Hyperparams`; lr: float 0-d learning rate for this step.
+        all_reduce, world_size: see :class:`Kernel`.
 
     Returns:
         ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus
-        :func:`gradient_stats` (before clipping).
+        :func:`gradient_stats` (of the averaged gradient, before clipping).
 
     Example (one step on a batch of ``N = 4`` transitions):
         >>> import functional_rl as frl
@@ -129,13 +180,18 @@ def update_minibatch(
         False
     """
 
+    adv_stats = advantage_stats(minibatch["advantage"], all_reduce) if config.norm_adv else None
+
     def loss_fn(p):
         return ppo_loss(
             p, minibatch, policy=policy, hp=hp, clip_vloss=config.clip_vloss,
-            norm_adv=config.norm_adv, custom_losses=custom_losses,
+            norm_adv=config.norm_adv, custom_losses=custom_losses, adv_stats=adv_stats,
         )
 
     grads, metrics = torch.func.grad(loss_fn, has_aux=True)(params)
+    if all_reduce is not None:
+        leaves, spec = pytree.tree_flatten(grads)
+        grads = pytree.tree_unflatten([g / world_size for g in sum_over_processes(leaves, all_reduce)], spec)
     tx = make_optimizer(config, learning_rate=lr, max_grad_norm=hp.max_grad_norm)
     updates, opt_state = tx.update(grads, opt_state, params)
     metrics = {**metrics, **gradient_stats(grads)}
@@ -164,7 +220,9 @@ def _mean_metrics(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torch.Tensor) -> tuple[TrainerState, dict[str, torch.Tensor]]:
     """One pass over ``batch`` in ``num_minibatches`` shuffled minibatches. Pure.
 
-    The permutation comes from ``state.key`` (split; the state carries the new key).
+    The order comes from ``state.key`` (split; the state carries the new key) through
+    :func:`minibatch_order`: every minibatch holds ``num_steps / num_minibatches`` random
+    steps of every env.
 
     Args:
         batch: TensorDict ``[N]`` with ``MINIBATCH_KEYS``, ``N = num_envs * num_steps``.
@@ -194,7 +252,7 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
     key, k_perm = jr.split(state.key, 2).unbind(-2)
     key = key.contiguous()  # [A, 2] views of [A, 2, 2] would change strides between calls
     n = batch.batch_size[ax]
-    perm = jr.permutation(k_perm, n)  # [N], or [A, N] for a batch of keys
+    perm = minibatch_order(k_perm, state.env_ids, n // state.env_ids.shape[-1], cfg.num_minibatches)  # [N], or [A, N] for a batch of keys
     if ax == 0:
         shuffled = {k: batch[k][perm] for k in MINIBATCH_KEYS}
     else:
@@ -209,6 +267,47 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
         history.append(m)
     state = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + cfg.num_minibatches)
     return state, _mean_metrics(history)
+
+
+def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, num_minibatches: int) -> torch.Tensor:
+    """The order in which an epoch visits a flattened ``[T * B]`` batch (index ``t * B + b``).
+
+    Env ``b`` shuffles its own ``T`` steps with the key ``fold_in(key, env_ids[b])``; minibatch
+    ``m`` takes the steps ``m * s .. m * s + s - 1`` of every env's shuffle (``s = T / M``),
+    env-major. Each minibatch is thus a random sample stratified by env (``s`` steps of each),
+    and, because an env's shuffle depends only on its global index, the minibatch ``m`` of a
+    data-parallel process is exactly its envs' share of minibatch ``m`` of one process
+    running all the envs.
+
+    Args:
+        key: int64 ``[2]`` (or ``[A, 2]``, one per agent).
+        env_ids: int64 ``[B]`` (or ``[A, B]``), the envs' global indices.
+        num_steps: ``T``.
+        num_minibatches: ``M``; must divide ``T``.
+
+    Returns:
+        int64 ``[T * B]`` (or ``[A, T * B]``) whose consecutive slices of ``s * B`` are the minibatches.
+
+    Example (T = 4 steps of B = 2 envs in M = 2 minibatches):
+        >>> import functional_rl.random as jr
+        >>> order = minibatch_order(jr.key(0), torch.arange(2), num_steps=4, num_minibatches=2)
+        >>> sorted(order.tolist()) == list(range(8))
+        True
+        >>> [sorted(i % 2 for i in mb) for mb in order.reshape(2, 4).tolist()]  # 2 steps of each env
+        [[0, 0, 1, 1], [0, 0, 1, 1]]
+        >>> second = minibatch_order(jr.key(0), torch.tensor([1]), 4, 2)  # env 1 alone, as in a second process
+        >>> [[i // 2 for i in mb if i % 2 == 1] for mb in order.reshape(2, 4).tolist()] == second.reshape(2, 2).tolist()
+        True
+    """
+    if num_steps % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide num_steps={num_steps}")
+    B, s = env_ids.shape[-1], num_steps // num_minibatches
+    lead = env_ids.shape[:-1]
+    keys = jr.fold_in(key.unsqueeze(-2), env_ids)  # [..., B, 2]: one shuffle per env
+    steps = torch.argsort(jr.bits(keys, (num_steps,)), dim=-1, stable=True)  # [..., B, T]
+    flat = steps * B + torch.arange(B, device=steps.device)[:, None]  # index t * B + b
+    flat = flat.reshape(*lead, B, num_minibatches, s).transpose(-3, -2)  # [..., M, B, s]
+    return flat.reshape(*lead, num_steps * B)
 
 
 def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
@@ -315,21 +414,56 @@ def train_iteration(state: TrainerState, kernel: Kernel) -> tuple[TrainerState, 
     cfg = kernel.config
     state, trajectory = rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic, time_dim=kernel.agent_dims)
     state, batch, metrics = train_on_trajectory(state, trajectory, kernel)
-    done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
-    episodes = done.sum(dim=(-2, -1))
-    metrics.update(
-        explained_variance=explained_variance(batch["value"], batch["returns"]),
-        episode_return=trajectory["episode_return"].sum(dim=(-2, -1)) / episodes,
-        episode_length=trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)) / episodes,
-        episodes=episodes,
-        nonfinite_params=_nonfinite_count(state.params).to(torch.float32),
-        nonfinite_obs=_nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
-    )
+    metrics = _iteration_metrics(metrics, trajectory, batch, state, kernel)
     if kernel.curriculum is not None:
         cs = kernel.curriculum.update(state.extra["curriculum"], metrics)
         state = state.replace(extra={**state.extra, "curriculum": cs})
         metrics.update(kernel.curriculum.metrics(cs))
     return state.replace(iteration=state.iteration + 1), metrics
+
+
+def _is_replicated(name: str) -> bool:
+    """Metrics every process already holds identically (computed from averaged gradients)."""
+    return name == "learning_rate" or name.startswith("grad")
+
+
+def _iteration_metrics(metrics: dict[str, torch.Tensor], trajectory: TensorDict, batch: TensorDict, state: TrainerState, kernel: Kernel) -> dict[str, torch.Tensor]:
+    """Add the iteration's statistics to the update's metrics, over all processes.
+
+    Everything is formed from sums reduced in ONE call of ``kernel.all_reduce`` per dtype:
+    loss diagnostics are averaged over processes (their minibatches are of equal size),
+    episode statistics are ``sum / count`` over every process's finished episodes, and the
+    explained variance comes from the moments of ``returns`` and ``returns - value``.
+    """
+    W = kernel.world_size
+    done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
+    y = batch["returns"].to(torch.float64)
+    r = y - batch["value"].to(torch.float64)
+    local = {k: v / W for k, v in metrics.items() if not _is_replicated(k)}
+    sums = {
+        **local,
+        "episodes": done.sum(dim=(-2, -1)),
+        "episode_return": trajectory["episode_return"].sum(dim=(-2, -1)),
+        "episode_length": trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)),
+        "nonfinite_obs": _nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
+        "ev/n": torch.full_like(y[..., 0], y.shape[-1]),
+        "ev/y": y.sum(-1), "ev/yy": (y * y).sum(-1), "ev/r": r.sum(-1), "ev/rr": (r * r).sum(-1),
+    }
+    sums = dict(zip(sums, sum_over_processes(list(sums.values()), kernel.all_reduce)))
+    n = sums["ev/n"]
+    var_y = sums["ev/yy"] / n - (sums["ev/y"] / n) ** 2
+    var_r = sums["ev/rr"] / n - (sums["ev/r"] / n) ** 2
+    episodes = sums["episodes"]
+    return {
+        **metrics,
+        **{k: sums[k] for k in local},
+        "explained_variance": (1.0 - var_r / var_y).to(torch.float32),
+        "episode_return": sums["episode_return"] / episodes,
+        "episode_length": sums["episode_length"] / episodes,
+        "episodes": episodes,
+        "nonfinite_params": _nonfinite_count(state.params).to(torch.float32),
+        "nonfinite_obs": sums["nonfinite_obs"],
+    }
 
 
 def make_kernel(
@@ -342,8 +476,13 @@ def make_kernel(
     compile: bool = False,
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world_size: int = 1,
 ) -> Kernel:
     """Bind the static parts and optionally ``torch.compile`` the step functions.
+
+    ``all_reduce`` and ``world_size`` make a data-parallel kernel (see :class:`Kernel`); the
+    collectives then run inside the compiled update (functional collectives trace).
 
     With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
     compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
@@ -374,18 +513,24 @@ def make_kernel(
     maybe_compile = (lambda fn: torch.compile(fn, **opts)) if compile else (lambda fn: fn)
 
     def update_fn(params, opt_state, minibatch, hp, lr):
-        return update_minibatch(params, opt_state, minibatch, hp, lr, policy=policy, config=config, custom_losses=custom_losses)
+        return update_minibatch(
+            params, opt_state, minibatch, hp, lr, policy=policy, config=config, custom_losses=custom_losses,
+            all_reduce=all_reduce, world_size=world_size,
+        )
 
     if pure_env:
 
         def step(state):
-            return rollout_step(state, env=env, env_params=env_params, policy=policy, curriculum=curriculum)
+            return rollout_step(
+                state, env=env, env_params=env_params, policy=policy, curriculum=curriculum,
+                world_size=world_size, all_reduce=all_reduce,
+            )
 
         step = maybe_compile(step)
     else:
         # An impure (host) env: compile the pure halves, call the simulator between them.
-        act = maybe_compile(lambda state: policy_act(state, policy=policy, action_space=env.action_space))
-        record = maybe_compile(record_step)
+        act = maybe_compile(lambda state: policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
+        record = maybe_compile(lambda *args: record_step(*args, world_size=world_size, all_reduce=all_reduce))
 
         def step(state):
             a = act(state)
@@ -395,4 +540,5 @@ def make_kernel(
     return Kernel(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
         rollout_step=step, update=maybe_compile(update_fn), compiled=compile, curriculum=curriculum,
+        all_reduce=all_reduce, world_size=world_size,
     )

@@ -166,7 +166,7 @@ class PPOSection:
         vf_coef: value loss coefficient.
         max_grad_norm: global gradient norm clip.
         update_epochs: passes over each batch.
-        num_minibatches: minibatches per epoch; must divide ``num_envs * num_steps``.
+        num_minibatches: minibatches per epoch; must divide ``num_steps`` (each takes ``num_steps / num_minibatches`` steps of every env).
         adam_eps: Adam epsilon.
         normalize_obs: whiten observations with running statistics kept in the state.
         normalize_reward: scale rewards by the running std of the discounted return.
@@ -206,11 +206,12 @@ class TrainerConfig:
 
     Attributes:
         env_id: registered environment id (``functional_rl.envs.list_envs()``).
-        total_timesteps: environment steps to train for, summed over envs.
-        num_envs: parallel environments (static: decides shapes).
+        total_timesteps: environment steps to train for, summed over envs and processes.
+        num_envs: parallel environments per process (static: decides shapes).
         num_steps: rollout length per iteration (static).
         seed: seed of the run's PRNG key.
         device: torch device string.
+        world_size: processes of a data-parallel run (set from torchrun's process group; 1 otherwise).
 
     Example:
         >>> TrainerConfig(total_timesteps=1e6).total_timesteps  # YAML's 1e6 is an integral float
@@ -227,6 +228,7 @@ class TrainerConfig:
     num_steps: int = _DEFAULTS.num_steps
     seed: int = _DEFAULTS.seed
     device: str = _DEFAULTS.device
+    world_size: int = _DEFAULTS.world_size
 
     def __post_init__(self) -> None:
         _check_section(self, "trainer")

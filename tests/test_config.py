@@ -26,7 +26,7 @@ def test_round_trip_and_replace():
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"num_minibatches": 3}, r"num_minibatches=3 is invalid: must divide the batch size num_envs \* num_steps = 1024"),
+        ({"num_minibatches": 3}, r"num_minibatches=3 is invalid: must divide num_steps = 128 \(each minibatch"),
         ({"learning_rate": 0.0}, r"learning_rate=0.0 is invalid: must be > 0"),
         ({"learning_rate": -1e-3}, r"learning_rate=-0.001 is invalid"),
         ({"gamma": 1.5}, r"gamma=1.5 is invalid: must lie in \[0, 1\]"),

@@ -20,7 +20,7 @@ from functional_rl.training_config import (
 CUSTOM = {
     "experiment_name": "exp1",
     "agent": {"name": "mlp", "hidden_sizes": [32, 16], "activation": "relu", "last_action": True},
-    "trainer": {"env_id": "Acrobot-v1", "total_timesteps": 12_345, "num_envs": 4, "num_steps": 32, "seed": 7, "device": "cpu"},
+    "trainer": {"env_id": "Acrobot-v1", "total_timesteps": 12_345, "num_envs": 4, "num_steps": 32, "seed": 7, "device": "cpu", "world_size": 1},
     "ppo": {
         "learning_rate": 3e-4, "anneal_lr": False, "gamma": 0.97, "gae_lambda": 0.9, "clip_coef": 0.1,
         "clip_vloss": False, "norm_adv": False, "ent_coef": 0.002, "vf_coef": 0.25, "max_grad_norm": 1.5,
@@ -177,7 +177,7 @@ def test_wrong_types_name_the_path_and_expected_type(d, message):
         ({"agent": {"activation": "gelu"}}, "agent.activation='gelu' is invalid: must be 'tanh' or 'relu'"),
         ({"agent": {"hidden_sizes": []}}, "agent.hidden_sizes=() is invalid: must be a non-empty sequence of positive integers"),
         # 8 envs x 128 steps = 1024 transitions: 3 minibatches do not divide it.
-        ({"ppo": {"num_minibatches": 3}}, "ppo.num_minibatches=3 is invalid: must divide the batch size num_envs * num_steps = 1024"),
+        ({"ppo": {"num_minibatches": 3}}, "ppo.num_minibatches=3 is invalid: must divide num_steps = 128 (each minibatch takes num_steps / num_minibatches steps of every env)"),
     ],
 )
 def test_ppo_rules_name_the_nested_path(d, message):

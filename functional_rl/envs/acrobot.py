@@ -30,7 +30,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, register
+from functional_rl.envs.base import Box, Discrete, env_keys, register
 from functional_rl.struct import pytree_dataclass
 
 __all__ = ["Acrobot", "AcrobotParams", "AcrobotState"]
@@ -149,14 +149,14 @@ class Acrobot:
         """Start ``num_envs`` episodes: every state variable uniform in ``[-0.1, 0.1)``.
 
         Args:
-            key: PRNG key, int64 ``[2]``.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
             params: :class:`AcrobotParams` (unused by the reset distribution).
             num_envs: ``B``.
 
         Returns:
             ``(obs, state)``: float32 ``[B, 6]`` and an :class:`AcrobotState` at ``time = 0``.
         """
-        u = jr.uniform(key, (4, num_envs), low=-0.1, high=0.1)
+        u = jr.uniform(env_keys(key, num_envs), (4,), low=-0.1, high=0.1).t().contiguous()  # [4, B]
         time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
         state = AcrobotState(u[0], u[1], u[2], u[3], time)
         return self.obs(state), state
@@ -250,7 +250,7 @@ class Acrobot:
         """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
 
         Args:
-            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`AcrobotState` ``[B]``.
             action: int64 ``[B]`` in ``{0, 1, 2}``.
             params: :class:`AcrobotParams`.

@@ -15,6 +15,11 @@ bootstrapping needs. ``terminated`` (a true terminal state: do not bootstrap) an
 Shapes (``B = num_envs``): ``obs`` float32 ``[B, *obs_shape]``; ``action`` int64 ``[B]``
 (discrete) or float32 ``[B, *action_shape]`` (continuous); ``reward`` float32 ``[B]``;
 ``terminated``/``truncated`` bool ``[B]``.
+
+Keys: ``key`` is one key ``[2]`` for the whole batch or one key per env ``[B, 2]``. Every env
+draws its randomness from its own key only (:func:`env_keys`; one key ``[2]`` stands for the
+per-env keys ``fold_in(key, b)``), so env ``b`` behaves the same whatever the batch around
+it: split the batch across processes and each env still sees the same random numbers.
 """
 
 from __future__ import annotations
@@ -26,7 +31,36 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError"]
+import functional_rl.random as jr
+
+__all__ = ["Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError", "env_keys"]
+
+
+def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:
+    """One PRNG key per env: int64 ``[B, 2]``.
+
+    A batch of keys ``[B, 2]`` is returned as it is; a single key ``[2]`` stands for the keys
+    ``fold_in(key, b)`` of envs ``b = 0 .. B-1``. Environments draw row ``b`` of every random
+    quantity from key ``b`` (``jr.uniform(keys, shape)`` is ``[B, *shape]``), which is what
+    makes env ``b``'s stream independent of how many envs share its batch.
+
+    Example:
+        >>> k = jr.key(0)
+        >>> keys = env_keys(k, 3)
+        >>> keys.shape
+        torch.Size([3, 2])
+        >>> bool(torch.equal(keys[2], jr.fold_in(k, 2))), bool(torch.equal(env_keys(keys, 3), keys))
+        (True, True)
+        >>> env_keys(keys, 4)
+        Traceback (most recent call last):
+            ...
+        ValueError: expected one key [2] or one key per env [4, 2]; got keys of shape (3, 2)
+    """
+    if key.dim() == 1:
+        return jr.fold_in(key[None, :], torch.arange(num_envs, dtype=torch.int64, device=key.device))
+    if tuple(key.shape) != (num_envs, 2):
+        raise ValueError(f"expected one key [2] or one key per env [{num_envs}, 2]; got keys of shape {tuple(key.shape)}")
+    return key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +142,8 @@ class Env(Protocol):
         ...
 
     def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, Any]:
-        """Start ``num_envs`` episodes from ``key`` (int64 ``[2]``).
+        """Start ``num_envs`` episodes from ``key`` (int64 ``[2]`` or per-env ``[B, 2]``; see
+        :func:`env_keys`).
 
         Returns:
             ``(obs float32 [B, *obs_shape], env_state)`` with ``B = num_envs``.
@@ -121,7 +156,7 @@ class Env(Protocol):
         """Advance every env one step and auto-reset the finished ones.
 
         Args:
-            key: int64 ``[2]``.
+            key: int64 ``[2]`` or per-env ``[B, 2]`` (see :func:`env_keys`).
             state: the env state (leaves ``[B, ...]``).
             action: int64 ``[B]`` (discrete) or float32 ``[B, *action_shape]`` (continuous).
             params: the env parameters.

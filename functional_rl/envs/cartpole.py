@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from functional_rl.envs.base import Box, Discrete, register
+from functional_rl.envs.base import Box, Discrete, env_keys, register
 from functional_rl.struct import pytree_dataclass
 import functional_rl.random as jr
 
@@ -106,7 +106,7 @@ class CartPole:
 
     def reset(self, key: torch.Tensor, params: CartPoleParams, num_envs: int) -> tuple[torch.Tensor, CartPoleState]:
         """Every state variable uniform in ``[-0.05, 0.05)``."""
-        u = jr.uniform(key, (4, num_envs), low=-0.05, high=0.05)
+        u = jr.uniform(env_keys(key, num_envs), (4,), low=-0.05, high=0.05).t().contiguous()  # [4, B]
         state = CartPoleState(u[0], u[1], u[2], u[3], torch.zeros(num_envs, dtype=torch.int64, device=key.device))
         return self.obs(state), state
 

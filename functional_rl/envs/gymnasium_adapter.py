@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete
+from functional_rl.envs.base import Box, Discrete, env_keys
 
 __all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
 
@@ -131,12 +131,13 @@ class GymnasiumEnv:
         return out
 
     def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reset with a seed drawn from ``key`` (a host-side call)."""
+        """Reset sub-env ``b`` with a seed drawn from its own key (a host-side call; ``key`` is
+        one key ``[2]`` or per-env ``[B, 2]``, see :func:`~functional_rl.envs.base.env_keys`)."""
         if num_envs != self.num_envs:
             raise EnvInputError(f"{self.id}: the vector env has {self.num_envs} envs but {num_envs} were requested; "
                                 f"set PPOConfig.num_envs={self.num_envs}")
-        seed = int(jr.bits(key, (1,))[0]) & 0x7FFFFFFF
-        obs, _ = self.vec_env.reset(seed=seed)
+        seeds = (jr.bits(env_keys(key, num_envs), ()) & 0x7FFFFFFF).tolist()
+        obs, _ = self.vec_env.reset(seed=seeds)
         self.steps = 0
         return self._obs(obs, "reset"), torch.zeros((), dtype=torch.int64)
 

@@ -40,7 +40,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, register
+from functional_rl.envs.base import Box, Discrete, env_keys, register
 from functional_rl.struct import pytree_dataclass
 
 __all__ = ["MountainCar", "MountainCarContinuous", "MountainCarParams", "MountainCarState"]
@@ -94,7 +94,7 @@ def _obs(state: MountainCarState) -> torch.Tensor:
 
 def _reset(key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, MountainCarState]:
     """Position uniform in ``[-0.6, -0.4)``, velocity 0, ``time`` 0 (both cars)."""
-    position = jr.uniform(key, (num_envs,), low=-0.6, high=-0.4)
+    position = jr.uniform(env_keys(key, num_envs), (), low=-0.6, high=-0.4)
     time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
     state = MountainCarState(position, torch.zeros_like(position), time)
     return _obs(state), state
@@ -158,7 +158,7 @@ class MountainCar:
         """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
 
         Args:
-            key: PRNG key, int64 ``[2]``.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
             params: :class:`MountainCarParams` (unused by the reset distribution).
             num_envs: ``B``.
 
@@ -173,7 +173,7 @@ class MountainCar:
         """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
 
         Args:
-            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`MountainCarState` ``[B]``.
             action: int64 ``[B]`` in ``{0, 1, 2}``.
             params: :class:`MountainCarParams`.
@@ -226,7 +226,7 @@ class MountainCarContinuous:
         """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
 
         Args:
-            key: PRNG key, int64 ``[2]``.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
             params: :class:`MountainCarParams` (unused by the reset distribution).
             num_envs: ``B``.
 
@@ -241,7 +241,7 @@ class MountainCarContinuous:
         """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
 
         Args:
-            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`MountainCarState` ``[B]``.
             action: float32 ``[B, 1]``, any real value (clipped to ``[-1, 1]`` for the push).
             params: :class:`MountainCarParams`.

@@ -30,7 +30,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.random as jr
-from functional_rl.envs.base import Box, register
+from functional_rl.envs.base import Box, env_keys, register
 from functional_rl.struct import pytree_dataclass
 
 __all__ = ["Pendulum", "PendulumParams", "PendulumState", "angle_normalize"]
@@ -123,14 +123,14 @@ class Pendulum:
         """Start ``num_envs`` episodes: ``theta`` uniform in ``[-pi, pi)``, ``theta_dot`` in ``[-1, 1)``.
 
         Args:
-            key: PRNG key, int64 ``[2]``.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
             params: :class:`PendulumParams` (unused by the reset distribution).
             num_envs: ``B``.
 
         Returns:
             ``(obs, state)``: float32 ``[B, 3]`` and a :class:`PendulumState` at ``time = 0``.
         """
-        u = jr.uniform(key, (2, num_envs), low=-1.0, high=1.0)
+        u = jr.uniform(env_keys(key, num_envs), (2,), low=-1.0, high=1.0).t().contiguous()  # [2, B]
         time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
         state = PendulumState(math.pi * u[0], u[1], time)
         return self.obs(state), state
@@ -141,7 +141,7 @@ class Pendulum:
         """Advance every env one step; auto-reset at the time limit (see :mod:`functional_rl.envs.base`).
 
         Args:
-            key: PRNG key, int64 ``[2]``, used only for the auto-reset.
+            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`PendulumState` ``[B]``.
             action: float32 ``[B, 1]``, the torque (clipped to ``[-max_torque, max_torque]``).
             params: :class:`PendulumParams`.

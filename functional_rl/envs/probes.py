@@ -37,7 +37,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, register
+from functional_rl.envs.base import Box, Discrete, env_keys, register
 from functional_rl.struct import pytree_dataclass
 
 __all__ = ["Probe1", "Probe2", "Probe3", "Probe4", "Probe5", "ProbeParams", "ProbeState"]
@@ -83,7 +83,7 @@ def _fixed_reset(key: torch.Tensor, num_envs: int, value: float) -> tuple[torch.
 
 def _sign_reset(key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
     """Every env starts at observation ``-1`` or ``+1`` with probability 1/2 each."""
-    obs = torch.where(jr.uniform(key, (num_envs,)) < 0.5, -1.0, 1.0).to(torch.float32)
+    obs = torch.where(jr.uniform(env_keys(key, num_envs), ()) < 0.5, -1.0, 1.0).to(torch.float32)
     return obs[:, None].clone(), ProbeState(obs, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
 
 
