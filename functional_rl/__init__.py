@@ -5,7 +5,7 @@ Pure steps (``rollout_step``, ``compute_advantages``, ``ppo_loss``, ``train_epoc
 impure shell :func:`functional_training_loop`.
 """
 
-from functional_rl import callbacks, checkpoint, components, curriculum, envs, optim, policy_store, presets, random, training_config
+from functional_rl import callbacks, checkpoint, components, curriculum, distributed, envs, optim, policy_store, presets, random, training_config
 from functional_rl.advantages import compute_advantages, compute_advantages_reference
 from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.distributions import Categorical, DiagGaussian
@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint",
     "components",
     "curriculum",
+    "distributed",
     "policy_store",
     "presets",
     "training_config",

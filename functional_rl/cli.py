@@ -25,6 +25,11 @@ metadata). ``--stop-after-iterations K`` ends a ``train``/``resume`` call after 
 with a final checkpoint, so the run can be continued later with ``resume``; it does not
 change the learning-rate schedule, which follows ``total_timesteps``.
 
+Under ``torchrun --nproc-per-node W -m functional_rl train|resume ...`` the run is data
+parallel (:mod:`functional_rl.distributed`): ``num_envs`` envs per process, one run dir, and
+only rank 0 prints, logs and writes checkpoints (of the whole run's state). ``resume`` of such
+a run needs the same ``W``; on several machines the run dir must be on a shared filesystem.
+
 Bad arguments (an unknown env or config key, a malformed ``--set``, a missing run dir, a
 run dir without a checkpoint, an unreadable checkpoint) print one line on stderr and exit
 with status 2, without a traceback. ``Ctrl-C`` saves the last good state and exits with 130.
@@ -242,6 +247,49 @@ def _truncate_metrics(run_dir: Path, step: int) -> int:
     return raw_lines - len(keep)
 
 
+# ---------------------------------------------------------------------------- data parallel
+def _join(config):
+    """This process's :class:`~functional_rl.distributed.Replica` under torchrun (else ``None``)
+    and the config with its ``world_size``; a run dir's process count must match the launch."""
+    from functional_rl import distributed
+
+    replica = distributed.setup(config.device)
+    if replica is None and config.world_size > 1:
+        raise UsageError(f"this run was trained by {config.world_size} processes; launch it the same way: "
+                         f"torchrun --nproc-per-node {config.world_size} -m functional_rl ...")
+    if replica is not None:
+        try:
+            config = distributed.check_config(config, replica)
+        except distributed.DistributedError as e:
+            distributed.shutdown(replica)
+            raise UsageError(str(e)) from e
+    return replica, config
+
+
+def _on_main(replica, fn):
+    """``fn()`` on rank 0 only (or in a one-process run); every rank gets its result, or the
+    ``UsageError`` it raised, so no process waits for a rank that already gave up."""
+    if replica is None:
+        return fn()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if replica.is_main:
+        try:
+            box = [("ok", fn())]
+        except UsageError as e:
+            box = [("error", str(e))]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise UsageError(value)
+    return value
+
+
+def _is_main(replica) -> bool:
+    return replica is None or replica.is_main
+
+
 # ---------------------------------------------------------------------------- training
 def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bool, purge_step: int | None) -> list[Any]:
     from functional_rl.callbacks import (
@@ -268,28 +316,36 @@ def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bo
     return callbacks
 
 
-def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool, purge_step: int | None) -> int:
+def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool, purge_step: int | None, replica=None) -> int:
     import torch
 
+    from functional_rl.distributed import DistributedError
     from functional_rl.loop import NonFiniteError, functional_training_loop
 
     torch.set_num_threads(args.threads)
     env = _make_env(config.env_id)
     policy = _make_policy(config, env)
-    callbacks = _callbacks(args, run_dir, env, policy, compile, purge_step)
+    main = _is_main(replica)
+    callbacks = _callbacks(args, run_dir, env, policy, compile, purge_step) if main else []
     try:
         functional_training_loop(config, env=env, policy=policy, state=state, callbacks=callbacks, compile=compile,
                                  max_iterations=args.stop_after_iterations)
     except KeyboardInterrupt:
-        print(f"functional-rl: interrupted; the last good state is checkpointed. Continue with: "
-              f"functional-rl resume {run_dir}", file=sys.stderr)
+        if main:
+            print(f"functional-rl: interrupted; the last good state is checkpointed. Continue with: "
+                  f"functional-rl resume {run_dir}", file=sys.stderr)
         return 130
     except NonFiniteError as e:
-        print(f"functional-rl: training failed: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
-              file=sys.stderr)
+        if main:
+            print(f"functional-rl: training failed: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
+                  file=sys.stderr)
         return 1
-    curve = plot_learning_curves([run_dir], run_dir / CURVE_FILE, missing_ok=True)
-    print(f"run dir: {run_dir}" + (f"; learning curve: {curve}" if curve else ""))
+    except DistributedError as e:
+        print(f"functional-rl: training failed: {e}", file=sys.stderr)
+        return 1
+    if main:
+        curve = plot_learning_curves([run_dir], run_dir / CURVE_FILE, missing_ok=True)
+        print(f"run dir: {run_dir}" + (f"; learning curve: {curve}" if curve else ""))
     return 0
 
 
@@ -297,21 +353,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``functional-rl train``: a new run in a new (or empty) run dir."""
     from functional_rl.checkpoint import latest_checkpoint
 
+    from functional_rl.distributed import shutdown
+
     config = _make_config(args)
     _make_env(config.env_id)  # an unknown id fails before anything is written
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config)
-    if latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
-        raise UsageError(f"run dir '{run_dir}' already has checkpoints; continue it with "
-                         f"`functional-rl resume {run_dir}` or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    _write_config(run_dir, config)
-    print(f"run dir: {run_dir}", flush=True)
-    return _train(args, config, run_dir, None, not args.no_compile, None)
+    replica, config = _join(config)
+
+    def prepare() -> str:  # rank 0 names and creates the run dir; the others get its name
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config)
+        if latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
+            raise UsageError(f"run dir '{run_dir}' already has checkpoints; continue it with "
+                             f"`functional-rl resume {run_dir}` or choose another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        _write_config(run_dir, config)
+        print(f"run dir: {run_dir}", flush=True)
+        return str(run_dir)
+
+    try:
+        run_dir = Path(_on_main(replica, prepare))
+        return _train(args, config, run_dir, None, not args.no_compile, None, replica)
+    finally:
+        shutdown(replica)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``functional-rl resume``: continue a run from its latest checkpoint, bit for bit."""
+    from functional_rl.distributed import shutdown
+
     run_dir = _existing_run_dir(args.run_dir)
     config = _run_config(run_dir)
     if args.total_timesteps is not None:
@@ -319,22 +388,30 @@ def cmd_resume(args: argparse.Namespace) -> int:
             config = config.replace(total_timesteps=args.total_timesteps)
         except ValueError as e:
             raise UsageError(f"--total-timesteps: {e}") from e
-    path, state, metadata = _latest_state(run_dir, config)
-    step, iteration = int(state.agent_step), int(state.iteration)
-    if args.total_timesteps is not None:
+    replica, config = _join(config)
+    try:
+        path, state, metadata = _latest_state(run_dir, config)
+        step, iteration = int(state.agent_step), int(state.iteration)
+        main = _is_main(replica)
+        if args.total_timesteps is not None:
+            if iteration >= config.num_iterations:
+                raise UsageError(f"--total-timesteps {args.total_timesteps} is not beyond the checkpoint's "
+                                 f"{iteration} iterations ({step:,} steps) of {config.batch_size} steps each")
+            if main:
+                _write_config(run_dir, config)
         if iteration >= config.num_iterations:
-            raise UsageError(f"--total-timesteps {args.total_timesteps} is not beyond the checkpoint's "
-                             f"{iteration} iterations ({step:,} steps) of {config.batch_size} steps each")
-        _write_config(run_dir, config)
-    if iteration >= config.num_iterations:
-        print(f"run '{run_dir}' is complete at step {step:,} ({iteration} iterations); "
-              "pass --total-timesteps to train longer")
-        return 0
-    compile = metadata.get("compile", True) if args.compile is None else args.compile
-    dropped = _truncate_metrics(run_dir, step)
-    print(f"resuming {run_dir} from {path.name} (step {step:,}, iteration {iteration}); "
-          f"dropped {dropped} metric rows logged after it", flush=True)
-    return _train(args, config, run_dir, state, compile, step + 1)
+            if main:
+                print(f"run '{run_dir}' is complete at step {step:,} ({iteration} iterations); "
+                      "pass --total-timesteps to train longer")
+            return 0
+        compile = metadata.get("compile", True) if args.compile is None else args.compile
+        if main:
+            dropped = _truncate_metrics(run_dir, step)
+            print(f"resuming {run_dir} from {path.name} (step {step:,}, iteration {iteration}); "
+                  f"dropped {dropped} metric rows logged after it", flush=True)
+        return _train(args, config, run_dir, state, compile, step + 1, replica)
+    finally:
+        shutdown(replica)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -160,9 +160,14 @@ def build(
     env_params: Any = None,
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
+    replica: Any = None,
 ) -> tuple[TrainerState, Kernel]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the kernel. Returns ``(state, kernel)``.
+
+    With a :class:`~functional_rl.distributed.Replica` (one process of a data-parallel run;
+    ``config`` from :func:`~functional_rl.distributed.check_config`) the fresh state holds this
+    process's envs and the kernel reduces over the process group.
 
     Example:
         >>> state, kernel = build(PPOConfig(num_envs=2, num_steps=8, num_minibatches=2), compile=False)
@@ -173,11 +178,16 @@ def build(
         env = make(env or config.env_id)
     if policy is None:
         policy = default_policy(config, env)
+    offset, all_reduce, world_size = 0, None, 1
+    if replica is not None:
+        from functional_rl import distributed
+
+        offset, all_reduce, world_size = replica.env_offset(config.num_envs), distributed.process_group_sum(), replica.world_size
     if state is None:
-        state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum)
+        state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum, env_offset=offset)
     kernel = make_kernel(
         config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
-        compile_options=compile_options, curriculum=curriculum,
+        compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,
     )
     return state, kernel
 
@@ -217,6 +227,12 @@ def functional_training_loop(
         curriculum: a task sampler (:mod:`functional_rl.curriculum`) choosing env params per
             episode; its state lives in ``state.extra["curriculum"]``.
 
+    Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
+    the loop trains one share of a data-parallel run (:mod:`functional_rl.distributed`):
+    ``num_envs`` envs per process, gradients and statistics reduced over processes, callbacks
+    on rank 0 only. ``state`` may be a whole-run state (a checkpoint): each process takes its
+    envs. Every process returns the whole run's state.
+
     Returns:
         ``(state, history)``: the final state and one dict of Python numbers per iteration
         with ``iteration``, ``agent_step``, ``sps``, ``episode_return``, ``episode_length``,
@@ -226,6 +242,8 @@ def functional_training_loop(
         NonFiniteError: a loss, gradient, parameter or observation became NaN/inf (the
             message names the iteration and the metric). Any exception from a step or a
             callback is re-raised after every callback's ``on_failure`` ran with the last good state.
+        DistributedError: in a data-parallel run, another process died or stopped answering
+            (raised from the collective's error), or the config does not work across processes.
 
     Example:
         >>> cfg = PPOConfig(total_timesteps=256, num_envs=2, num_steps=64)
@@ -233,19 +251,44 @@ def functional_training_loop(
         >>> len(history), int(state.agent_step)
         (2, 256)
     """
-    state, kernel = build(
-        config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
-        env_params=env_params, compile_options=compile_options, curriculum=curriculum,
-    )
-    step_fn = train_iteration if step_fn is None else step_fn
+    from functional_rl import distributed
+
+    replica = distributed.setup(config.device)
+    try:
+        if replica is not None:
+            config = distributed.check_config(config, replica, curriculum=curriculum)
+            if state is not None:
+                state = distributed.local_share(state, replica, config.num_envs).to(config.device)
+            if not replica.is_main:
+                callbacks = ()  # rank 0 logs, evaluates and checkpoints the whole run
+        state, kernel = build(
+            config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
+            env_params=env_params, compile_options=compile_options, curriculum=curriculum, replica=replica,
+        )
+        return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica)
+    finally:
+        distributed.shutdown(replica)
+
+
+def _run(
+    config: PPOConfig, state: TrainerState, kernel: Kernel, step_fn: Callable[..., Any], callbacks: Sequence[Any],
+    max_iterations: int | None, replica: Any,
+) -> tuple[TrainerState, list[dict[str, float]]]:
+    """The iteration loop of :func:`functional_training_loop` (one process's share of it)."""
+    from functional_rl import distributed
+
     timer = _PhaseTimer()
     kernel = timer.wrap(kernel)
     custom_names = [loss_name(fn) for fn in kernel.custom_losses]
     history: list[dict[str, float]] = []
-    last_good = state
 
+    def whole(s: TrainerState) -> TrainerState:  # the whole run's state (all processes' envs)
+        return s if replica is None else distributed.gather_envs(s, replica)
+
+    last_good = None
     try:
-        _fire(callbacks, "on_start", state, config)
+        last_good = whole(state)
+        _fire(callbacks, "on_start", last_good, config)
         iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).tolist())
         stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
         while iteration < stop:
@@ -260,14 +303,24 @@ def functional_training_loop(
             host.update(timer.seconds())
             _check_finite(iteration + 1, host, custom_names, getattr(kernel.env, "id", "the environment"))
             iteration, agent_step = iteration + 1, int(host["agent_step"])
-            last_good = state
+            last_good = whole(state)
             history.append(host)
-            _fire(callbacks, "on_iteration", state, host)
-        _fire(callbacks, "on_end", state)
+            _fire(callbacks, "on_iteration", last_good, host)
+        _fire(callbacks, "on_end", last_good)
     except BaseException as exc:
-        _report_failure(callbacks, last_good, exc)
+        if replica is not None and distributed.is_collective_failure(exc):
+            error = distributed.DistributedError(
+                f"rank {replica.rank} of {replica.world_size}: a collective with the other processes failed "
+                f"({str(exc).splitlines()[0][:300]}); another process probably died or stopped answering, see its "
+                "log. Rank 0 keeps the last good state in its checkpoints."
+            )
+            if last_good is not None:
+                _report_failure(callbacks, last_good, error)
+            raise error from exc
+        if last_good is not None:
+            _report_failure(callbacks, last_good, exc)
         raise
-    return state, history
+    return last_good, history
 
 
 def train_many(
