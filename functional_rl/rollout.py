@@ -43,7 +43,7 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: Any = 
     Returns a dict with the new ``key`` and ``obs_norm``, the per-env keys ``k_env`` for the
     env step, the policy input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a
     Box's bounds), ``log_prob`` and ``value``. Env ``b``'s action and env keys are
-    ``fold_in(k, state.env_ids[b])`` of this step's keys. In a data-parallel run
+    ``row_keys(k, state.env_ids)[b]`` of this step's keys. In a data-parallel run
     ``all_reduce`` (:mod:`functional_rl.parallel`) makes the observation statistics see every
     process's observations. Shapes (``B = num_envs``): ``key``
     int64 ``[2]``; ``k_env`` int64 ``[B, 2]``;
@@ -66,8 +66,8 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: Any = 
     """
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
     # One key per env (folding in its global index): env b's draws never depend on the others.
-    k_act = jr.fold_in(k_act[None, :], state.env_ids)
-    k_env = jr.fold_in(k_env[None, :], state.env_ids)
+    k_act = jr.row_keys(k_act, state.env_ids)
+    k_env = jr.row_keys(k_env, state.env_ids)
     obs_norm = state.obs_norm
     obs = state.obs
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised

@@ -144,7 +144,7 @@ class TrainerState:
 
         The key is split into (params, env reset, run) streams, so the same seed gives the
         same state everywhere. Env ``b`` gets the global index ``env_offset + b`` and resets
-        from ``fold_in(k_env, env_offset + b)``: rank ``r`` of a data-parallel run passes
+        from ``row_keys(k_env, env_offset + b)``: rank ``r`` of a data-parallel run passes
         ``env_offset = r * num_envs`` and its envs start exactly where envs
         ``r*num_envs ..`` of a one-process run with all the envs start. Everything is built on
         the CPU and moved to ``config.device``, so a CUDA run starts from exactly the CPU
@@ -155,7 +155,7 @@ class TrainerState:
         env_params = env.default_params() if env_params is None else env_params
         params = policy.init(k_params)
         env_ids = torch.arange(env_offset, env_offset + config.num_envs, dtype=torch.int64)
-        obs, env_state = env.reset(jr.fold_in(k_env[None, :], env_ids), env_params, config.num_envs)
+        obs, env_state = env.reset(jr.row_keys(k_env, env_ids), env_params, config.num_envs)
         zero = torch.zeros((), dtype=torch.int64)
         extra = {}
         if config.last_action:

@@ -272,7 +272,7 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
 def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, num_minibatches: int) -> torch.Tensor:
     """The order in which an epoch visits a flattened ``[T * B]`` batch (index ``t * B + b``).
 
-    Env ``b`` shuffles its own ``T`` steps with the key ``fold_in(key, env_ids[b])``; minibatch
+    Env ``b`` shuffles its own ``T`` steps with the key ``row_keys(key, env_ids)[b]``; minibatch
     ``m`` takes the steps ``m * s .. m * s + s - 1`` of every env's shuffle (``s = T / M``),
     env-major. Each minibatch is thus a random sample stratified by env (``s`` steps of each),
     and, because an env's shuffle depends only on its global index, the minibatch ``m`` of a
@@ -303,7 +303,7 @@ def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, nu
         raise ValueError(f"num_minibatches={num_minibatches} must divide num_steps={num_steps}")
     B, s = env_ids.shape[-1], num_steps // num_minibatches
     lead = env_ids.shape[:-1]
-    keys = jr.fold_in(key.unsqueeze(-2), env_ids)  # [..., B, 2]: one shuffle per env
+    keys = jr.row_keys(key, env_ids)  # [..., B, 2]: one shuffle per env
     steps = torch.argsort(jr.bits(keys, (num_steps,)), dim=-1, stable=True)  # [..., B, T]
     flat = steps * B + torch.arange(B, device=steps.device)[:, None]  # index t * B + b
     flat = flat.reshape(*lead, B, num_minibatches, s).transpose(-3, -2)  # [..., M, B, s]

@@ -300,9 +300,9 @@ def test_every_env_draws_row_b_from_key_b_only(env_id):
         assert torch.equal(term[lo:hi], term_p) and torch.equal(trunc[lo:hi], trunc_p)
         resets += int((term | trunc)[lo:hi].sum())
     assert resets > 0, "the test should cross episode ends"
-    # one key [2] stands for the per-env keys fold_in(key, b)
+    # one key [2] stands for the per-env keys row_keys(key, arange(B))
     single, _ = env.reset(jr.key(11), params, B)
-    assert torch.equal(single, env.reset(keys, params, B)[0])
+    assert torch.equal(single, env.reset(jr.row_keys(jr.key(11), torch.arange(B)), params, B)[0])
 
 
 @given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**31 - 1), st.data())

@@ -18,7 +18,7 @@ Shapes (``B = num_envs``): ``obs`` float32 ``[B, *obs_shape]``; ``action`` int64
 
 Keys: ``key`` is one key ``[2]`` for the whole batch or one key per env ``[B, 2]``. Every env
 draws its randomness from its own key only (:func:`env_keys`; one key ``[2]`` stands for the
-per-env keys ``fold_in(key, b)``), so env ``b`` behaves the same whatever the batch around
+per-env keys ``row_keys(key, arange(B))``), so env ``b`` behaves the same whatever the batch around
 it: split the batch across processes and each env still sees the same random numbers.
 """
 
@@ -40,7 +40,7 @@ def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:
     """One PRNG key per env: int64 ``[B, 2]``.
 
     A batch of keys ``[B, 2]`` is returned as it is; a single key ``[2]`` stands for the keys
-    ``fold_in(key, b)`` of envs ``b = 0 .. B-1``. Environments draw row ``b`` of every random
+    keys ``row_keys(key, arange(B))`` of envs ``b = 0 .. B-1``. Environments draw row ``b`` of every random
     quantity from key ``b`` (``jr.uniform(keys, shape)`` is ``[B, *shape]``), which is what
     makes env ``b``'s stream independent of how many envs share its batch.
 
@@ -49,7 +49,7 @@ def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:
         >>> keys = env_keys(k, 3)
         >>> keys.shape
         torch.Size([3, 2])
-        >>> bool(torch.equal(keys[2], jr.fold_in(k, 2))), bool(torch.equal(env_keys(keys, 3), keys))
+        >>> bool(torch.equal(keys[2], jr.row_keys(k, torch.tensor(2)))), bool(torch.equal(env_keys(keys, 3), keys))
         (True, True)
         >>> env_keys(keys, 4)
         Traceback (most recent call last):
@@ -57,7 +57,7 @@ def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:
         ValueError: expected one key [2] or one key per env [4, 2]; got keys of shape (3, 2)
     """
     if key.dim() == 1:
-        return jr.fold_in(key[None, :], torch.arange(num_envs, dtype=torch.int64, device=key.device))
+        return jr.row_keys(key, torch.arange(num_envs, dtype=torch.int64, device=key.device))
     if tuple(key.shape) != (num_envs, 2):
         raise ValueError(f"expected one key [2] or one key per env [{num_envs}, 2]; got keys of shape {tuple(key.shape)}")
     return key
