@@ -107,7 +107,8 @@ class Kernel:
 
 
 def advantage_stats(advantage: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and unbiased std of a minibatch's advantages over all processes: 0-d float32 each.
+    """Mean and unbiased std of advantages ``[..., N]`` over the last axis and all processes:
+    float32 ``[...]`` each (0-d for one minibatch).
 
     ``mean = S1 / n`` and ``std = sqrt((S2 - S1 * mean) / (n - 1))`` from the sums
     ``n, S1 = sum A, S2 = sum A^2`` (accumulated in float64 so the subtraction does not lose the
@@ -124,8 +125,8 @@ def advantage_stats(advantage: torch.Tensor, all_reduce: Callable[[torch.Tensor]
         (3.0, 2.1602)
     """
     a = advantage.to(torch.float64)
-    n = torch.full((), a.numel(), dtype=torch.float64, device=a.device)
-    n, s1, s2 = sum_over_processes([torch.stack([n, a.sum(), (a * a).sum()])], all_reduce)[0].unbind(0)
+    n = torch.full(a.shape[:-1], a.shape[-1], dtype=torch.float64, device=a.device)
+    n, s1, s2 = sum_over_processes([torch.stack([n, a.sum(-1), (a * a).sum(-1)])], all_reduce)[0].unbind(0)
     mean = s1 / n
     var = torch.clamp((s2 - s1 * mean) / (n - 1), min=0.0)
     return mean.to(advantage.dtype), var.sqrt().to(advantage.dtype)
@@ -149,7 +150,10 @@ def update_minibatch(
     In a data-parallel run (``all_reduce`` given) the advantages are normalised with the
     statistics of the whole minibatch across processes and the gradient is the mean over
     processes, ``g = (1 / W) sum_r g_r``, before clipping and Adam, so every process takes
-    the same step on the same parameters.
+    the same step on the same parameters. :func:`train_epoch` passes the normalisation
+    statistics in as ``minibatch["adv_mean"]``/``["adv_std"]`` (formed for the whole epoch
+    at once: one collective per epoch instead of one per minibatch); without them they are
+    computed here.
 
     Args:
         params, opt_state: current parameters and optimizer state.
@@ -180,7 +184,12 @@ def update_minibatch(
         False
     """
 
-    adv_stats = advantage_stats(minibatch["advantage"], all_reduce) if config.norm_adv else None
+    adv_stats = None
+    if config.norm_adv:
+        if "adv_mean" in minibatch:
+            adv_stats = (minibatch["adv_mean"], minibatch["adv_std"])
+        else:
+            adv_stats = advantage_stats(minibatch["advantage"], all_reduce)
 
     def loss_fn(p):
         return ppo_loss(
@@ -222,7 +231,9 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
 
     The order comes from ``state.key`` (split; the state carries the new key) through
     :func:`minibatch_order`: every minibatch holds ``num_steps / num_minibatches`` random
-    steps of every env.
+    steps of every env. With ``norm_adv`` the advantage statistics of all the epoch's
+    minibatches are formed up front (summed over processes in one reduction) and handed to
+    each update.
 
     Args:
         batch: TensorDict ``[N]`` with ``MINIBATCH_KEYS``, ``N = num_envs * num_steps``.
@@ -259,10 +270,14 @@ def train_epoch(state: TrainerState, batch: TensorDict, kernel: Kernel, lr: torc
         rows = torch.arange(perm.shape[0], device=perm.device)[:, None]
         shuffled = {k: batch[k][rows, perm] for k in MINIBATCH_KEYS}
     size = n // cfg.num_minibatches
+    if cfg.norm_adv:  # every minibatch's statistics, over all processes, in one reduction
+        mean, std = advantage_stats(shuffled["advantage"].unflatten(ax, (cfg.num_minibatches, size)), kernel.all_reduce)
     params, opt_state = state.params, state.opt_state
     history = []
     for i in range(cfg.num_minibatches):
         mb = {k: v.narrow(ax, i * size, size) for k, v in shuffled.items()}
+        if cfg.norm_adv:
+            mb.update(adv_mean=mean.select(ax, i), adv_std=std.select(ax, i))
         params, opt_state, m = kernel.update(params, opt_state, mb, state.hparams, lr)
         history.append(m)
     state = state.replace(params=params, opt_state=opt_state, key=key, update=state.update + cfg.num_minibatches)
