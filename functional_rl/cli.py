@@ -248,7 +248,7 @@ def _truncate_metrics(run_dir: Path, step: int) -> int:
 
 
 # ---------------------------------------------------------------------------- data parallel
-def _join(config):
+def _join(config, argv: list[str]):
     """This process's :class:`~functional_rl.distributed.Replica` under torchrun (else ``None``)
     and the config with its ``world_size``; a run dir's process count must match the launch."""
     from functional_rl import distributed
@@ -256,7 +256,7 @@ def _join(config):
     replica = distributed.setup(config.device)
     if replica is None and config.world_size > 1:
         raise UsageError(f"this run was trained by {config.world_size} processes; launch it the same way: "
-                         f"torchrun --nproc-per-node {config.world_size} -m functional_rl ...")
+                         f"torchrun --nproc-per-node {config.world_size} -m functional_rl {' '.join(argv)}")
     if replica is not None:
         try:
             config = distributed.check_config(config, replica)
@@ -357,7 +357,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _make_config(args)
     _make_env(config.env_id)  # an unknown id fails before anything is written
-    replica, config = _join(config)
+    replica, config = _join(config, args.argv)
 
     def prepare() -> str:  # rank 0 names and creates the run dir; the others get its name
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config)
@@ -388,7 +388,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             config = config.replace(total_timesteps=args.total_timesteps)
         except ValueError as e:
             raise UsageError(f"--total-timesteps: {e}") from e
-    replica, config = _join(config)
+    replica, config = _join(config, args.argv)
     try:
         path, state, metadata = _latest_state(run_dir, config)
         step, iteration = int(state.agent_step), int(state.iteration)
@@ -647,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.func(args)
     except UsageError as e:
         print(f"functional-rl: error: {e}", file=sys.stderr)

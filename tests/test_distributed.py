@@ -329,3 +329,14 @@ def test_batched_keys_must_match_the_rows():
     logits = torch.zeros(3, 4)
     keys = jr.split(jr.key(0), 3)
     assert torch.equal(jr.categorical(keys, logits)[1:], jr.categorical(keys[1:], logits[1:]))
+
+
+def test_cli_resume_of_a_multi_process_run_without_torchrun_says_how(tmp_path, capsys):
+    from functional_rl.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(small_config(2, world_size=2).to_dict()))
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"this run was trained by 2 processes; launch it the same way: torchrun --nproc-per-node 2 -m functional_rl resume {run}" in err
