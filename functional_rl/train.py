@@ -37,7 +37,7 @@ from functional_rl.advantages import compute_advantages
 from functional_rl.config import PPOConfig, learning_rate_at
 from functional_rl.losses import LossFn, adapt_loss, ppo_loss
 from functional_rl.optim import apply_updates, global_norm
-from functional_rl.parallel import sum_over_processes
+from functional_rl.parallel import AllReduce, sum_over_processes
 from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.state import TrainerState, make_optimizer
 
@@ -93,7 +93,7 @@ class Kernel:
     num_agents: int | None = None
     value: Callable[..., Any] | None = None
     curriculum: Any = None
-    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    all_reduce: AllReduce | None = None
     world_size: int = 1
 
     @property
@@ -106,7 +106,7 @@ class Kernel:
         return (self.value or self.policy.value)(params, obs)
 
 
-def advantage_stats(advantage: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased std of advantages ``[..., N]`` over the last axis and all processes:
     float32 ``[...]`` each (0-d for one minibatch).
 
@@ -142,7 +142,7 @@ def update_minibatch(
     policy: Any,
     config: PPOConfig,
     custom_losses: Sequence[LossFn] = (),
-    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    all_reduce: AllReduce | None = None,
     world_size: int = 1,
 ) -> tuple[Any, Any, dict[str, torch.Tensor]]:
     """One gradient step on ``ppo_loss``: ``torch.func.grad``, global-norm clip, Adam. Pure.
@@ -325,9 +325,12 @@ def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, nu
     return flat.reshape(*lead, num_steps * B)
 
 
-def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+def explained_variance(value: torch.Tensor, returns: torch.Tensor, all_reduce: AllReduce | None = None) -> torch.Tensor:
     """``1 - Var(returns - value) / Var(returns)`` over the last axis (population variances);
     NaN if ``Var(returns) = 0``. ``[..., N] -> [...]``.
+
+    The variances come from float64 moments (:func:`_ev_moments`), which add up over the
+    processes of a data-parallel run (``all_reduce``).
 
     Example:
         >>> returns = torch.tensor([1.0, 2.0, 3.0])
@@ -336,8 +339,27 @@ def explained_variance(value: torch.Tensor, returns: torch.Tensor) -> torch.Tens
         >>> explained_variance(torch.zeros(5, 3), returns.expand(5, 3)).shape  # [5, N] -> [5]
         torch.Size([5])
     """
-    var_y = returns.var(dim=-1, unbiased=False)
-    return 1.0 - (returns - value).var(dim=-1, unbiased=False) / var_y
+    moments = _ev_moments(value, returns)
+    moments = dict(zip(moments, sum_over_processes(list(moments.values()), all_reduce)))
+    return _ev_from_moments(moments).to(returns.dtype)
+
+
+def _ev_moments(value: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sums behind :func:`explained_variance` (float64, over the last axis): ``n``, and the first
+    and second moments of ``y = returns`` and ``r = returns - value``."""
+    y = returns.to(torch.float64)
+    r = y - value.to(torch.float64)
+    return {
+        "ev/n": torch.full_like(y[..., 0], y.shape[-1]),
+        "ev/y": y.sum(-1), "ev/yy": (y * y).sum(-1), "ev/r": r.sum(-1), "ev/rr": (r * r).sum(-1),
+    }
+
+
+def _ev_from_moments(m: dict[str, torch.Tensor]) -> torch.Tensor:
+    n = m["ev/n"]
+    var_y = m["ev/yy"] / n - (m["ev/y"] / n) ** 2
+    var_r = m["ev/rr"] / n - (m["ev/r"] / n) ** 2
+    return 1.0 - var_r / var_y
 
 
 def _nonfinite_count(tree: Any) -> torch.Tensor:
@@ -452,8 +474,6 @@ def _iteration_metrics(metrics: dict[str, torch.Tensor], trajectory: TensorDict,
     """
     W = kernel.world_size
     done = (trajectory["terminated"] | trajectory["truncated"]).to(torch.float32)
-    y = batch["returns"].to(torch.float64)
-    r = y - batch["value"].to(torch.float64)
     local = {k: v / W for k, v in metrics.items() if not _is_replicated(k)}
     sums = {
         **local,
@@ -461,18 +481,14 @@ def _iteration_metrics(metrics: dict[str, torch.Tensor], trajectory: TensorDict,
         "episode_return": trajectory["episode_return"].sum(dim=(-2, -1)),
         "episode_length": trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)),
         "nonfinite_obs": _nonfinite_count(trajectory["obs"]).to(torch.float32) + _nonfinite_count(trajectory["reward"]),
-        "ev/n": torch.full_like(y[..., 0], y.shape[-1]),
-        "ev/y": y.sum(-1), "ev/yy": (y * y).sum(-1), "ev/r": r.sum(-1), "ev/rr": (r * r).sum(-1),
+        **_ev_moments(batch["value"], batch["returns"]),
     }
     sums = dict(zip(sums, sum_over_processes(list(sums.values()), kernel.all_reduce)))
-    n = sums["ev/n"]
-    var_y = sums["ev/yy"] / n - (sums["ev/y"] / n) ** 2
-    var_r = sums["ev/rr"] / n - (sums["ev/r"] / n) ** 2
     episodes = sums["episodes"]
     return {
         **metrics,
         **{k: sums[k] for k in local},
-        "explained_variance": (1.0 - var_r / var_y).to(torch.float32),
+        "explained_variance": _ev_from_moments(sums).to(torch.float32),
         "episode_return": sums["episode_return"] / episodes,
         "episode_length": sums["episode_length"] / episodes,
         "episodes": episodes,
@@ -491,7 +507,7 @@ def make_kernel(
     compile: bool = False,
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
-    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    all_reduce: AllReduce | None = None,
     world_size: int = 1,
 ) -> Kernel:
     """Bind the static parts and optionally ``torch.compile`` the step functions.
