@@ -58,6 +58,7 @@ __all__ = [
     "gather_envs",
     "local_share",
     "is_collective_failure",
+    "lost_process_error",
     "DEFAULT_TIMEOUT_S",
     "TIMEOUT_ENV",
 ]
@@ -323,3 +324,23 @@ def is_collective_failure(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return any(s in text for s in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out", "timed out", "c10d"))
+
+
+def lost_process_error(exc: BaseException, replica: Replica | None) -> DistributedError | None:
+    """The :class:`DistributedError` to raise instead of ``exc`` when ``exc`` is a collective that
+    lost another process (:func:`is_collective_failure`); ``None`` otherwise (and in one process).
+
+    Example:
+        >>> r = Replica(rank=1, world_size=2, local_rank=1, backend="gloo", owned=False)
+        >>> print(lost_process_error(RuntimeError("gloo: Connection reset by peer"), r))  # doctest: +ELLIPSIS
+        rank 1 of 2: a collective with the other processes failed (gloo: Connection reset by peer); another ...
+        >>> lost_process_error(ValueError("bad shape"), r) is None, lost_process_error(RuntimeError("gloo"), None) is None
+        (True, True)
+    """
+    if replica is None or not is_collective_failure(exc):
+        return None
+    return DistributedError(
+        f"rank {replica.rank} of {replica.world_size}: a collective with the other processes failed "
+        f"({str(exc).splitlines()[0][:300]}); another process probably died or stopped answering, see its "
+        "log. Rank 0 keeps the last good state in its checkpoints."
+    )

@@ -308,18 +308,12 @@ def _run(
             _fire(callbacks, "on_iteration", last_good, host)
         _fire(callbacks, "on_end", last_good)
     except BaseException as exc:
-        if replica is not None and distributed.is_collective_failure(exc):
-            error = distributed.DistributedError(
-                f"rank {replica.rank} of {replica.world_size}: a collective with the other processes failed "
-                f"({str(exc).splitlines()[0][:300]}); another process probably died or stopped answering, see its "
-                "log. Rank 0 keeps the last good state in its checkpoints."
-            )
-            if last_good is not None:
-                _report_failure(callbacks, last_good, error)
-            raise error from exc
+        error = distributed.lost_process_error(exc, replica) or exc
         if last_good is not None:
-            _report_failure(callbacks, last_good, exc)
-        raise
+            _report_failure(callbacks, last_good, error)
+        if error is exc:
+            raise
+        raise error from exc
     return last_good, history
 
 

@@ -33,11 +33,12 @@ from tensordict import TensorDict
 import functional_rl.random as jr
 from functional_rl import normalize
 from functional_rl.envs.base import Box
+from functional_rl.parallel import AllReduce
 
 __all__ = ["rollout_step", "rollout", "policy_act", "record_step", "encode_action"]
 
 
-def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: Any = None) -> dict[str, Any]:
+def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None) -> dict[str, Any]:
     """The policy half of a step: normalise the observation, sample an action. Pure.
 
     Returns a dict with the new ``key`` and ``obs_norm``, the per-env keys ``k_env`` for the
@@ -99,7 +100,7 @@ def record_step(
     final_obs: torch.Tensor,
     *,
     world_size: int = 1,
-    all_reduce: Any = None,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """The bookkeeping half of a step, after the env moved. Pure.
 
@@ -198,7 +199,7 @@ def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
 
 def rollout_step(
     state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None, world_size: int = 1,
-    all_reduce: Any = None,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """One step of every pure environment under the current policy. Pure.
 

@@ -40,7 +40,7 @@ def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:
     """One PRNG key per env: int64 ``[B, 2]``.
 
     A batch of keys ``[B, 2]`` is returned as it is; a single key ``[2]`` stands for the keys
-    keys ``row_keys(key, arange(B))`` of envs ``b = 0 .. B-1``. Environments draw row ``b`` of every random
+    ``row_keys(key, arange(B))`` of envs ``b = 0 .. B-1``. Environments draw row ``b`` of every random
     quantity from key ``b`` (``jr.uniform(keys, shape)`` is ``[B, *shape]``), which is what
     makes env ``b``'s stream independent of how many envs share its batch.
 
