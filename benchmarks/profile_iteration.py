@@ -30,13 +30,13 @@ def main() -> None:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.loop import build, metrics_to_host
+    from functional_rl.shell.loop import build, metrics_to_host
 
     cfg = frl.PPOConfig()
     if args.agents == 1:
         state, kernel = build(cfg, compile=not args.eager)
     else:
-        from functional_rl.batched import agent_grid, make_agents_kernel, stack_states
+        from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
         from functional_rl.envs import make
 
         env = make(cfg.env_id)

@@ -99,7 +99,7 @@ def child_frl(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.loop import build, metrics_to_host
+    from functional_rl.shell.loop import build, metrics_to_host
 
     tracker = Tracker(spec["t_spawn"])
     cfg = frl.PPOConfig(total_timesteps=TOTAL)
@@ -114,7 +114,7 @@ def child_frl(spec: dict) -> dict:
             tracker.add(h["r"] * n if n else 0.0, n)
         return _finish(spec, tracker, t_start, cfg.batch_size)
 
-    from functional_rl.batched import agent_grid, make_agents_kernel, stack_states
+    from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
     from functional_rl.envs import make
 
     env = make(cfg.env_id)

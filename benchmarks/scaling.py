@@ -41,7 +41,7 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.loop import build, metrics_to_host
+    from functional_rl.shell.loop import build, metrics_to_host
 
     cfg = frl.PPOConfig(num_envs=spec["num_envs"], num_steps=spec["num_steps"], total_timesteps=10_000_000)
     agents = spec["agents"]
@@ -51,7 +51,7 @@ def child(spec: dict) -> dict:
         def sync(m):
             metrics_to_host(m)
     else:
-        from functional_rl.batched import agent_grid, make_agents_kernel, stack_states
+        from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
         from functional_rl.envs import make
 
         env = make(cfg.env_id)

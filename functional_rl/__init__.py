@@ -1,21 +1,30 @@
 """functional_rl: a functional, stateless RL training kernel in PyTorch.
 
+Where things are: ``functional_rl.kernel`` (pure functions over immutable state),
+``functional_rl.envs`` (pure environments and host-simulator adapters),
+``functional_rl.shell`` (the side effects: building and compiling the step functions, the
+loop, callbacks, checkpoints, CLI, torchrun) and ``functional_rl.compat`` (the reference
+trainer's surface). The kernel and the envs never import the shell or compat.
+
 Pure steps (``rollout_step``, ``compute_advantages``, ``ppo_loss``, ``train_epoch``,
 ``train_iteration``) over an immutable :class:`TrainerState` pytree, composed by the thin
 impure shell :func:`functional_training_loop`.
 """
 
-from functional_rl import callbacks, checkpoint, components, curriculum, distributed, envs, optim, policy_store, presets, random, training_config
-from functional_rl.advantages import compute_advantages, compute_advantages_reference
-from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
-from functional_rl.distributions import Categorical, DiagGaussian
-from functional_rl.loop import NonFiniteError, functional_training_loop, train_many
-from functional_rl.losses import ppo_loss
-from functional_rl.policies import Policy, make_mlp_policy
-from functional_rl.rollout import rollout, rollout_step
-from functional_rl.state import TrainerState, init_state
-from functional_rl.struct import pytree_dataclass, static_field
-from functional_rl.train import Kernel, make_kernel, train_epoch, train_iteration, update_minibatch
+from functional_rl import envs
+from functional_rl.compat import components, training_config
+from functional_rl.kernel import curriculum, optim, random
+from functional_rl.shell import callbacks, checkpoint, distributed, policy_store, presets
+from functional_rl.kernel.advantages import compute_advantages, compute_advantages_reference
+from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
+from functional_rl.kernel.distributions import Categorical, DiagGaussian
+from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
+from functional_rl.kernel.losses import ppo_loss
+from functional_rl.kernel.policies import Policy, make_mlp_policy
+from functional_rl.kernel.rollout import rollout, rollout_step
+from functional_rl.kernel.state import TrainerState, init_state
+from functional_rl.kernel.struct import pytree_dataclass, static_field
+from functional_rl.kernel.train import Kernel, make_kernel, train_epoch, train_iteration, update_minibatch
 
 __version__ = "0.1.0"
 

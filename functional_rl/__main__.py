@@ -1,5 +1,5 @@
 import sys
 
-from functional_rl.cli import main
+from functional_rl.shell.cli import main
 
 sys.exit(main())

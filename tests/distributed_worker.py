@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from functional_rl import checkpoint
-from functional_rl.callbacks import Checkpointer
-from functional_rl.config import PPOConfig
-from functional_rl.loop import functional_training_loop
-from functional_rl.train import train_iteration
+from functional_rl.shell import checkpoint
+from functional_rl.shell.callbacks import Checkpointer
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.shell.loop import functional_training_loop
+from functional_rl.kernel.train import train_iteration
 
 
 def small_config(num_envs: int, **changes) -> PPOConfig:

@@ -12,9 +12,9 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-import functional_rl.random as jr
-from functional_rl import checkpoint
-from functional_rl.callbacks import (
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
+from functional_rl.shell.callbacks import (
     Checkpointer, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter, WandbLogger, evaluate, grouped,
 )
 from functional_rl.envs import make
@@ -273,8 +273,8 @@ def test_an_exception_in_a_callback_checkpoints_the_last_good_state_and_is_rerai
 
 def test_evaluator_feeds_the_policy_what_the_rollout_feeds_it():
     """Normalised observations (statistics frozen) and the one-hot last action, zero at a reset."""
-    from functional_rl import normalize
-    from functional_rl.loop import default_policy
+    from functional_rl.kernel import normalize
+    from functional_rl.shell.loop import default_policy
 
     cfg = TINY.replace(normalize_obs=True, last_action=True, total_timesteps=128)
     env = make("CartPole-v1")

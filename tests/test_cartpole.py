@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 from functional_rl.envs import CartPoleState, UnknownEnvError, list_envs, make
 
 # gymnasium integrates in float64 and returns float32 observations; we integrate in float32.

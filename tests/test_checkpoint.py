@@ -1,4 +1,4 @@
-"""Tests for functional_rl.checkpoint: bit-exact round trips, every load error, atomicity."""
+"""Tests for functional_rl.shell.checkpoint: bit-exact round trips, every load error, atomicity."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import safetensors.torch
 import torch
 import torch.utils._pytree as pytree
 
-from functional_rl import checkpoint as ckpt
-from functional_rl.checkpoint import (
+from functional_rl.shell import checkpoint as ckpt
+from functional_rl.shell.checkpoint import (
     CheckpointError,
     CheckpointVersionError,
     CorruptCheckpointError,
@@ -35,8 +35,8 @@ from functional_rl.checkpoint import (
     load,
     save,
 )
-from functional_rl.config import Hyperparams, PPOConfig, learning_rate_at
-from functional_rl.struct import pytree_dataclass, static_field
+from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
+from functional_rl.kernel.struct import pytree_dataclass, static_field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -336,9 +336,9 @@ def test_class_outside_functional_rl_is_refused_without_importing(good, tmp_path
 @pytest.mark.parametrize(
     "module, qualname",
     [
-        ("functional_rl.config", "PPOConfig"),  # a class, but not a pytree dataclass
-        ("functional_rl.struct", "pytree_dataclass"),  # a function
-        ("functional_rl.config", "os.system"),  # reached through a module attribute
+        ("functional_rl.kernel.config", "PPOConfig"),  # a class, but not a pytree dataclass
+        ("functional_rl.kernel.struct", "pytree_dataclass"),  # a function
+        ("functional_rl.kernel.config", "os.system"),  # reached through a module attribute
         ("functional_rl.does_not_exist", "Thing"),
         ("functional_rl..config", "Hyperparams"),
     ],
@@ -473,8 +473,8 @@ _SPAWNER = textwrap.dedent(
     from pathlib import Path
 
     import torch
-    from functional_rl.checkpoint import checkpoint_path, save
-    from functional_rl.config import Hyperparams, PPOConfig
+    from functional_rl.shell.checkpoint import checkpoint_path, save
+    from functional_rl.kernel.config import Hyperparams, PPOConfig
 
 
     def save_forever(directory):

@@ -15,10 +15,10 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-import functional_rl.random as jr
-from functional_rl import checkpoint
-from functional_rl.callbacks import evaluate
-from functional_rl.cli import main, read_metrics
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
+from functional_rl.shell.callbacks import evaluate
+from functional_rl.shell.cli import main, read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_SETS = ["--set", "num_envs=4", "--set", "num_steps=16", "--set", "num_minibatches=2", "--set", "update_epochs=1"]

@@ -7,11 +7,11 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-from functional_rl.components import (
+from functional_rl.compat.components import (
     PolicyEvaluator, PPOOptimizer, RolloutCollector, StatsLogger, TrainingCheckpointer, load_or_create,
 )
 from functional_rl.envs import make
-from functional_rl.loop import default_policy
+from functional_rl.shell.loop import default_policy
 from tests.test_learning import best_windowed_return
 
 

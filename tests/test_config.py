@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import functional_rl as frl
-from functional_rl.presets import small_fast_config
+from functional_rl.shell.presets import small_fast_config
 
 
 def test_defaults_are_cleanrl_cartpole():

@@ -24,15 +24,15 @@ from hypothesis import given, settings, strategies as st
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl import checkpoint
-from functional_rl.config import PPOConfig
-from functional_rl.distributed import DistributedError, Replica, check_config, local_share
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.shell.distributed import DistributedError, Replica, check_config, local_share
 from functional_rl.envs import make
-from functional_rl.loop import functional_training_loop
-from functional_rl.state import TrainerState
-from functional_rl.parallel import sum_over_processes
-from functional_rl.train import advantage_stats, minibatch_order
+from functional_rl.shell.loop import functional_training_loop
+from functional_rl.kernel.state import TrainerState
+from functional_rl.kernel.parallel import sum_over_processes
+from functional_rl.kernel.train import advantage_stats, minibatch_order
 from tests.distributed_worker import small_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_two_processes_equal_one_process_with_all_envs(two_process_run, one_proc
 
 
 def one_state_policy():
-    from functional_rl.loop import default_policy
+    from functional_rl.shell.loop import default_policy
 
     return default_policy(small_config(4), make("CartPole-v1"))
 
@@ -236,7 +236,7 @@ def test_env_streams_do_not_depend_on_the_batch_around_them():
     whole = TrainerState.create(cfg4, env, policy)
     share = TrainerState.create(cfg2, env, policy, env_offset=2)
     assert torch.equal(share.obs, whole.obs[2:]) and share.env_ids.tolist() == [2, 3]
-    from functional_rl.rollout import policy_act
+    from functional_rl.kernel.rollout import policy_act
 
     a4 = policy_act(whole, policy=policy, action_space=env.action_space)
     a2 = policy_act(share, policy=policy, action_space=env.action_space)
@@ -332,7 +332,7 @@ def test_batched_keys_must_match_the_rows():
 
 
 def test_cli_resume_of_a_multi_process_run_without_torchrun_says_how(tmp_path, capsys):
-    from functional_rl.cli import main
+    from functional_rl.shell.cli import main
 
     run = tmp_path / "run"
     run.mkdir()

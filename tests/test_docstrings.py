@@ -70,14 +70,14 @@ def test_the_listing_finds_the_public_api():
     for expected in (
         "functional_rl.PPOConfig",
         "functional_rl.make_kernel",
-        "functional_rl.optim.adam",
+        "functional_rl.kernel.optim.adam",
         "functional_rl.envs.CartPole",
-        "functional_rl.checkpoint.CorruptCheckpointError",
-        "functional_rl.callbacks.Callback",
-        "functional_rl.normalize.obs_norm_apply",
+        "functional_rl.shell.checkpoint.CorruptCheckpointError",
+        "functional_rl.shell.callbacks.Callback",
+        "functional_rl.kernel.normalize.obs_norm_apply",
     ):
         assert expected in names, expected
-    assert "functional_rl.loop.metrics_to_host" in names
+    assert "functional_rl.shell.loop.metrics_to_host" in names
 
 
 def test_every_public_object_has_a_docstring():

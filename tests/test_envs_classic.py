@@ -39,7 +39,7 @@ import torch.utils._pytree as pytree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 from functional_rl.envs import (
     AcrobotState,
     Box,

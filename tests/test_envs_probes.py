@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 from functional_rl.envs import Box, Discrete, Probe1, Probe2, Probe3, Probe4, Probe5, ProbeState, make
 
 PROBES = {"Probe1-v0": Probe1, "Probe2-v0": Probe2, "Probe3-v0": Probe3, "Probe4-v0": Probe4, "Probe5-v0": Probe5}

@@ -6,11 +6,11 @@ import torch.nn.functional as F
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-import functional_rl.random as jr
-from functional_rl import checkpoint
-from functional_rl.curriculum import RangeCurriculum
-from functional_rl.loop import build
-from functional_rl.train import make_batch
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
+from functional_rl.kernel.curriculum import RangeCurriculum
+from functional_rl.shell.loop import build
+from functional_rl.kernel.train import make_batch
 
 SMALL = frl.PPOConfig(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=1, total_timesteps=128 * 3)
 
@@ -100,7 +100,7 @@ def test_seed_and_native_loss_signatures_in_one_run():
     state, traj = frl.rollout(state, 8, kernel.rollout_step, kernel.critic)
     batch = make_batch(traj, state.hparams)
     mb = {k: batch[k] for k in ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")}
-    from functional_rl.losses import adapt_loss
+    from functional_rl.kernel.losses import adapt_loss
 
     seed = adapt_loss(curiosity_loss, kernel.policy)
     g_seed = torch.func.grad(lambda p: seed(p, mb, None, state.hparams))(state.params)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import functional_rl as frl
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 from functional_rl.envs import CartPoleState, EnvInputError, from_gymnasium, make
 from tests.test_learning import best_windowed_return
 

@@ -8,7 +8,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-from functional_rl.loop import build
+from functional_rl.shell.loop import build
 
 TINY = frl.PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, total_timesteps=32 * 50)
 
@@ -95,7 +95,7 @@ def test_train_epoch_uses_every_sample_once_per_epoch():
     spy_kernel = dataclasses.replace(kernel, update=spy)
     state = frl.TrainerState.create(TINY, kernel.env, kernel.policy)
     state, traj = frl.rollout(state, TINY.num_steps, kernel.rollout_step, kernel.policy.value)
-    from functional_rl.train import make_batch
+    from functional_rl.kernel.train import make_batch
 
     batch = make_batch(traj, state.hparams)
     frl.train_epoch(state, batch, spy_kernel, torch.tensor(1e-3))

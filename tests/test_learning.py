@@ -5,7 +5,7 @@ import math
 import pytest
 
 import functional_rl as frl
-from functional_rl.presets import acrobot_config, pendulum_config
+from functional_rl.shell.presets import acrobot_config, pendulum_config
 
 
 def best_windowed_return(history, window=10):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 from functional_rl import Categorical, Hyperparams, PPOConfig, make_mlp_policy, ppo_loss
 from functional_rl.envs import make
 

@@ -7,7 +7,7 @@ import torch
 from gymnasium.wrappers.utils import RunningMeanStd
 
 import functional_rl as frl
-from functional_rl import normalize as nz
+from functional_rl.kernel import normalize as nz
 
 
 def test_obs_moments_match_gymnasium_running_mean_std():
@@ -61,7 +61,7 @@ def test_statistics_live_in_the_state_and_update_in_the_rollout():
 
 def test_normalised_rollout_feeds_the_policy_what_training_sees():
     cfg = frl.PPOConfig(num_envs=3, num_steps=4, num_minibatches=1, normalize_obs=True)
-    from functional_rl.loop import build
+    from functional_rl.shell.loop import build
 
     state, kernel = build(cfg, compile=False)
     new, tr = frl.rollout_step(state, env=kernel.env, env_params=kernel.env_params, policy=kernel.policy)

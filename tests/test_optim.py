@@ -2,8 +2,8 @@
 
 import torch
 
-import functional_rl.random as jr
-from functional_rl import optim
+import functional_rl.kernel.random as jr
+from functional_rl.kernel import optim
 
 
 def test_adam_matches_torch_adam_over_100_steps():

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-import functional_rl.random as jr
-from functional_rl import checkpoint
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
 from functional_rl.envs import make
 from functional_rl.envs.base import Box, Discrete
-from functional_rl.policies import make_mlp_policy
-from functional_rl.policy_store import (
+from functional_rl.kernel.policies import make_mlp_policy
+from functional_rl.shell.policy_store import (
     RECORD_KIND,
     PolicyStore,
     PolicyStoreError,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import functional_rl as frl
-from functional_rl.loop import build
+from functional_rl.shell.loop import build
 
 GAMMA = 0.9
 

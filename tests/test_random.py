@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 
 
 def chi_square_uniform(u: torch.Tensor, bins: int = 64) -> float:

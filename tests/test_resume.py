@@ -17,7 +17,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-from functional_rl import checkpoint
+from functional_rl.shell import checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = frl.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64 * 6)
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl import checkpoint
+    from functional_rl.shell import checkpoint
 
     mode, compile, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
     if mode == "continue":  # load, train to the end of the schedule, save

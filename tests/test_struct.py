@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from functional_rl.struct import OPTREE_NAMESPACE, pytree_dataclass, static_field
+from functional_rl.kernel.struct import OPTREE_NAMESPACE, pytree_dataclass, static_field
 
 
 @pytree_dataclass

@@ -5,7 +5,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-from functional_rl.batched import agent_grid, make_agents_kernel, stack_states, unstack_state
+from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states, unstack_state
 
 CFG = frl.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=64 * 3)
 GRID = {"learning_rate": [1e-3, 3e-4], "ent_coef": [0.0, 0.02]}

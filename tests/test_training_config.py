@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from functional_rl import presets
-from functional_rl.config import PPOConfig
-from functional_rl.training_config import (
+from functional_rl.shell import presets
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.compat.training_config import (
     FIELD_PATHS,
     PRESETS,
     AgentConfig,

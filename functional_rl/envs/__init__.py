@@ -3,7 +3,7 @@
 See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract.
 """
 
-from functional_rl.envs.base import Box, Discrete, Env, UnknownEnvError, env_keys, list_envs, make, register
+from functional_rl.envs.base import Box, Discrete, Env, EnvStep, UnknownEnvError, env_keys, list_envs, make, register
 from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
 from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, from_gymnasium
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
@@ -18,6 +18,7 @@ __all__ = [
     "Box",
     "Discrete",
     "Env",
+    "EnvStep",
     "UnknownEnvError",
     "env_keys",
     "list_envs",

@@ -11,7 +11,7 @@ The reward is ``-1`` per step and ``0`` on the step that reaches the goal height
 ``-cos(theta1) - cos(theta1 + theta2) > 1`` (which terminates the episode).
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> env = Acrobot()
     >>> params = env.default_params()
     >>> obs, s = env.reset(jr.key(0), params, num_envs=3)
@@ -29,9 +29,9 @@ import math
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, env_keys, register
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Acrobot", "AcrobotParams", "AcrobotState"]
 
@@ -67,7 +67,7 @@ class AcrobotState:
     second link relative to the first.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Acrobot()
         >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
         >>> s.theta1.shape, s.dtheta2.dtype, s.time
@@ -102,7 +102,7 @@ class Acrobot:
     Action int64 ``[B]`` in ``{0, 1, 2}``: torque ``-1, 0, +1`` on the joint between the links.
 
     Example (reset 3 envs, apply torque -1 once):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Acrobot()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -272,7 +272,7 @@ class Acrobot:
         done = terminated | truncated
         new_state = pytree.tree_map(lambda r, n: torch.where(done, r, n), reset_state, nxt)
         obs = torch.where(done[:, None], reset_obs, final_obs)
-        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 register("Acrobot-v1", Acrobot)

@@ -27,13 +27,35 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 
-__all__ = ["Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError", "env_keys"]
+__all__ = ["EnvStep", "Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError", "env_keys"]
+
+
+class EnvStep(NamedTuple):
+    """What ``env.step`` returns for a batch of ``B`` envs.
+
+    Attributes:
+        obs: float32 ``[B, *obs_shape]``, the next observation; where an episode ended it is
+            already the first observation of the next episode (auto-reset).
+        state: the env state after the step (leaves ``[B, ...]``), auto-reset likewise.
+        reward: float32 ``[B]``.
+        terminated: bool ``[B]``, a true terminal state was reached (do not bootstrap).
+        truncated: bool ``[B]``, the time limit was hit (bootstrap from ``final_obs``).
+        final_obs: float32 ``[B, *obs_shape]``, the true next observation of every env (equal
+            to ``obs`` where the episode did not end).
+    """
+
+    obs: torch.Tensor
+    state: Any
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
 
 
 def env_keys(key: torch.Tensor, num_envs: int) -> torch.Tensor:

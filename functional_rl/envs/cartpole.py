@@ -5,7 +5,7 @@ Dynamics, constants, termination and reward follow gymnasium's
 integration, with the ``TimeLimit(500)`` wrapper folded in as truncation.
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> env = CartPole()
     >>> params = env.default_params()
     >>> obs, s = env.reset(jr.key(0), params, num_envs=3)
@@ -22,9 +22,9 @@ import math
 
 import torch
 
-from functional_rl.envs.base import Box, Discrete, env_keys, register
-from functional_rl.struct import pytree_dataclass
-import functional_rl.random as jr
+from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.kernel.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
 
 __all__ = ["CartPole", "CartPoleParams", "CartPoleState"]
 
@@ -57,7 +57,7 @@ class CartPoleState:
     """Per-env physical state, each float32 ``[B]``, and the step count ``time`` int64 ``[B]``.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = CartPole()
         >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
         >>> s.x.shape, s.theta.dtype, s.time
@@ -75,7 +75,7 @@ class CartPole:
     """Balance a pole on a cart; reward 1 per step; 500-step limit (truncation).
 
     Example (reset 3 envs, push each cart left once):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = CartPole()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -151,7 +151,7 @@ class CartPole:
             ))
         )
         obs = torch.where(done[:, None], reset_obs, final_obs)
-        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 register("CartPole-v1", CartPole)

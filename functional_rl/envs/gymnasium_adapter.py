@@ -14,12 +14,12 @@ the returned ``obs`` is already the reset observation and ``info["final_obs"]`` 
 true last observation, used to bootstrap truncated episodes. A ``VectorEnv`` passed in must
 use same-step autoreset too (the error says how to build one).
 
-Limits: the simulator's state lives outside :class:`~functional_rl.state.TrainerState`, so a
+Limits: the simulator's state lives outside :class:`~functional_rl.kernel.state.TrainerState`, so a
 checkpoint of a gymnasium run restores the agent exactly but restarts the environments.
 
 Example:
     >>> env = from_gymnasium("CartPole-v1", num_envs=2)
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> obs, _ = env.reset(jr.key(0), env.default_params(), 2)
     >>> obs.shape, env.action_space.n
     (torch.Size([2, 4]), 2)
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, env_keys
+import functional_rl.kernel.random as jr
+from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys
 
 __all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
 
@@ -81,7 +81,7 @@ class GymnasiumEnv:
 
     Example (wrap a same-step-autoreset vector env; reset and step it once):
         >>> import gymnasium as gym
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> vec = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
         ...                                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         >>> env = GymnasiumEnv(vec, "CartPole-v1")
@@ -174,11 +174,11 @@ class GymnasiumEnv:
         if mask is not None and np.any(mask):
             for i in np.flatnonzero(mask):
                 final[i] = self._obs(info["final_obs"][i], "episode end")
-        return (
+        return EnvStep(
             obs_t, state + 1, reward_t,
             torch.as_tensor(np.asarray(terminated), dtype=torch.bool),
             torch.as_tensor(np.asarray(truncated), dtype=torch.bool),
-            {"final_obs": final},
+            final,
         )
 
     def close(self) -> None:
@@ -199,7 +199,7 @@ def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 8, **make
         A :class:`GymnasiumEnv` (impure: stepped on the host between compiled policy steps).
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = from_gymnasium("Pendulum-v1", num_envs=3)
         >>> env.id, env.action_space.shape
         ('Pendulum-v1', (1,))

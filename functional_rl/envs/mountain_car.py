@@ -18,7 +18,7 @@ Rewards: the discrete car pays ``-1`` per step. The continuous car pays
 *before* clipping (an action of 3 costs 0.9 although it pushes like 1).
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> env = MountainCar()
     >>> params = env.default_params()
     >>> obs, s = env.reset(jr.key(0), params, num_envs=2)
@@ -39,9 +39,9 @@ from __future__ import annotations
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, env_keys, register
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["MountainCar", "MountainCarContinuous", "MountainCarParams", "MountainCarState"]
 
@@ -73,7 +73,7 @@ class MountainCarState:
     """Per-env ``position`` and ``velocity``, float32 ``[B]``; step count ``time`` int64 ``[B]``.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = MountainCar()
         >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
         >>> s.position.shape, s.velocity, s.time
@@ -132,7 +132,7 @@ class MountainCar:
     ``{0, 1, 2}``: push left, no push, push right.
 
     Example (reset 3 envs, push left once):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = MountainCar()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -190,7 +190,7 @@ class MountainCar:
         nxt, terminated = _dynamics(state, accel, params)
         obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
         reward = torch.full_like(nxt.position, -1.0)
-        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 class MountainCarContinuous:
@@ -201,7 +201,7 @@ class MountainCarContinuous:
     (terminal) minus ``0.1 * action^2`` (unclipped action, as gymnasium).
 
     Example (actions are float ``[B, 1]``; zero force costs nothing):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = MountainCarContinuous()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -260,7 +260,7 @@ class MountainCarContinuous:
         nxt, terminated = _dynamics(state, torch.clamp(a, -1.0, 1.0), params)
         obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
         reward = 100.0 * terminated.to(a.dtype) - 0.1 * a**2
-        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 register("MountainCar-v0", MountainCar)

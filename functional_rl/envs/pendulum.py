@@ -11,7 +11,7 @@ truncation. The pendulum never terminates. With the torque ``u = clip(action, -2
 where ``angle_normalize(x) = ((x + pi) mod 2 pi) - pi`` and ``theta = 0`` is upright.
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> env = Pendulum()
     >>> params = env.default_params()
     >>> state = PendulumState(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0]))
@@ -29,9 +29,9 @@ import math
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl.envs.base import Box, env_keys, register
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.envs.base import Box, EnvStep, env_keys, register
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Pendulum", "PendulumParams", "PendulumState", "angle_normalize"]
 
@@ -61,7 +61,7 @@ class PendulumState:
     step count ``time`` int64 ``[B]``.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Pendulum()
         >>> _, s = env.reset(jr.key(0), env.default_params(), 3)
         >>> s.theta.shape, s.theta_dot.dtype, s.time
@@ -95,7 +95,7 @@ class Pendulum:
     ``[B, 1]``: the torque, clipped to ``[-2, 2]`` by the env. Never terminates.
 
     Example (actions are float torques ``[B, 1]``; rewards are never positive):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Pendulum()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -167,7 +167,7 @@ class Pendulum:
         reset_obs, reset_state = self.reset(key, params, num_envs)
         new_state = pytree.tree_map(lambda r, n: torch.where(truncated, r, n), reset_state, nxt)
         obs = torch.where(truncated[:, None], reset_obs, final_obs)
-        return obs, new_state, reward, terminated, truncated, {"final_obs": final_obs}
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 register("Pendulum-v1", Pendulum)

@@ -21,7 +21,7 @@ episode ends by *termination*, so ``info["final_obs"]`` is never bootstrapped fr
 last observation of the episode, repeated (there is no state after the terminal one).
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> env = Probe4()
     >>> obs, s = env.reset(jr.key(0), env.default_params(), num_envs=2)
     >>> obs.tolist()
@@ -36,9 +36,9 @@ from __future__ import annotations
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl.envs.base import Box, Discrete, env_keys, register
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Probe1", "Probe2", "Probe3", "Probe4", "Probe5", "ProbeParams", "ProbeState"]
 
@@ -63,7 +63,7 @@ class ProbeState:
     """Per-env observation value ``obs`` float32 ``[B]`` and step within the episode ``time`` int64 ``[B]``.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe3()
         >>> _, s = env.reset(jr.key(0), env.default_params(), 2)
         >>> s.obs, s.time
@@ -100,7 +100,7 @@ def _finish(
     final_obs = nxt.obs[:, None].clone()  # never a view of the caller's state
     new_state = pytree.tree_map(lambda r, n: torch.where(terminated, r, n), reset_state, nxt)
     obs = torch.where(terminated[:, None], reset_obs, final_obs)
-    return obs, new_state, torch.zeros_like(terminated), {"final_obs": final_obs}
+    return obs, new_state, torch.zeros_like(terminated), final_obs
 
 
 class _OneStepProbe:
@@ -133,8 +133,8 @@ class _OneStepProbe:
         terminated = torch.ones_like(state.obs, dtype=torch.bool)
         reward = self.reward(state.obs, action)
         reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+        obs, new_state, truncated, final_obs = _finish(state.replace(time=state.time + 1), terminated, reset)
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 class Probe1(_OneStepProbe):
@@ -144,7 +144,7 @@ class Probe1(_OneStepProbe):
     has a broken value loss or optimiser.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe1()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -170,7 +170,7 @@ class Probe2(_OneStepProbe):
     (wrong observation plumbing, or no gradient through it).
 
     Example (the reward equals the starting observation):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe2()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -198,7 +198,7 @@ class Probe3:
     1 (or both ``gamma``) point at broken discounting or a bootstrap across the episode end.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe3()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -232,8 +232,8 @@ class Probe3:
         # The observation counts the steps taken; at termination it stays 1 (the last obs).
         nxt = ProbeState(torch.where(terminated, state.obs, state.obs + 1.0), state.time + 1)
         reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, info = _finish(nxt, terminated, reset)
-        return obs, new_state, reward, terminated, truncated, info
+        obs, new_state, truncated, final_obs = _finish(nxt, terminated, reset)
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
 
 class Probe4(_OneStepProbe):
@@ -243,7 +243,7 @@ class Probe4(_OneStepProbe):
     ``V = 0``). A policy that does not move there has a broken policy gradient.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe4()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)
@@ -270,7 +270,7 @@ class Probe5(_OneStepProbe):
     both observations). A policy that learns Probe4 but not this one ignores its input.
 
     Example (acting on the observation's sign always pays +1):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> env = Probe5()
         >>> params = env.default_params()
         >>> obs, state = env.reset(jr.key(0), params, 3)

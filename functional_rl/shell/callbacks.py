@@ -27,8 +27,8 @@ a ``write(row)`` method; the :class:`Evaluator` sends its ``eval/...`` rows ther
 
 Example:
     >>> import io, tempfile
-    >>> from functional_rl.config import PPOConfig
-    >>> from functional_rl.loop import functional_training_loop
+    >>> from functional_rl.kernel.config import PPOConfig
+    >>> from functional_rl.shell.loop import functional_training_loop
     >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64)
     >>> with tempfile.TemporaryDirectory() as d:
     ...     ckpt = Checkpointer(d, every=1, keep_last=1)
@@ -50,8 +50,8 @@ from typing import Any, Protocol, TextIO
 
 import torch
 
-import functional_rl.random as jr
-from functional_rl import checkpoint as ckpt_io
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint as ckpt_io
 
 __all__ = [
     "Callback",
@@ -73,8 +73,8 @@ class Callback(Protocol):
     """Any subset of the four hooks (see the module docstring).
 
     Example (a callback that records the step after every iteration of a tiny run):
-        >>> from functional_rl.config import PPOConfig
-        >>> from functional_rl.loop import functional_training_loop
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.shell.loop import functional_training_loop
         >>> class StepRecorder:
         ...     def __init__(self):
         ...         self.steps = []
@@ -300,8 +300,8 @@ class ProgressBar:
 
     Example:
         >>> import io
-        >>> from functional_rl.config import PPOConfig
-        >>> from functional_rl.loop import functional_training_loop
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.shell.loop import functional_training_loop
         >>> out = io.StringIO()
         >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=64)
         >>> _ = functional_training_loop(cfg, compile=False, callbacks=[ProgressBar(stream=out, disable=False)])
@@ -525,8 +525,8 @@ _CKPT_NAME = re.compile(r"^ckpt_(\d{12,})" + re.escape(ckpt_io.EXTENSION) + r"$"
 class Checkpointer:
     """Saves the training state every ``every`` iterations, at the end, and on failure.
 
-    Files are :func:`functional_rl.checkpoint.checkpoint_path` ``(directory, agent_step)``,
-    written atomically by :func:`functional_rl.checkpoint.save` with the config and the
+    Files are :func:`functional_rl.shell.checkpoint.checkpoint_path` ``(directory, agent_step)``,
+    written atomically by :func:`functional_rl.shell.checkpoint.save` with the config and the
     metadata ``{"agent_step", "iteration", "reason", **metadata}``; ``reason`` is
     ``"periodic"``, ``"end"`` or ``"failure"``. A step already saved is not written twice.
     After each save only the ``keep_last`` highest-step checkpoints in ``directory`` are kept.
@@ -664,7 +664,7 @@ def evaluate(
 
     Example:
         >>> from functional_rl.envs import make
-        >>> from functional_rl.policies import make_mlp_policy
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> env = make("CartPole-v1")
         >>> policy = make_mlp_policy(env.observation_space, env.action_space)
         >>> params = policy.init(jr.key(0))
@@ -674,7 +674,7 @@ def evaluate(
         (torch.Size([3]), True, True)
     """
     from functional_rl.envs.base import Box
-    from functional_rl.rollout import encode_action
+    from functional_rl.kernel.rollout import encode_action
 
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
@@ -723,7 +723,7 @@ def state_policy_input(state: Any) -> dict[str, Any]:
     obs_norm = getattr(state, "obs_norm", None)
     obs_fn = None
     if obs_norm is not None:
-        from functional_rl import normalize
+        from functional_rl.kernel import normalize
 
         def obs_fn(obs: torch.Tensor) -> torch.Tensor:
             return normalize.obs_norm_apply(obs_norm, obs)

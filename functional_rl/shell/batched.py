@@ -2,7 +2,7 @@
 
 PureJaxRL's trick in PyTorch: ``torch.func.vmap`` of the per-step functions over a stack of
 independent states, then ``torch.compile`` of the vmapped function (compile(vmap(f)), never
-vmap of a compiled function). The glue in :func:`~functional_rl.train.train_iteration` only
+vmap of a compiled function). The glue in :func:`~functional_rl.kernel.train.train_iteration` only
 needs to know that there is one more leading axis (``kernel.agent_dims == 1``).
 
 Example:
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from functional_rl.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
-from functional_rl.state import TrainerState
-from functional_rl.train import Kernel, make_kernel
+from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
+from functional_rl.kernel.state import TrainerState
+from functional_rl.kernel.train import Kernel, make_kernel
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
 
@@ -142,7 +142,7 @@ def make_agents_kernel(
         >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
         >>> env = make(cfg.env_id)
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> from functional_rl.train import train_iteration
+        >>> from functional_rl.kernel.train import train_iteration
         >>> states = stack_states(cfg, env, policy, agent_grid([0, 1]))
         >>> kernel = make_agents_kernel(cfg, env, policy, 2, compile=False)
         >>> kernel.agent_dims, kernel.num_agents

@@ -32,14 +32,14 @@ import torch
 import torch.utils._pytree as pytree
 from tensordict import TensorDict
 
-import functional_rl.random as jr
-from functional_rl.advantages import compute_advantages
-from functional_rl.config import PPOConfig, learning_rate_at
-from functional_rl.losses import LossFn, adapt_loss, ppo_loss
-from functional_rl.optim import apply_updates, global_norm
-from functional_rl.parallel import AllReduce, sum_over_processes
-from functional_rl.rollout import policy_act, record_step, rollout, rollout_step
-from functional_rl.state import TrainerState, make_optimizer
+import functional_rl.kernel.random as jr
+from functional_rl.kernel.advantages import compute_advantages
+from functional_rl.kernel.config import PPOConfig, learning_rate_at
+from functional_rl.kernel.losses import LossFn, adapt_loss, ppo_loss
+from functional_rl.kernel.optim import apply_updates, global_norm
+from functional_rl.kernel.parallel import AllReduce, sum_over_processes
+from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step
+from functional_rl.kernel.state import TrainerState, make_optimizer
 
 __all__ = [
     "Kernel", "make_kernel", "update_minibatch", "train_epoch", "train_on_trajectory", "train_iteration",
@@ -62,9 +62,9 @@ class Kernel:
         num_agents: ``None`` for one agent; ``A`` when the functions are vmapped over a
             leading agent axis of every state leaf (see :func:`functional_rl.vmap.train_many`).
         value: the critic ``(params, obs) -> V``; default ``policy.value``.
-        curriculum: optional task sampler (:mod:`functional_rl.curriculum`).
+        curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`).
         all_reduce: ``None`` in one process; in a data-parallel run a function summing a 1-D
-            tensor over all processes (:func:`functional_rl.distributed.process_group_sum`).
+            tensor over all processes (:func:`functional_rl.shell.distributed.process_group_sum`).
         world_size: number of processes (1 without ``torch.distributed``).
 
     Example:
@@ -304,7 +304,7 @@ def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, nu
         int64 ``[T * B]`` (or ``[A, T * B]``) whose consecutive slices of ``s * B`` are the minibatches.
 
     Example (T = 4 steps of B = 2 envs in M = 2 minibatches):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> order = minibatch_order(jr.key(0), torch.arange(2), num_steps=4, num_minibatches=2)
         >>> sorted(order.tolist()) == list(range(8))
         True
@@ -406,7 +406,7 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, kernel: Ker
 
     Example:
         >>> import functional_rl as frl
-        >>> from functional_rl.loop import build
+        >>> from functional_rl.shell.loop import build
         >>> state, kernel = build(frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1), compile=False)
         >>> state, traj = frl.rollout(state, 4, kernel.rollout_step, kernel.critic)
         >>> state, batch, metrics = train_on_trajectory(state, traj, kernel)
@@ -565,8 +565,8 @@ def make_kernel(
 
         def step(state):
             a = act(state)
-            next_obs, env_state, reward, terminated, truncated, info = env.step(a["k_env"], state.env_state, a["env_action"], env_params)
-            return record(state, a, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+            next_obs, env_state, reward, terminated, truncated, final_obs = env.step(a["k_env"], state.env_state, a["env_action"], env_params)
+            return record(state, a, next_obs, env_state, reward, terminated, truncated, final_obs)
 
     return Kernel(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,

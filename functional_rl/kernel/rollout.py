@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 
-import functional_rl.random as jr
-from functional_rl import normalize
+import functional_rl.kernel.random as jr
+from functional_rl.kernel import normalize
 from functional_rl.envs.base import Box
-from functional_rl.parallel import AllReduce
+from functional_rl.kernel.parallel import AllReduce
 
 __all__ = ["rollout_step", "rollout", "policy_act", "record_step", "encode_action"]
 
@@ -45,7 +45,7 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllRed
     env step, the policy input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a
     Box's bounds), ``log_prob`` and ``value``. Env ``b``'s action and env keys are
     ``row_keys(k, state.env_ids)[b]`` of this step's keys. In a data-parallel run
-    ``all_reduce`` (:mod:`functional_rl.parallel`) makes the observation statistics see every
+    ``all_reduce`` (:mod:`functional_rl.kernel.parallel`) makes the observation statistics see every
     process's observations. Shapes (``B = num_envs``): ``key``
     int64 ``[2]``; ``k_env`` int64 ``[B, 2]``;
     ``obs`` float ``[B, *obs_shape]`` (``[B, obs_dim + K]`` with the last action appended);
@@ -115,7 +115,7 @@ def record_step(
         reward: float ``[B]``.
         terminated: bool ``[B]``.
         truncated: bool ``[B]``.
-        final_obs: float ``[B, *obs_shape]``, the true next observation (``info["final_obs"]``).
+        final_obs: float ``[B, *obs_shape]``, the true next observation (``final_obs``).
         world_size: processes stepping ``B`` envs each in a data-parallel run; ``agent_step``
             counts all of them (``+= B * world_size``, the reference trainer's
             ``record_rollout(agent_steps, world_size)``).
@@ -132,9 +132,9 @@ def record_step(
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> state = frl.init_state(cfg, env, policy)
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
-        >>> next_obs, env_state, reward, terminated, truncated, info = env.step(
+        >>> next_obs, env_state, reward, terminated, truncated, final_obs = env.step(
         ...     a["k_env"], state.env_state, a["env_action"], env.default_params())
-        >>> new_state, tr = record_step(state, a, next_obs, env_state, reward, terminated, truncated, info["final_obs"])
+        >>> new_state, tr = record_step(state, a, next_obs, env_state, reward, terminated, truncated, final_obs)
         >>> int(new_state.agent_step), new_state.episode_length.tolist(), tr["next_obs"].shape
         (2, [1, 1], torch.Size([2, 4]))
     """
@@ -207,9 +207,9 @@ def rollout_step(
     ``a ~ pi(. | obs)``), then ``env.step`` (which auto-resets), then ``record_step``.
 
     Args:
-        state: a :class:`~functional_rl.state.TrainerState` with ``obs [B, ...]``.
+        state: a :class:`~functional_rl.kernel.state.TrainerState` with ``obs [B, ...]``.
         env: a pure environment; env_params: its parameters; policy: a ``Policy``.
-        curriculum: optional task sampler (:mod:`functional_rl.curriculum`): the env runs with
+        curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`): the env runs with
             its per-env parameters, and envs whose episode ended draw their next task.
         world_size, all_reduce: see :func:`record_step` (``None``/1 in one process).
 
@@ -232,9 +232,9 @@ def rollout_step(
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.extra["curriculum"])
     act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce)
-    next_obs, env_state, reward, terminated, truncated, info = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
+    next_obs, env_state, reward, terminated, truncated, final_obs = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
     new_state, transition = record_step(
-        state, act, next_obs, env_state, reward, terminated, truncated, info["final_obs"],
+        state, act, next_obs, env_state, reward, terminated, truncated, final_obs,
         world_size=world_size, all_reduce=all_reduce,
     )
     if curriculum is not None:

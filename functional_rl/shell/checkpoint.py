@@ -15,7 +15,7 @@ File format (extension ``.frl``, ``FORMAT_VERSION = 1``), one file so that the f
     0           8     magic  b"FRLCKPT\\x00"
     8           8     H: byte length of the header, unsigned little-endian
     16          H     header: UTF-8 JSON object
-                        "format":          "functional_rl.checkpoint"
+                        "format":          "functional_rl.shell.checkpoint"
                         "format_version":  1
                         "sha256":          hex SHA-256 of content.encode("utf-8") + tensors
                         "tensors_nbytes":  T
@@ -57,7 +57,7 @@ safetensors dtype.
 
 Example:
     >>> import tempfile, torch
-    >>> from functional_rl.config import PPOConfig
+    >>> from functional_rl.kernel.config import PPOConfig
     >>> state = {"step": torch.tensor(3), "w": torch.arange(4.0).reshape(2, 2), "extra": None}
     >>> with tempfile.TemporaryDirectory() as d:
     ...     path = save(checkpoint_path(d, 3), state, PPOConfig(num_envs=4), {"note": "hi"})
@@ -105,7 +105,7 @@ __all__ = [
 FORMAT_VERSION = 1
 EXTENSION = ".frl"
 MAGIC = b"FRLCKPT\x00"
-_FORMAT_NAME = "functional_rl.checkpoint"
+_FORMAT_NAME = "functional_rl.shell.checkpoint"
 _PACKAGE = "functional_rl"
 _PREFIX = len(MAGIC) + 8
 _CKPT_RE = re.compile(r"^ckpt_(\d{12,})" + re.escape(EXTENSION) + r"$")
@@ -147,7 +147,7 @@ class NotACheckpointError(CheckpointError):
         ...     load(f"{d}/w.safetensors")
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.NotACheckpointError: ...w.safetensors is not a functional_rl checkpoint...
+        functional_rl.shell.checkpoint.NotACheckpointError: ...w.safetensors is not a functional_rl checkpoint...
     """
 
 
@@ -164,7 +164,7 @@ class TruncatedCheckpointError(CheckpointError):
         ...     load(p)
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.TruncatedCheckpointError: ...a.frl: the file is truncated...
+        functional_rl.shell.checkpoint.TruncatedCheckpointError: ...a.frl: the file is truncated...
     """
 
 
@@ -183,7 +183,7 @@ class CorruptCheckpointError(CheckpointError):
         ...     load(p)
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.CorruptCheckpointError: ...a.frl is corrupt: its SHA-256 is ...
+        functional_rl.shell.checkpoint.CorruptCheckpointError: ...a.frl is corrupt: its SHA-256 is ...
     """
 
 
@@ -200,7 +200,7 @@ class CheckpointVersionError(CheckpointError):
         ...     load(p)
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.CheckpointVersionError: ...a.frl was written in checkpoint format version 9, ...
+        functional_rl.shell.checkpoint.CheckpointVersionError: ...a.frl was written in checkpoint format version 9, ...
     """
 
 
@@ -219,14 +219,14 @@ class UnsafeCheckpointError(CheckpointError):
         ...     header["sha256"] = hashlib.sha256(header["content"].encode() + blob).hexdigest()
         ...     raw = json.dumps(header).encode()
         ...     _ = path.write_bytes(data[:8] + struct.pack("<Q", len(raw)) + raw + blob)
-        >>> from functional_rl.config import Hyperparams, PPOConfig
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = save(f"{d}/a.frl", Hyperparams.from_config(PPOConfig()), None)
-        ...     rewrite(p, '"module":"functional_rl.config","qualname":"Hyperparams"', '"module":"os","qualname":"system"')
+        ...     rewrite(p, '"module":"functional_rl.kernel.config","qualname":"Hyperparams"', '"module":"os","qualname":"system"')
         ...     load(p)
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.UnsafeCheckpointError: ...names class 'os.system', which is not a registered @pytree_dataclass...
+        functional_rl.shell.checkpoint.UnsafeCheckpointError: ...names class 'os.system', which is not a registered @pytree_dataclass...
     """
 
 
@@ -245,14 +245,14 @@ class IncompatibleCheckpointError(CheckpointError):
         ...     header["sha256"] = hashlib.sha256(header["content"].encode() + blob).hexdigest()
         ...     raw = json.dumps(header).encode()
         ...     _ = path.write_bytes(data[:8] + struct.pack("<Q", len(raw)) + raw + blob)
-        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.kernel.config import PPOConfig
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = save(f"{d}/a.frl", {"step": 1}, PPOConfig())
         ...     rewrite(p, '"gamma":0.99', '"gamma":5')
         ...     load(p)
         Traceback (most recent call last):
             ...
-        functional_rl.checkpoint.IncompatibleCheckpointError: ...the stored config no longer fits functional_rl.config.PPOConfig...
+        functional_rl.shell.checkpoint.IncompatibleCheckpointError: ...the stored config no longer fits functional_rl.kernel.config.PPOConfig...
     """
 
 
@@ -591,7 +591,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
 
     Example:
         >>> import tempfile, torch
-        >>> from functional_rl.config import Hyperparams, PPOConfig
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
         >>> hp = Hyperparams.from_config(PPOConfig(gamma=0.5))
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = save(f"{d}/hp.frl", {"hp": hp, "key": torch.tensor([1, 2])}, None)
@@ -603,7 +603,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
         ...     load(Path(d, "junk.frl"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        functional_rl.checkpoint.NotACheckpointError: ...junk.frl is not a functional_rl checkpoint...
+        functional_rl.shell.checkpoint.NotACheckpointError: ...junk.frl is not a functional_rl checkpoint...
     """
     path = Path(path)
     data = path.read_bytes()
@@ -644,7 +644,7 @@ def _verify(path: Path, data: bytes) -> tuple[str, bytes]:
             )
         raise NotACheckpointError(
             f"{path} is not a functional_rl checkpoint (it does not start with {MAGIC!r}); "
-            "pass a file written by functional_rl.checkpoint.save (a plain safetensors or "
+            "pass a file written by functional_rl.shell.checkpoint.save (a plain safetensors or "
             "torch.save file is not one)"
         )
     if n < _PREFIX:

@@ -4,7 +4,7 @@
 ``num_minibatches``, ``update_epochs``, network sizes) decide tensor shapes and are baked
 into compiled graphs. Its *continuous* fields (learning rate, discount, clip range, loss
 coefficients) reach the kernel as a :class:`Hyperparams` pytree of 0-d tensors inside the
-:class:`~functional_rl.state.TrainerState`, so changing one never recompiles and
+:class:`~functional_rl.kernel.state.TrainerState`, so changing one never recompiles and
 ``torch.func.vmap`` can sweep it.
 
 The defaults are CleanRL's ``ppo.py`` CartPole settings (Huang et al., "The 37
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from functional_rl.struct import pytree_dataclass
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["PPOConfig", "Hyperparams", "HYPERPARAM_NAMES", "learning_rate_at"]
 

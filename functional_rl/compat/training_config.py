@@ -9,7 +9,7 @@ The trainer functional_rl replaces configured a run as one nested document::
 
 :class:`TrainingConfig` reads that layout (:meth:`TrainingConfig.from_dict`,
 :meth:`TrainingConfig.from_yaml`) and lowers it with :meth:`TrainingConfig.to_ppo_config` to the
-flat, frozen :class:`~functional_rl.config.PPOConfig` that the kernel and the shell take. Every
+flat, frozen :class:`~functional_rl.kernel.config.PPOConfig` that the kernel and the shell take. Every
 :class:`PPOConfig` field has exactly one home in the nested layout (see :data:`FIELD_PATHS`),
 so the two forms convert both ways without loss.
 
@@ -43,8 +43,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from functional_rl import presets as _presets
-from functional_rl.config import PPOConfig
+from functional_rl.shell import presets as _presets
+from functional_rl.kernel.config import PPOConfig
 
 __all__ = [
     "AgentConfig",
@@ -124,7 +124,7 @@ class AgentConfig:
 
     Attributes:
         name: the architecture; ``"mlp"`` is CleanRL's MLP actor-critic
-            (:func:`~functional_rl.policies.make_mlp_policy`), the one functional_rl builds.
+            (:func:`~functional_rl.kernel.policies.make_mlp_policy`), the one functional_rl builds.
         hidden_sizes: widths of the actor and critic MLPs.
         activation: ``"tanh"`` or ``"relu"``.
         last_action: feed the previous action (one-hot for discrete actions) to the policy
@@ -312,7 +312,7 @@ class TrainingConfig:
         """The nested form of a flat :class:`PPOConfig` (the inverse of :meth:`to_ppo_config`).
 
         Example:
-            >>> from functional_rl.presets import pendulum_config as flat_pendulum
+            >>> from functional_rl.shell.presets import pendulum_config as flat_pendulum
             >>> cfg = TrainingConfig.from_ppo_config(flat_pendulum(), experiment_name="pendulum")
             >>> cfg.trainer.env_id, cfg.ppo.gamma, cfg.to_ppo_config() == flat_pendulum()
             ('Pendulum-v1', 0.95, True)
@@ -469,7 +469,7 @@ def _import_yaml() -> Any:
 
 # ---------------------------------------------------------------------------- presets
 def small_fast_config(experiment_name: str = "small_fast") -> TrainingConfig:
-    """The reference trainer's quick preset: CartPole, 50k steps (:func:`functional_rl.presets.small_fast_config`).
+    """The reference trainer's quick preset: CartPole, 50k steps (:func:`functional_rl.shell.presets.small_fast_config`).
 
     Example:
         >>> cfg = small_fast_config()
@@ -480,7 +480,7 @@ def small_fast_config(experiment_name: str = "small_fast") -> TrainingConfig:
 
 
 def cartpole_config(experiment_name: str = "cartpole") -> TrainingConfig:
-    """CleanRL's CartPole-v1 settings (:func:`functional_rl.presets.cartpole_config`).
+    """CleanRL's CartPole-v1 settings (:func:`functional_rl.shell.presets.cartpole_config`).
 
     Example:
         >>> cfg = cartpole_config()
@@ -491,7 +491,7 @@ def cartpole_config(experiment_name: str = "cartpole") -> TrainingConfig:
 
 
 def acrobot_config(experiment_name: str = "acrobot") -> TrainingConfig:
-    """Acrobot-v1 (:func:`functional_rl.presets.acrobot_config`).
+    """Acrobot-v1 (:func:`functional_rl.shell.presets.acrobot_config`).
 
     Example:
         >>> cfg = acrobot_config(experiment_name="acro")
@@ -502,7 +502,7 @@ def acrobot_config(experiment_name: str = "acrobot") -> TrainingConfig:
 
 
 def pendulum_config(experiment_name: str = "pendulum") -> TrainingConfig:
-    """Pendulum-v1, continuous control (:func:`functional_rl.presets.pendulum_config`).
+    """Pendulum-v1, continuous control (:func:`functional_rl.shell.presets.pendulum_config`).
 
     Example:
         >>> cfg = pendulum_config()
@@ -513,7 +513,7 @@ def pendulum_config(experiment_name: str = "pendulum") -> TrainingConfig:
 
 
 def mountain_car_continuous_config(experiment_name: str = "mountain_car_continuous") -> TrainingConfig:
-    """MountainCarContinuous-v0 (:func:`functional_rl.presets.mountain_car_continuous_config`).
+    """MountainCarContinuous-v0 (:func:`functional_rl.shell.presets.mountain_car_continuous_config`).
 
     Example:
         >>> cfg = mountain_car_continuous_config()
@@ -523,7 +523,7 @@ def mountain_car_continuous_config(experiment_name: str = "mountain_car_continuo
     return TrainingConfig.from_ppo_config(_presets.mountain_car_continuous_config(), experiment_name)
 
 
-#: Preset name -> factory, the same names as :data:`functional_rl.presets.PRESETS`.
+#: Preset name -> factory, the same names as :data:`functional_rl.shell.presets.PRESETS`.
 PRESETS = {
     "cartpole": cartpole_config,
     "small_fast": small_fast_config,

@@ -1,6 +1,6 @@
 """Observation normalisation and reward scaling as pure state (``(init, update, apply)`` triples).
 
-The statistics live in :class:`~functional_rl.state.TrainerState` (``obs_norm``,
+The statistics live in :class:`~functional_rl.kernel.state.TrainerState` (``obs_norm``,
 ``reward_norm``), so checkpoints carry them, ``vmap`` batches them, and a resumed run
 normalises exactly as the uninterrupted one.
 
@@ -14,7 +14,7 @@ Running moments use the parallel update of Chan, Golub & LeVeque (1979), as gymn
 The batch moments come from the sums ``n_b, S1 = sum (x - m), S2 = sum (x - m)^2`` (shifted by
 the running mean, in float64): ``delta = S1 / n_b``, ``v_b = S2 / n_b - delta^2``. Sums add
 up across processes, so a data-parallel run folds in the batch of all its processes' envs
-(``all_reduce``, see :mod:`functional_rl.parallel`) and every process keeps the same statistics.
+(``all_reduce``, see :mod:`functional_rl.kernel.parallel`) and every process keeps the same statistics.
 
 Observations: ``(obs - m) / sqrt(v + eps)`` clipped to ``[-clip, clip]`` (gymnasium's
 ``NormalizeObservation`` followed by CleanRL's clip). Rewards: gymnasium's
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import torch
 
-from functional_rl.parallel import AllReduce, sum_over_processes
-from functional_rl.struct import pytree_dataclass
+from functional_rl.kernel.parallel import AllReduce, sum_over_processes
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = [
     "RunningMoments",

@@ -1,11 +1,11 @@
 """Named policy records on disk: save trained parameters, find them by URI, rebuild the policy.
 
 A *policy record* (the reference trainer's ``PolicyRecord``) is one ``.frl`` file written by
-:func:`functional_rl.checkpoint.save`: the parameter pytree as safetensors, and in the JSON
+:func:`functional_rl.shell.checkpoint.save`: the parameter pytree as safetensors, and in the JSON
 metadata the policy's ``spec``, the observation and action spaces and the caller's metadata
 (``epoch``, ``agent_step``, ``eval_score``, ``env_id``, ...). Loading verifies the SHA-256 and
 runs no code (no pickle). :meth:`PolicyRecord.make_policy` rebuilds the
-:class:`~functional_rl.policies.Policy` from the spec and the spaces, so a loaded record acts
+:class:`~functional_rl.kernel.policies.Policy` from the spec and the spaces, so a loaded record acts
 exactly like the saved policy: the same outputs, bit for bit, for the same observations.
 
 Records are found by name (``store.load("run_a")``), by path, or by ``file://`` URI:
@@ -26,9 +26,9 @@ This module does I/O: it belongs to the shell, never to a pure step.
 
 Example:
     >>> import tempfile, torch
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> from functional_rl.envs import make
-    >>> from functional_rl.policies import make_mlp_policy
+    >>> from functional_rl.kernel.policies import make_mlp_policy
     >>> env = make("CartPole-v1")
     >>> policy = make_mlp_policy(env.observation_space, env.action_space, (16,))
     >>> with tempfile.TemporaryDirectory() as d:
@@ -56,9 +56,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from functional_rl import checkpoint as ckpt_io
+from functional_rl.shell import checkpoint as ckpt_io
 from functional_rl.envs.base import Box, Discrete
-from functional_rl.policies import Policy, make_mlp_policy
+from functional_rl.kernel.policies import Policy, make_mlp_policy
 
 __all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND"]
 
@@ -80,7 +80,7 @@ class PolicyStoreError(LookupError):
         ...     PolicyStore(d).load("missing")
         Traceback (most recent call last):
             ...
-        functional_rl.policy_store.PolicyStoreError: file://...missing.frl: no such policy record...
+        functional_rl.shell.policy_store.PolicyStoreError: file://...missing.frl: no such policy record...
     """
 
 
@@ -155,14 +155,14 @@ class PolicyRecord:
         name: the record's name (its file is ``<name>.frl``).
         uri: ``file://`` URI of the record's file.
         params: the parameter pytree, exactly as saved.
-        spec: the policy's ``spec`` (:attr:`functional_rl.policies.Policy.spec`).
+        spec: the policy's ``spec`` (:attr:`functional_rl.kernel.policies.Policy.spec`).
         metadata: ``epoch``, ``agent_step``, ``eval_score`` (or absent), ``env_id``,
             ``observation_space``/``action_space`` (see :func:`encode_space`) and any other
             keys given to :meth:`PolicyStore.save`.
 
     Example:
         >>> import tempfile, torch
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
         >>> env = make("CartPole-v1")
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
@@ -245,7 +245,7 @@ class PolicyStore:
 
     Example:
         >>> import tempfile
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
         >>> env = make("Pendulum-v1")
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
@@ -310,7 +310,7 @@ class PolicyStore:
             FileExistsError: the record exists and ``overwrite`` is false.
             ValueError: a bad name, no way to know the spaces, or spaces that do not fit the
                 policy's spec.
-            TypeError: metadata that is not JSON-able (from :func:`functional_rl.checkpoint.save`).
+            TypeError: metadata that is not JSON-able (from :func:`functional_rl.shell.checkpoint.save`).
         """
         path = self.path(name)
         if path.exists() and not overwrite:
@@ -360,7 +360,7 @@ class PolicyStore:
             PolicyStoreError: a malformed or unsupported URI, a missing record, a directory
                 with no records, or no record holding the ``best`` metric; the message names
                 the URI.
-            functional_rl.checkpoint.CheckpointError: the file is corrupt or not a checkpoint.
+            functional_rl.shell.checkpoint.CheckpointError: the file is corrupt or not a checkpoint.
         """
         target, select, metric, uri = self._resolve(uri_or_name)
         if target.is_dir():

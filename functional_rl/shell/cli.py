@@ -26,7 +26,7 @@ with a final checkpoint, so the run can be continued later with ``resume``; it d
 change the learning-rate schedule, which follows ``total_timesteps``.
 
 Under ``torchrun --nproc-per-node W -m functional_rl train|resume ...`` the run is data
-parallel (:mod:`functional_rl.distributed`): ``num_envs`` envs per process, one run dir, and
+parallel (:mod:`functional_rl.shell.distributed`): ``num_envs`` envs per process, one run dir, and
 only rank 0 prints, logs and writes checkpoints (of the whole run's state). ``resume`` of such
 a run needs the same ``W``; on several machines the run dir must be on a shared filesystem.
 
@@ -105,7 +105,7 @@ def _load_config_file(path: str) -> dict[str, Any]:
 
 
 def _config_from_dict(d: dict[str, Any], where: str):
-    from functional_rl.config import PPOConfig
+    from functional_rl.kernel.config import PPOConfig
 
     try:
         return PPOConfig.from_dict(d)
@@ -136,7 +136,7 @@ def _make_env(env_id: str):
 
 
 def _make_policy(config, env):
-    from functional_rl.loop import default_policy
+    from functional_rl.shell.loop import default_policy
 
     return default_policy(config, env)
 
@@ -180,7 +180,7 @@ def _run_config(run_dir: Path):
 
 
 def _latest_state(run_dir: Path, config):
-    from functional_rl import checkpoint
+    from functional_rl.shell import checkpoint
 
     path = checkpoint.latest_checkpoint(run_dir / CHECKPOINT_DIR)
     if path is None:
@@ -249,9 +249,9 @@ def _truncate_metrics(run_dir: Path, step: int) -> int:
 
 # ---------------------------------------------------------------------------- data parallel
 def _join(config, argv: list[str]):
-    """This process's :class:`~functional_rl.distributed.Replica` under torchrun (else ``None``)
+    """This process's :class:`~functional_rl.shell.distributed.Replica` under torchrun (else ``None``)
     and the config with its ``world_size``; a run dir's process count must match the launch."""
-    from functional_rl import distributed
+    from functional_rl.shell import distributed
 
     replica = distributed.setup(config.device)
     if replica is None and config.world_size > 1:
@@ -292,7 +292,7 @@ def _is_main(replica) -> bool:
 
 # ---------------------------------------------------------------------------- training
 def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bool, purge_step: int | None) -> list[Any]:
-    from functional_rl.callbacks import (
+    from functional_rl.shell.callbacks import (
         Checkpointer, ConsoleLogger, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter,
     )
 
@@ -319,8 +319,8 @@ def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bo
 def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool, purge_step: int | None, replica=None) -> int:
     import torch
 
-    from functional_rl.distributed import DistributedError
-    from functional_rl.loop import NonFiniteError, functional_training_loop
+    from functional_rl.shell.distributed import DistributedError
+    from functional_rl.shell.loop import NonFiniteError, functional_training_loop
 
     torch.set_num_threads(args.threads)
     env = _make_env(config.env_id)
@@ -351,9 +351,9 @@ def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``functional-rl train``: a new run in a new (or empty) run dir."""
-    from functional_rl.checkpoint import latest_checkpoint
+    from functional_rl.shell.checkpoint import latest_checkpoint
 
-    from functional_rl.distributed import shutdown
+    from functional_rl.shell.distributed import shutdown
 
     config = _make_config(args)
     _make_env(config.env_id)  # an unknown id fails before anything is written
@@ -379,7 +379,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``functional-rl resume``: continue a run from its latest checkpoint, bit for bit."""
-    from functional_rl.distributed import shutdown
+    from functional_rl.shell.distributed import shutdown
 
     run_dir = _existing_run_dir(args.run_dir)
     config = _run_config(run_dir)
@@ -418,8 +418,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``functional-rl eval``: greedy episodes with the latest checkpoint; prints mean ± std."""
     import torch
 
-    import functional_rl.random as jr
-    from functional_rl.callbacks import evaluate, state_policy_input
+    import functional_rl.kernel.random as jr
+    from functional_rl.shell.callbacks import evaluate, state_policy_input
 
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")

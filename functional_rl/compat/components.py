@@ -2,7 +2,7 @@
 
 Users of a modular trainer (``RolloutCollector``, ``PPOOptimizer``, ``PolicyEvaluator``,
 ``TrainingCheckpointer``, ``StatsLogger``) find the same names here, but nothing holds
-mutable training state: every method takes a :class:`~functional_rl.state.TrainerState` and
+mutable training state: every method takes a :class:`~functional_rl.kernel.state.TrainerState` and
 returns a new one. Each component delegates to the pure functions (``rollout``,
 ``train_on_trajectory``, ``ppo_loss``); none re-implements them. They measure time
 and convert metrics to Python numbers, which is why they live in the shell.
@@ -29,15 +29,15 @@ from typing import Any, TextIO
 import torch
 from tensordict import TensorDict
 
-import functional_rl.random as jr
-from functional_rl import checkpoint
-from functional_rl.callbacks import JSONLWriter
-from functional_rl.config import PPOConfig
-from functional_rl.loop import _check_finite, metrics_to_host
-from functional_rl.losses import LossFn, loss_name, ppo_loss
-from functional_rl.rollout import rollout
-from functional_rl.state import TrainerState
-from functional_rl.train import make_kernel, train_on_trajectory
+import functional_rl.kernel.random as jr
+from functional_rl.shell import checkpoint
+from functional_rl.shell.callbacks import JSONLWriter
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.shell.loop import _check_finite, metrics_to_host
+from functional_rl.kernel.losses import LossFn, loss_name, ppo_loss
+from functional_rl.kernel.rollout import rollout
+from functional_rl.kernel.state import TrainerState
+from functional_rl.kernel.train import make_kernel, train_on_trajectory
 
 __all__ = [
     "RolloutCollector",
@@ -79,7 +79,7 @@ class RolloutCollector:
 
         Returns:
             ``(state, trajectory, stats)``: the advanced state, a TensorDict of batch size
-            ``[T, B]`` (the transition fields of :mod:`functional_rl.rollout` plus ``next_value``)
+            ``[T, B]`` (the transition fields of :mod:`functional_rl.kernel.rollout` plus ``next_value``)
             and the stats as Python numbers.
         """
         t0 = time.perf_counter()
@@ -143,7 +143,7 @@ class PPOOptimizer:
         """The loss terms for one batch ``[N]``: ``policy_loss``, ``value_loss``,
         ``entropy_loss`` (``-entropy``), ``total_loss``, ``approx_kl``, ``clipfrac`` (0-d tensors;
         ``total_loss`` differentiable)."""
-        from functional_rl.config import Hyperparams
+        from functional_rl.kernel.config import Hyperparams
 
         hp = Hyperparams.from_config(self.config) if hp is None else hp
         batch = {"obs": obs, "action": actions, "log_prob": old_logprobs, "advantage": advantages,
@@ -210,7 +210,7 @@ class PolicyEvaluator:
 
     def evaluate(self, params: Any, episodes: int = 10, env_params: Any = None, obs_transform: Any = None) -> dict[str, float]:
         """``episodes`` greedy episodes with ``params``, one per parallel env
-        (:func:`functional_rl.callbacks.evaluate`, which also serves the ``Evaluator`` callback).
+        (:func:`functional_rl.shell.callbacks.evaluate`, which also serves the ``Evaluator`` callback).
 
         Each call uses the next key of the evaluator's stream (``fold_in(key(seed), call)``).
 
@@ -223,7 +223,7 @@ class PolicyEvaluator:
         Returns:
             ``{"mean", "std", "min", "max", "episodes"}`` of the episode returns, Python floats.
         """
-        from functional_rl.callbacks import evaluate
+        from functional_rl.shell.callbacks import evaluate
 
         key = jr.fold_in(jr.key(self.seed), self.calls)
         self.calls += 1
@@ -243,7 +243,7 @@ class TrainingCheckpointer:
 
     ``save_trainer_state`` / ``load_trainer_state`` write and read the whole state under
     ``run_dir/checkpoints`` (atomic, hashed, no pickle); ``save_policy`` / ``load_policy``
-    keep named policy records under ``run_dir/policies`` (:mod:`functional_rl.policy_store`).
+    keep named policy records under ``run_dir/policies`` (:mod:`functional_rl.shell.policy_store`).
 
     Example:
         >>> import tempfile
@@ -269,7 +269,7 @@ class TrainingCheckpointer:
     """
 
     def __init__(self, run_dir: str | Path):
-        from functional_rl.policy_store import PolicyStore
+        from functional_rl.shell.policy_store import PolicyStore
 
         self.run_dir = Path(run_dir)
         self.store = PolicyStore(self.run_dir / "policies")
@@ -288,7 +288,7 @@ class TrainingCheckpointer:
         """Save ``state.params`` as a policy record (default name ``policy_<agent_step>``).
 
         ``epoch`` and ``agent_step`` come from the state; a record of the same name is replaced.
-        Returns the :class:`~functional_rl.policy_store.PolicyRecord`.
+        Returns the :class:`~functional_rl.shell.policy_store.PolicyRecord`.
         """
         meta = {"epoch": int(state.iteration), "agent_step": int(state.agent_step), **(metadata or {})}
         # Saving twice at the same step saves the same parameters: replace the record.
@@ -357,7 +357,7 @@ def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, p
         >>> int(fresh.agent_step), int(resumed.agent_step), fresh.obs.shape
         (0, 16, torch.Size([2, 4]))
     """
-    from functional_rl.loop import default_policy
+    from functional_rl.shell.loop import default_policy
     from functional_rl.envs import make
 
     env = make(config.env_id) if env is None else env

@@ -13,7 +13,7 @@ stays below 2**63 (32-bit products are split into 16-bit halves), so there is no
 signed-overflow behaviour, which differs between eager kernels and generated code.
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> k = jr.key(0)
     >>> k1, k2 = jr.split(k)
     >>> u = jr.uniform(k1, (3,))
@@ -72,7 +72,7 @@ def _check_key(k: torch.Tensor) -> None:
         dtype = k.dtype if isinstance(k, torch.Tensor) else None
         raise ValueError(
             f"expected a PRNG key: an int64 tensor of shape [..., 2] made by "
-            f"functional_rl.random.key(seed); got shape {shape} dtype {dtype}"
+            f"functional_rl.kernel.random.key(seed); got shape {shape} dtype {dtype}"
         )
 
 

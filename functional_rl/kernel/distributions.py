@@ -5,7 +5,7 @@ categorical head, ``"mean"`` and ``"log_std"`` for a diagonal Gaussian, and ``"v
 A distribution reads its parameters from ``outputs`` and draws from an explicit key.
 
 Example:
-    >>> import torch, functional_rl.random as jr
+    >>> import torch, functional_rl.kernel.random as jr
     >>> d = Categorical()
     >>> out = {"logits": torch.zeros(2, 4)}
     >>> d.log_prob(out, torch.tensor([0, 3]))
@@ -23,7 +23,7 @@ import math
 
 import torch
 
-import functional_rl.random as jr
+import functional_rl.kernel.random as jr
 
 __all__ = ["Categorical", "DiagGaussian"]
 
@@ -33,7 +33,7 @@ class Categorical:
     """Categorical over ``K`` actions from ``outputs["logits"]`` float ``[..., K]``.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> d = Categorical()
         >>> out = {"logits": torch.tensor([[0.0, 2.0, 0.0], [5.0, 0.0, 0.0]])}  # [B=2, K=3]
         >>> d.mode(out), d.sample(jr.key(0), out).shape
@@ -44,7 +44,7 @@ class Categorical:
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """int64 ``[...]`` by the Gumbel-max trick; ``key`` is one key ``[2]`` or one per row
-        ``[*batch, 2]`` (see :func:`functional_rl.random.categorical`)."""
+        ``[*batch, 2]`` (see :func:`functional_rl.kernel.random.categorical`)."""
         return jr.categorical(key, outputs["logits"])
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -76,7 +76,7 @@ class DiagGaussian:
     ``log_std`` may be a state-independent ``[D]`` that broadcasts against ``mean``.
 
     Example (a standard normal in two dimensions):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> d = DiagGaussian()
         >>> out = {"mean": torch.zeros(3, 2), "log_std": torch.zeros(2)}  # [B=3, D=2]
         >>> d.sample(jr.key(0), out).shape, d.mode(out).shape

@@ -11,7 +11,7 @@ initialisation with gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 
 head, zero biases.
 
 Example:
-    >>> import functional_rl.random as jr
+    >>> import functional_rl.kernel.random as jr
     >>> from functional_rl.envs import make
     >>> env = make("CartPole-v1")
     >>> policy = make_mlp_policy(env.observation_space, env.action_space)
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-import functional_rl.random as jr
-from functional_rl.distributions import Categorical, DiagGaussian
+import functional_rl.kernel.random as jr
+from functional_rl.kernel.distributions import Categorical, DiagGaussian
 from functional_rl.envs.base import Box, Discrete
 
 __all__ = ["Policy", "make_mlp_policy", "orthogonal"]
@@ -47,11 +47,11 @@ class Policy:
         init: ``key -> params``.
         apply: ``(params, obs [N, *obs_shape]) -> outputs`` with ``outputs["value"]`` float ``[N]``.
         value: ``(params, obs) -> float [N]``, the critic alone (cheaper than ``apply``).
-        distribution: :class:`~functional_rl.distributions.Categorical` or ``DiagGaussian``.
+        distribution: :class:`~functional_rl.kernel.distributions.Categorical` or ``DiagGaussian``.
         spec: JSON-able description of the architecture (rebuilds the policy from a record).
 
     Example (a hand-written linear policy over 3 actions):
-        >>> from functional_rl.distributions import Categorical
+        >>> from functional_rl.kernel.distributions import Categorical
         >>> lin = Policy(
         ...     init=lambda key: {"w": jr.normal(key, (3, 2)), "v": torch.zeros(2)},
         ...     apply=lambda p, obs: {"logits": obs @ p["w"].T, "value": obs @ p["v"]},

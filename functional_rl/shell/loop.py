@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from functional_rl.config import PPOConfig
+from functional_rl.kernel.config import PPOConfig
 from functional_rl.envs import make
-from functional_rl.losses import LossFn, loss_name
-from functional_rl.policies import make_mlp_policy
-from functional_rl.state import TrainerState, last_action_size
-from functional_rl.train import Kernel, make_kernel, train_iteration
+from functional_rl.kernel.losses import LossFn, loss_name
+from functional_rl.kernel.policies import make_mlp_policy
+from functional_rl.kernel.state import TrainerState, last_action_size
+from functional_rl.kernel.train import Kernel, make_kernel, train_iteration
 
 __all__ = [
     "functional_training_loop",
@@ -43,7 +43,7 @@ class NonFiniteError(FloatingPointError):
         >>> _check_finite(3, {"value_loss": float("nan")}, [], "CartPole-v1")
         Traceback (most recent call last):
         ...
-        functional_rl.loop.NonFiniteError: iteration 3: metric 'value_loss' is nan; training stopped. ...
+        functional_rl.shell.loop.NonFiniteError: iteration 3: metric 'value_loss' is nan; training stopped. ...
     """
 
 
@@ -165,8 +165,8 @@ def build(
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the kernel. Returns ``(state, kernel)``.
 
-    With a :class:`~functional_rl.distributed.Replica` (one process of a data-parallel run;
-    ``config`` from :func:`~functional_rl.distributed.check_config`) the fresh state holds this
+    With a :class:`~functional_rl.shell.distributed.Replica` (one process of a data-parallel run;
+    ``config`` from :func:`~functional_rl.shell.distributed.check_config`) the fresh state holds this
     process's envs and the kernel reduces over the process group.
 
     Example:
@@ -180,7 +180,7 @@ def build(
         policy = default_policy(config, env)
     offset, all_reduce, world_size = 0, None, 1
     if replica is not None:
-        from functional_rl import distributed
+        from functional_rl.shell import distributed
 
         offset, all_reduce, world_size = replica.env_offset(config.num_envs), distributed.process_group_sum(), replica.world_size
     if state is None:
@@ -224,11 +224,11 @@ def functional_training_loop(
             follows ``config.total_timesteps``, so a later call resumes it exactly).
         compile_options: extra ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``
             for CUDA graphs on a GPU (``config.device="cuda"``).
-        curriculum: a task sampler (:mod:`functional_rl.curriculum`) choosing env params per
+        curriculum: a task sampler (:mod:`functional_rl.kernel.curriculum`) choosing env params per
             episode; its state lives in ``state.extra["curriculum"]``.
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
-    the loop trains one share of a data-parallel run (:mod:`functional_rl.distributed`):
+    the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
     ``num_envs`` envs per process, gradients and statistics reduced over processes, callbacks
     on rank 0 only. ``state`` may be a whole-run state (a checkpoint): each process takes its
     envs. Every process returns the whole run's state.
@@ -251,7 +251,7 @@ def functional_training_loop(
         >>> len(history), int(state.agent_step)
         (2, 256)
     """
-    from functional_rl import distributed
+    from functional_rl.shell import distributed
 
     replica = distributed.setup(config.device)
     try:
@@ -275,7 +275,7 @@ def _run(
     max_iterations: int | None, replica: Any,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """The iteration loop of :func:`functional_training_loop` (one process's share of it)."""
-    from functional_rl import distributed
+    from functional_rl.shell import distributed
 
     timer = _PhaseTimer()
     kernel = timer.wrap(kernel)
@@ -333,7 +333,7 @@ def train_many(
     """Train many independent agents in one process, vmapped over a leading agent axis.
 
     The agents are every hyperparameter point crossed with every seed
-    (:func:`functional_rl.batched.agent_grid`, point-major). Agent ``i`` computes what a
+    (:func:`functional_rl.shell.batched.agent_grid`, point-major). Agent ``i`` computes what a
     single run with its seed and hyperparameters computes: same keys, same maths, batched.
     Hyperparameters are tensors in the state, so a sweep never recompiles.
 
@@ -348,7 +348,7 @@ def train_many(
 
     Returns:
         ``(states, histories)``: the stacked final state (use
-        :func:`functional_rl.batched.unstack_state`) and one history per agent.
+        :func:`functional_rl.shell.batched.unstack_state`) and one history per agent.
 
     Example:
         >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, total_timesteps=64)
@@ -356,7 +356,7 @@ def train_many(
         >>> len(histories), len(histories[0]), states.agent_step.tolist()
         (2, 2, [64, 64])
     """
-    from functional_rl.batched import agent_grid, make_agents_kernel, stack_states
+    from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
 
     if env is None or isinstance(env, str):
         env = make(env or config.env_id)

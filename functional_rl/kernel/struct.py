@@ -9,7 +9,7 @@ vmapped, and changing one changes the structure.
 
 Example:
     >>> import torch
-    >>> from functional_rl.struct import pytree_dataclass, static_field
+    >>> from functional_rl.kernel.struct import pytree_dataclass, static_field
     >>> @pytree_dataclass
     ... class Point:
     ...     x: torch.Tensor

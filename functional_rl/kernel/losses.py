@@ -71,14 +71,14 @@ def ppo_loss(
         batch: ``obs [N, ...]``, ``action [N]|[N, D]``, ``log_prob [N]``, ``value [N]``,
             ``advantage [N]``, ``returns [N]``.
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
-        hp: :class:`~functional_rl.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
+        hp: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
         clip_vloss: clip the value update around the old value.
         norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch:
             ``A' = (A - mean) / (std + 1e-8)``.
         custom_losses: extra loss functions (module docstring); they see the raw advantages.
         adv_stats: ``(mean, std)`` 0-d tensors to normalise with instead of this minibatch's own
             (a data-parallel update passes the statistics of the whole minibatch across
-            processes, see :func:`functional_rl.train.advantage_stats`).
+            processes, see :func:`functional_rl.kernel.train.advantage_stats`).
 
     Returns:
         ``(loss, metrics)``: ``loss`` 0-d; ``metrics`` maps ``policy_loss``, ``value_loss``,
@@ -87,8 +87,8 @@ def ppo_loss(
 
     Example (uniform policy over 2 actions, old log-prob log(1/2): ratio 1, nothing clipped,
     policy loss = -mean(A) = -(1 + 3) / 2 = -2):
-        >>> from functional_rl.config import Hyperparams, PPOConfig
-        >>> from functional_rl.distributions import Categorical
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
+        >>> from functional_rl.kernel.distributions import Categorical
         >>> from types import SimpleNamespace
         >>> pol = SimpleNamespace(apply=lambda p, o: {"logits": p["l"].expand(len(o), 2), "value": o[:, 0]},
         ...                       distribution=Categorical())
@@ -155,9 +155,9 @@ class BoundPolicy:
     differentiated like any other term.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
-        >>> from functional_rl.policies import make_mlp_policy
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> env = make("CartPole-v1")
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
         >>> bound = BoundPolicy(policy, policy.init(jr.key(0)))
@@ -196,9 +196,9 @@ class SeedLoss:
     ``batch["value"] [N]``, ``batch["advantage"] [N]`` to the wrapped function.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
-        >>> from functional_rl.policies import make_mlp_policy
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> env = make("CartPole-v1")
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
         >>> def mean_advantage(policy, obs, actions, rewards, values, advantages):

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.utils._pytree as pytree
 
-from functional_rl.struct import pytree_dataclass
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = [
     "GradientTransformation",

@@ -1,6 +1,6 @@
 """The pure kernel's view of data parallelism: an injected ``all_reduce``.
 
-A data-parallel run (:mod:`functional_rl.distributed`, the shell side) hands the kernel a
+A data-parallel run (:mod:`functional_rl.shell.distributed`, the shell side) hands the kernel a
 function ``all_reduce(buffer) -> buffer`` that sums a 1-D tensor over all processes; in one
 process there is none (``None``) and nothing is reduced. Kernel code that needs a quantity
 over the whole run (gradients, advantage and observation statistics, metrics) forms it from

@@ -95,7 +95,7 @@ def compute_advantages_reference(reward, value, next_value, terminated, truncate
     ``value.dtype``.
 
     Example (agrees with the vectorised version):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> k = jr.split(jr.key(0), 3)
         >>> r, v, nv = jr.normal(k[0], (5, 2)), jr.normal(k[1], (5, 2)), jr.normal(k[2], (5, 2))
         >>> term = torch.tensor([[False, False], [True, False], [False, False], [False, True], [False, False]])

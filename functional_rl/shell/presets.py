@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from functional_rl.config import PPOConfig
+from functional_rl.kernel.config import PPOConfig
 
 __all__ = [
     "cartpole_config",

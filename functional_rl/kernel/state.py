@@ -1,9 +1,9 @@
 """The training state: one frozen pytree holding everything needed to continue a run.
 
 Example:
-    >>> from functional_rl.config import PPOConfig
+    >>> from functional_rl.kernel.config import PPOConfig
     >>> from functional_rl.envs import make
-    >>> from functional_rl.policies import make_mlp_policy
+    >>> from functional_rl.kernel.policies import make_mlp_policy
     >>> cfg = PPOConfig(num_envs=2)
     >>> env = make(cfg.env_id)
     >>> policy = make_mlp_policy(env.observation_space, env.action_space)
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-import functional_rl.random as jr
-from functional_rl import normalize
-from functional_rl.config import Hyperparams, PPOConfig
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.kernel import normalize
+from functional_rl.kernel.config import Hyperparams, PPOConfig
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["TrainerState", "init_state", "make_optimizer", "last_action_size"]
 
@@ -47,7 +47,7 @@ def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: 
     update they are passed as 0-d tensors (graph inputs, never recompiled).
 
     Example:
-        >>> from functional_rl.optim import apply_updates
+        >>> from functional_rl.kernel.optim import apply_updates
         >>> tx = make_optimizer(PPOConfig(learning_rate=0.1))
         >>> params = {"w": torch.tensor([1.0, -1.0])}
         >>> state = tx.init(params)
@@ -57,7 +57,7 @@ def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: 
         >>> apply_updates(params, updates)["w"]
         tensor([ 0.9000, -0.9000])
     """
-    from functional_rl import optim
+    from functional_rl.kernel import optim
 
     lr = config.learning_rate if learning_rate is None else learning_rate
     mgn = config.max_grad_norm if max_grad_norm is None else max_grad_norm
@@ -78,7 +78,7 @@ class TrainerState:
         env_state: the environments' state pytree, leaves ``[B, ...]``.
         obs: float32 ``[B, *obs_shape]``, the current (raw) observation.
         key: int64 ``[2]``, the run's PRNG key; every draw splits it.
-        hparams: :class:`~functional_rl.config.Hyperparams`, 0-d float32 tensors.
+        hparams: :class:`~functional_rl.kernel.config.Hyperparams`, 0-d float32 tensors.
         agent_step: int64 0-d, environment steps taken (all envs, all ranks).
         iteration: int64 0-d, completed training iterations.
         update: int64 0-d, completed minibatch updates.
@@ -95,9 +95,9 @@ class TrainerState:
             action ``[B, K]``), ``"curriculum"`` (a ``CurriculumState``), or a user's own.
 
     Example:
-        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.kernel.config import PPOConfig
         >>> from functional_rl.envs import make
-        >>> from functional_rl.policies import make_mlp_policy
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,))
         >>> env = make(cfg.env_id)
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
@@ -191,9 +191,9 @@ def init_state(config: PPOConfig, env: Any, policy: Any, **kwargs: Any) -> Train
     """Alias of :meth:`TrainerState.create`.
 
     Example (same seed, same state):
-        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.kernel.config import PPOConfig
         >>> from functional_rl.envs import make
-        >>> from functional_rl.policies import make_mlp_policy
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,))
         >>> env = make(cfg.env_id)
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)

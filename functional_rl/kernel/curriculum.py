@@ -15,7 +15,7 @@ changes the training key stream.
 Example (CartPole's pole half-length drawn per episode from a range that widens from
 ``[0.5, 0.5]`` to ``[0.25, 1.0]`` in 4 steps of 0.25 each time the iteration's mean return
 reaches 100):
-    >>> import torch, functional_rl.random as jr
+    >>> import torch, functional_rl.kernel.random as jr
     >>> cur = RangeCurriculum("length", start=(0.5, 0.5), end=(0.25, 1.0), threshold=100.0, step=0.25)
     >>> cs = cur.init(jr.key(0), num_envs=3)
     >>> cs.values.tolist()
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-import functional_rl.random as jr
-from functional_rl.struct import pytree_dataclass
+import functional_rl.kernel.random as jr
+from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["CurriculumState", "RangeCurriculum"]
 
@@ -44,7 +44,7 @@ class CurriculumState:
     ``key`` the curriculum's own PRNG key.
 
     Example:
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> cur = RangeCurriculum("gravity", start=(9.8, 9.8), end=(5.0, 15.0), threshold=100.0)
         >>> cs = cur.init(jr.key(0), num_envs=4)
         >>> cs.values.shape, cs.level, cs.key.shape  # [B], 0-d, [2]
@@ -71,7 +71,7 @@ class RangeCurriculum:
         step: level increment per successful iteration.
 
     Example (per-env CartPole pole lengths; only the envs whose episode ended draw again):
-        >>> import functional_rl.random as jr
+        >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import CartPole
         >>> cur = RangeCurriculum("length", start=(0.4, 0.6), end=(0.2, 1.0), threshold=100.0, step=0.5)
         >>> cs = cur.init(jr.key(0), num_envs=3)

@@ -5,7 +5,7 @@ Launch the same program once per process with ``torchrun`` (gloo on CPUs, NCCL o
     torchrun --nproc-per-node 2 -m functional_rl train CartPole-v1
     torchrun --nproc-per-node 2 my_script.py      # a script calling functional_training_loop
 
-and :func:`functional_rl.loop.functional_training_loop` joins the process group torchrun
+and :func:`functional_rl.shell.loop.functional_training_loop` joins the process group torchrun
 describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ...), or uses one the program already
 initialised. What each process does:
 
@@ -196,7 +196,7 @@ def check_config(config: Any, replica: Replica, *, curriculum: Any = None) -> An
     process's current CUDA device, which is where ``"cuda"`` tensors go.
 
     Example:
-        >>> from functional_rl.config import PPOConfig
+        >>> from functional_rl.kernel.config import PPOConfig
         >>> r = Replica(rank=1, world_size=2, local_rank=1, backend="gloo", owned=False)
         >>> cfg = check_config(PPOConfig(num_envs=4), r)
         >>> cfg.world_size, cfg.batch_size
@@ -204,7 +204,7 @@ def check_config(config: Any, replica: Replica, *, curriculum: Any = None) -> An
         >>> check_config(PPOConfig(world_size=3), r)
         Traceback (most recent call last):
             ...
-        functional_rl.distributed.DistributedError: PPOConfig.world_size=3 but 2 processes were launched; ...
+        functional_rl.shell.distributed.DistributedError: PPOConfig.world_size=3 but 2 processes were launched; ...
     """
     if config.world_size not in (1, replica.world_size):
         raise DistributedError(
@@ -253,8 +253,8 @@ def gather_envs(state: Any, replica: Replica) -> Any:
     of it can be resumed by any process count that divides its envs evenly.
 
     Example (one process: the whole run is this process's share):
-        >>> from functional_rl.config import PPOConfig
-        >>> from functional_rl.loop import build
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.shell.loop import build
         >>> state, _ = build(PPOConfig(num_envs=2, num_steps=4, num_minibatches=2), compile=False)
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> whole = gather_envs(state, Replica(rank=0, world_size=1, local_rank=0, backend="gloo", owned=True))
@@ -286,8 +286,8 @@ def local_share(state: Any, replica: Replica, num_envs: int) -> Any:
             process's share.
 
     Example (the second of two processes with 2 envs each takes envs 2 and 3):
-        >>> from functional_rl.config import PPOConfig
-        >>> from functional_rl.loop import build
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.shell.loop import build
         >>> whole, _ = build(PPOConfig(num_envs=4, num_steps=4, num_minibatches=2), compile=False)
         >>> share = local_share(whole, Replica(rank=1, world_size=2, local_rank=1, backend="gloo", owned=False), 2)
         >>> share.env_ids.tolist(), share.obs.shape, bool(torch.equal(share.obs, whole.obs[2:]))
