@@ -22,7 +22,8 @@ CHILD = r"""
 import json, sys, time, torch
 torch.set_num_threads(1)
 import functional_rl as frl
-from functional_rl.shell.loop import build, metrics_to_host
+from functional_rl.shell.build import build
+from functional_rl.shell.loop import metrics_to_host
 compile_ = sys.argv[1] == "1"; iters = int(sys.argv[2])
 cfg = frl.PPOConfig()
 state, kernel = build(cfg, compile=compile_)

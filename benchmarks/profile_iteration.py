@@ -30,7 +30,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.shell.loop import build, metrics_to_host
+    from functional_rl.shell.build import build
+from functional_rl.shell.loop import metrics_to_host
 
     cfg = frl.PPOConfig()
     if args.agents == 1:
@@ -42,7 +43,7 @@ def main() -> None:
         env = make(cfg.env_id)
         policy = frl.make_mlp_policy(env.observation_space, env.action_space)
         state = stack_states(cfg, env, policy, agent_grid(list(range(args.agents))))
-        kernel = make_agents_kernel(cfg, env, policy, args.agents, compile=not args.eager)
+        kernel = make_agents_kernel(cfg, env, policy, compile=not args.eager)
 
     def sync(m):
         torch.stack([v.detach().to(torch.float64).reshape(-1)[:1] for v in m.values()]).tolist()

@@ -99,7 +99,8 @@ def child_frl(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.shell.loop import build, metrics_to_host
+    from functional_rl.shell.build import build
+from functional_rl.shell.loop import metrics_to_host
 
     tracker = Tracker(spec["t_spawn"])
     cfg = frl.PPOConfig(total_timesteps=TOTAL)
@@ -121,7 +122,7 @@ def child_frl(spec: dict) -> dict:
     policy = frl.make_mlp_policy(env.observation_space, env.action_space, cfg.hidden_sizes, cfg.activation)
     grid = agent_grid(list(range(1, agents + 1)))
     states = stack_states(cfg, env, policy, grid)
-    kernel = make_agents_kernel(cfg, env, policy, len(grid), compile=spec["compile"])
+    kernel = make_agents_kernel(cfg, env, policy, compile=spec["compile"])
     t_start = time.perf_counter()
     for _ in range(spec["iters"]):
         states, m = frl.train_iteration(states, kernel)

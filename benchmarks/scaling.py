@@ -41,7 +41,8 @@ def child(spec: dict) -> dict:
 
     torch.set_num_threads(1)
     import functional_rl as frl
-    from functional_rl.shell.loop import build, metrics_to_host
+    from functional_rl.shell.build import build
+from functional_rl.shell.loop import metrics_to_host
 
     cfg = frl.PPOConfig(num_envs=spec["num_envs"], num_steps=spec["num_steps"], total_timesteps=10_000_000)
     agents = spec["agents"]
@@ -58,7 +59,7 @@ def child(spec: dict) -> dict:
         policy = frl.make_mlp_policy(env.observation_space, env.action_space, cfg.hidden_sizes, cfg.activation)
         grid = agent_grid(list(range(1, agents + 1)))
         state = stack_states(cfg, env, policy, grid)
-        kernel = make_agents_kernel(cfg, env, policy, agents, compile=True)
+        kernel = make_agents_kernel(cfg, env, policy, compile=True)
 
         def sync(m):
             torch.stack([v.to(torch.float64).expand(agents) for v in m.values()]).tolist()

@@ -22,9 +22,13 @@ from functional_rl.shell.loop import NonFiniteError, functional_training_loop, t
 from functional_rl.kernel.losses import ppo_loss
 from functional_rl.kernel.policies import Policy, make_mlp_policy
 from functional_rl.kernel.rollout import rollout, rollout_step
-from functional_rl.kernel.state import TrainerState, init_state
+from functional_rl.kernel.state import EnvsState, LearnerState, TrainerState, init_state
 from functional_rl.kernel.struct import pytree_dataclass, static_field
-from functional_rl.kernel.train import Kernel, make_kernel, train_epoch, train_iteration, update_minibatch
+from functional_rl.kernel.iteration import StepFns, train_epoch, train_iteration
+from functional_rl.kernel.update import update_minibatch
+from functional_rl.shell.build import make_kernel
+
+Kernel = StepFns  # the earlier name of the step-function bundle
 
 __version__ = "0.1.0"
 
@@ -40,7 +44,10 @@ __all__ = [
     "Categorical",
     "DiagGaussian",
     "Hyperparams",
+    "EnvsState",
     "Kernel",
+    "LearnerState",
+    "StepFns",
     "NonFiniteError",
     "PPOConfig",
     "Policy",

@@ -21,7 +21,7 @@ from functional_rl.shell import checkpoint
 from functional_rl.shell.callbacks import Checkpointer
 from functional_rl.kernel.config import PPOConfig
 from functional_rl.shell.loop import functional_training_loop
-from functional_rl.kernel.train import train_iteration
+from functional_rl.kernel.iteration import train_iteration
 
 
 def small_config(num_envs: int, **changes) -> PPOConfig:

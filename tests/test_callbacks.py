@@ -133,7 +133,7 @@ def test_checkpointer_rejects_bad_arguments(tmp_path):
 def test_evaluator_is_deterministic_and_ignores_the_training_key(run):
     last = run.evaluator.results[-1]
     # Recomputed from scratch: the key depends only on the evaluator's seed and the iteration.
-    returns, lengths = evaluate(jr.fold_in(jr.key(5), 6), run.state.params, run.env, run.policy, episodes=4)
+    returns, lengths = evaluate(jr.fold_in(jr.key(5), 6), run.state.learner.params, run.env, run.policy, episodes=4)
     assert last["eval/mean_return"] == pytest.approx(float(returns.double().mean()), abs=0)
     assert last["eval/mean_length"] == float(lengths.double().mean())
     assert torch.equal(returns, lengths.float())  # CartPole: reward 1 per step
@@ -274,14 +274,14 @@ def test_an_exception_in_a_callback_checkpoints_the_last_good_state_and_is_rerai
 def test_evaluator_feeds_the_policy_what_the_rollout_feeds_it():
     """Normalised observations (statistics frozen) and the one-hot last action, zero at a reset."""
     from functional_rl.kernel import normalize
-    from functional_rl.shell.loop import default_policy
+    from functional_rl.shell.build import default_policy
 
     cfg = TINY.replace(normalize_obs=True, last_action=True, total_timesteps=128)
     env = make("CartPole-v1")
     policy = default_policy(cfg, env)  # input: 4 obs + 2 (one-hot of the last action)
     ev = Evaluator(env, policy, every=2, episodes=3, seed=1)
     state, _ = frl.functional_training_loop(cfg, env=env, policy=policy, compile=False, callbacks=[ev])
-    assert state.obs_norm is not None and state.extra["last_action"].shape == (4, 2)
+    assert state.learner.obs_norm is not None and state.envs.last_action.shape == (4, 2)
 
     # The same episodes written out by hand.
     key = jr.fold_in(jr.key(1), 2)
@@ -290,8 +290,8 @@ def test_evaluator_feeds_the_policy_what_the_rollout_feeds_it():
     last, ret, done = torch.zeros(3, 2), torch.zeros(3), torch.zeros(3, dtype=torch.bool)
     while not bool(done.all()):
         key, k_step = jr.split(key, 2).unbind(0)
-        x = torch.cat([normalize.obs_norm_apply(state.obs_norm, obs), last], dim=-1)
-        action = policy.apply(state.params, x)["logits"].argmax(-1)
+        x = torch.cat([normalize.obs_norm_apply(state.learner.obs_norm, obs), last], dim=-1)
+        action = policy.apply(state.learner.params, x)["logits"].argmax(-1)
         obs, env_state, reward, term, trunc, _ = env.step(k_step, env_state, action, env.default_params())
         ret += torch.where(done, 0.0, reward)
         last = torch.where((term | trunc)[:, None], 0.0, torch.nn.functional.one_hot(action, 2).float())

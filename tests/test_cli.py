@@ -199,7 +199,7 @@ def test_eval_prints_mean_and_std_of_greedy_episodes(work, full_run):
     state, config, _ = latest_state(full_run)
     env = frl.envs.make(config.env_id)
     policy = frl.make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation)
-    returns, _ = evaluate(jr.fold_in(jr.key(7), 6), state.params, env, policy, episodes=4)
+    returns, _ = evaluate(jr.fold_in(jr.key(7), 6), state.learner.params, env, policy, episodes=4)
     r = returns.double()
     assert float(m.group(1)) == pytest.approx(float(r.mean()), abs=0.005)
     assert float(m.group(2)) == pytest.approx(float(r.std(correction=0)), abs=0.005)

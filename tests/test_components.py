@@ -11,7 +11,7 @@ from functional_rl.compat.components import (
     PolicyEvaluator, PPOOptimizer, RolloutCollector, StatsLogger, TrainingCheckpointer, load_or_create,
 )
 from functional_rl.envs import make
-from functional_rl.shell.loop import default_policy
+from functional_rl.shell.build import default_policy
 from tests.test_learning import best_windowed_return
 
 
@@ -80,7 +80,7 @@ def test_checkpointer_policy_records_and_load_or_create(tmp_path):
     record = ckpt.load_policy()
     rebuilt = record.make_policy()
     obs = frl.random.normal(frl.random.key(5), (16, 4))
-    assert torch.equal(rebuilt.apply(record.params, obs)["logits"], policy.apply(state.params, obs)["logits"])
+    assert torch.equal(rebuilt.apply(record.params, obs)["logits"], policy.apply(state.learner.params, obs)["logits"])
     with pytest.raises(ValueError, match="num_envs: 2 -> 4"):
         load_or_create(tmp_path, cfg.replace(num_envs=4), env=env)
 

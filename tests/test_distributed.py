@@ -32,7 +32,7 @@ from functional_rl.envs import make
 from functional_rl.shell.loop import functional_training_loop
 from functional_rl.kernel.state import TrainerState
 from functional_rl.kernel.parallel import sum_over_processes
-from functional_rl.kernel.train import advantage_stats, minibatch_order
+from functional_rl.kernel.update import advantage_stats, minibatch_order
 from tests.distributed_worker import small_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +96,12 @@ def one_process_run() -> tuple[TrainerState, list[dict]]:
 
 def test_two_processes_equal_one_process_with_all_envs(two_process_run, one_process_run):
     (dist_state, dist_hist), (one_state, one_hist) = two_process_run, one_process_run
-    assert dist_state.env_ids.tolist() == [0, 1, 2, 3]
+    assert dist_state.envs.env_ids.tolist() == [0, 1, 2, 3]
     assert int(dist_state.agent_step) == int(one_state.agent_step) == 4 * 16 * 4
     _assert_states_close(dist_state, one_state, atol=1e-5)
     # every parameter moved, so the comparison is not of untouched initial values
     init = TrainerState.create(small_config(4), make("CartPole-v1"), one_state_policy())
-    assert all(not torch.equal(a, b) for a, b in zip(_leaves(init.params), _leaves(one_state.params)))
+    assert all(not torch.equal(a, b) for a, b in zip(_leaves(init.learner.params), _leaves(one_state.params)))
     # metrics are over the whole run on every process: the same numbers as the one process
     assert len(dist_hist) == len(one_hist) == 4
     for d, o in zip(dist_hist, one_hist):
@@ -113,7 +113,7 @@ def test_two_processes_equal_one_process_with_all_envs(two_process_run, one_proc
 
 
 def one_state_policy():
-    from functional_rl.shell.loop import default_policy
+    from functional_rl.shell.build import default_policy
 
     return default_policy(small_config(4), make("CartPole-v1"))
 
@@ -126,8 +126,8 @@ def test_normalisation_and_last_action_across_processes(tmp_path):
     dist_state, _, _ = checkpoint.load(out)
     cfg = small_config(4, normalize_obs=True, normalize_reward=True, last_action=True)
     one_state, _ = functional_training_loop(cfg, compile=False, max_iterations=3)
-    assert dist_state.reward_norm.discounted_return.shape == (4,) and dist_state.extra["last_action"].shape == (4, 2)
-    assert float(one_state.obs_norm.count) > 3 * 16 * 4  # the statistics saw every env's observations
+    assert dist_state.envs.discounted_return.shape == (4,) and dist_state.envs.last_action.shape == (4, 2)
+    assert float(one_state.learner.obs_norm.count) > 3 * 16 * 4  # the statistics saw every env's observations
     _assert_states_close(dist_state, one_state, atol=1e-5)
 
 
@@ -158,7 +158,7 @@ def test_cli_under_torchrun_logs_once_and_resumes_exactly(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 512  # one row per iteration: only rank 0 logs
     a, _, _ = checkpoint.load(checkpoint.latest_checkpoint(straight / "checkpoints"))
     b, cfg_b, _ = checkpoint.load(checkpoint.latest_checkpoint(split / "checkpoints"))
-    assert cfg_b.world_size == 2 and b.env_ids.tolist() == [0, 1, 2, 3] and int(b.agent_step) == 512
+    assert cfg_b.world_size == 2 and b.envs.env_ids.tolist() == [0, 1, 2, 3] and int(b.agent_step) == 512
     for x, y in zip(_leaves(a), _leaves(b)):
         assert torch.equal(x, y)  # stopped after 3 iterations and resumed == never stopped
 
@@ -168,8 +168,8 @@ def test_resume_with_another_process_count_is_refused(tmp_path):
     with pytest.raises(DistributedError, match="the state holds 4 envs, but 3 processes with num_envs=2 need 6"):
         local_share(state, Replica(rank=0, world_size=3, local_rank=0, backend="gloo", owned=False), 2)
     share = local_share(state, Replica(rank=1, world_size=2, local_rank=1, backend="gloo", owned=False), 2)
-    assert share.env_ids.tolist() == [2, 3] and torch.equal(share.obs, state.obs[2:])
-    assert all(a is b for a, b in zip(_leaves(share.params), _leaves(state.params)))  # shared, not copied
+    assert share.envs.env_ids.tolist() == [2, 3] and torch.equal(share.envs.obs, state.envs.obs[2:])
+    assert all(a is b for a, b in zip(_leaves(share.learner.params), _leaves(state.learner.params)))  # shared, not copied
 
 
 # ---------------------------------------------------------------------------- failures
@@ -202,7 +202,7 @@ def test_a_lost_process_stops_the_others_with_a_clear_error(tmp_path, how):
     # the last good state (after iteration 2) is checkpointed and loads; it is the whole run's
     latest = checkpoint.latest_checkpoint(ckpt)
     state, cfg, meta = checkpoint.load(latest)
-    assert int(state.iteration) == 2 and state.env_ids.tolist() == [0, 1, 2, 3] and cfg.world_size == 2
+    assert int(state.iteration) == 2 and state.envs.env_ids.tolist() == [0, 1, 2, 3] and cfg.world_size == 2
 
 
 def test_timeout_is_bounded_when_a_process_hangs(tmp_path):
@@ -235,14 +235,14 @@ def test_env_streams_do_not_depend_on_the_batch_around_them():
     policy = one_state_policy()
     whole = TrainerState.create(cfg4, env, policy)
     share = TrainerState.create(cfg2, env, policy, env_offset=2)
-    assert torch.equal(share.obs, whole.obs[2:]) and share.env_ids.tolist() == [2, 3]
+    assert torch.equal(share.envs.obs, whole.envs.obs[2:]) and share.envs.env_ids.tolist() == [2, 3]
     from functional_rl.kernel.rollout import policy_act
 
     a4 = policy_act(whole, policy=policy, action_space=env.action_space)
     a2 = policy_act(share, policy=policy, action_space=env.action_space)
     assert torch.equal(a2["action"], a4["action"][2:]) and torch.equal(a2["k_env"], a4["k_env"][2:])
-    o4 = minibatch_order(jr.key(3), whole.env_ids, 16, 2).reshape(2, -1)
-    o2 = minibatch_order(jr.key(3), share.env_ids, 16, 2).reshape(2, -1)
+    o4 = minibatch_order(jr.key(3), whole.envs.env_ids, 16, 2).reshape(2, -1)
+    o2 = minibatch_order(jr.key(3), share.envs.env_ids, 16, 2).reshape(2, -1)
     for m in range(2):  # minibatch m of the share is the share's envs' part of minibatch m, t * B + b
         expect = [(i // 4) * 2 + (i % 4 - 2) for i in o4[m].tolist() if i % 4 >= 2]
         assert o2[m].tolist() == expect

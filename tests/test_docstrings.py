@@ -15,20 +15,25 @@ import types
 import functional_rl as frl
 
 CORE_MODULES = (
-    "rollout",
-    "train",
-    "batched",
-    "normalize",
-    "advantages",
-    "losses",
-    "state",
-    "policies",
-    "distributions",
-    "struct",
-    "config",
+    "kernel.rollout",
+    "kernel.iteration",
+    "kernel.update",
+    "kernel.metrics",
+    "kernel.normalize",
+    "kernel.advantages",
+    "kernel.losses",
+    "kernel.optim",
+    "kernel.state",
+    "kernel.policies",
+    "kernel.distributions",
+    "kernel.struct",
+    "kernel.config",
     "envs.base",
     "envs.gymnasium_adapter",
-    "loop",
+    "shell.batched",
+    "shell.build",
+    "shell.loop",
+    "compat.losses",
 )
 
 EXCLUDED_MODULES: tuple[str, ...] = ()

@@ -9,8 +9,8 @@ import functional_rl as frl
 import functional_rl.kernel.random as jr
 from functional_rl.shell import checkpoint
 from functional_rl.kernel.curriculum import RangeCurriculum
-from functional_rl.shell.loop import build
-from functional_rl.kernel.train import make_batch
+from functional_rl.shell.build import build
+from functional_rl.kernel.update import make_batch
 
 SMALL = frl.PPOConfig(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=1, total_timesteps=128 * 3)
 
@@ -18,7 +18,7 @@ SMALL = frl.PPOConfig(num_envs=4, num_steps=32, num_minibatches=2, update_epochs
 def test_last_action_is_fed_reset_and_stored_for_training():
     cfg = SMALL.replace(last_action=True)
     state, kernel = build(cfg, compile=False)
-    assert state.extra["last_action"].shape == (4, 2)
+    assert state.envs.last_action.shape == (4, 2)
     state, traj = frl.rollout(state, 64, kernel.rollout_step, kernel.critic)
     obs, act = traj["obs"], traj["action"]
     done = traj["terminated"] | traj["truncated"]
@@ -31,9 +31,9 @@ def test_last_action_is_fed_reset_and_stored_for_training():
     # The value bootstrap input carries the action that led there.
     assert torch.equal(traj["next_obs"][:, :, 4:], F.one_hot(act, 2).float())
     # Training sees exactly what the rollout saw: the recomputed log-prob equals the stored one.
-    out = kernel.policy.apply(state.params, obs)
+    out = kernel.policy.apply(state.learner.params, obs)
     assert torch.allclose(kernel.policy.distribution.log_prob(out, act), traj["log_prob"], atol=1e-6)
-    batch = make_batch(traj, state.hparams)
+    batch = make_batch(traj, state.learner.hparams)
     assert batch["obs"].shape == (256, 6)
     _, history = frl.functional_training_loop(cfg, compile=False)
     assert len(history) == 3
@@ -52,20 +52,20 @@ def test_curriculum_widens_as_return_rises_and_is_checkpointed(tmp_path):
     assert levels == expected and levels[-1] > 0
     assert history[-1]["curriculum/low"] == pytest.approx(0.5 - 0.3 * levels[-1])
     # Envs drew their tasks from the widened range after episodes ended.
-    values = state.extra["curriculum"].values
+    values = state.curriculum.values
     assert not torch.all(values == 0.5)
     low, high = cur.bounds(torch.tensor(levels[-2] if len(levels) > 1 else 0.0))
     assert float(values.min()) >= 0.2 - 1e-6 and float(values.max()) <= 1.0 + 1e-6
     # The curriculum never touches the training key stream.
     plain, _ = frl.functional_training_loop(SMALL, compile=False, max_iterations=1)
     with_cur, _ = frl.functional_training_loop(SMALL, compile=False, curriculum=RangeCurriculum("length", (0.5, 0.5), (0.5, 0.5), 1e9), max_iterations=1)
-    for a, b in zip(pytree.tree_leaves(plain.params), pytree.tree_leaves(with_cur.params)):
+    for a, b in zip(pytree.tree_leaves(plain.learner.params), pytree.tree_leaves(with_cur.learner.params)):
         assert torch.equal(a, b)
     # The curriculum state is part of the checkpoint.
     path = checkpoint.save(tmp_path / "c.frl", state, SMALL)
     loaded, _, _ = checkpoint.load(path)
-    assert torch.equal(loaded.extra["curriculum"].values, values)
-    assert torch.equal(loaded.extra["curriculum"].level, state.extra["curriculum"].level)
+    assert torch.equal(loaded.curriculum.values, values)
+    assert torch.equal(loaded.curriculum.level, state.curriculum.level)
 
 
 def test_curriculum_sampling_follows_the_level():
@@ -98,13 +98,13 @@ def test_seed_and_native_loss_signatures_in_one_run():
     # The adapter's gradient equals the gradient of the same maths written natively.
     state, kernel = build(SMALL.replace(num_minibatches=1), compile=False)
     state, traj = frl.rollout(state, 8, kernel.rollout_step, kernel.critic)
-    batch = make_batch(traj, state.hparams)
+    batch = make_batch(traj, state.learner.hparams)
     mb = {k: batch[k] for k in ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")}
-    from functional_rl.kernel.losses import adapt_loss
+    from functional_rl.compat.losses import adapt_loss
 
     seed = adapt_loss(curiosity_loss, kernel.policy)
-    g_seed = torch.func.grad(lambda p: seed(p, mb, None, state.hparams))(state.params)
-    g_native = torch.func.grad(lambda p: 1e-3 * (kernel.policy.value(p, mb["obs"]) - mb["reward"]).pow(2).mean())(state.params)
+    g_seed = torch.func.grad(lambda p: seed(p, mb, None, state.learner.hparams))(state.learner.params)
+    g_native = torch.func.grad(lambda p: 1e-3 * (kernel.policy.value(p, mb["obs"]) - mb["reward"]).pow(2).mean())(state.learner.params)
     for a, b in zip(pytree.tree_leaves(g_seed), pytree.tree_leaves(g_native)):
         assert torch.allclose(a, b)
     assert float(sum(x.abs().sum() for x in pytree.tree_leaves(g_seed["critic"]))) > 0

@@ -5,7 +5,7 @@ import contextlib
 import torch
 
 import functional_rl as frl
-from functional_rl.shell.loop import build
+from functional_rl.shell.build import build
 
 SYNCS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 

@@ -8,7 +8,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl as frl
-from functional_rl.shell.loop import build
+from functional_rl.shell.build import build
 
 TINY = frl.PPOConfig(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, total_timesteps=32 * 50)
 
@@ -48,10 +48,10 @@ def test_eager_equals_compiled(compiled):
 def test_no_recompile_with_a_changed_learning_rate(compiled):
     state, kernel = compiled
     state, _ = run(state, kernel, 1)  # warm: everything compiled once
-    faster = state.replace(hparams=state.hparams.replace(learning_rate=torch.tensor(1e-3), ent_coef=torch.tensor(0.0)))
+    faster = state.replace(learner=state.learner.replace(hparams=state.learner.hparams.replace(learning_rate=torch.tensor(1e-3), ent_coef=torch.tensor(0.0))))
     with torch.compiler.set_stance("fail_on_recompile"):
         s2, m = run(faster, kernel, 2)
-    assert float(m["learning_rate"]) != float(frl.learning_rate_at(state.hparams, state.iteration, TINY.num_iterations, True))
+    assert float(m["learning_rate"]) != float(frl.learning_rate_at(state.learner.hparams, state.iteration, TINY.num_iterations, True))
     assert int(s2.iteration) == int(state.iteration) + 2
 
 
@@ -65,7 +65,7 @@ def test_train_iteration_is_pure_and_deterministic(compiled):
     s2, m2 = frl.train_iteration(state, kernel)
     for a, b in zip(leaves(s1), leaves(s2)):
         assert torch.equal(a, b)  # same state -> same result, bit for bit
-    assert not torch.equal(leaves(s1.params)[0], leaves(state.params)[0])  # it did learn something
+    assert not torch.equal(leaves(s1.learner.params)[0], leaves(state.learner.params)[0])  # it did learn something
 
 
 def test_rollout_step_is_pure_and_counts_steps():
@@ -76,9 +76,9 @@ def test_rollout_step_is_pure_and_counts_steps():
     for a, b in zip(before, leaves(state)):
         assert torch.equal(a, b)
     assert int(new.agent_step) == TINY.num_envs
-    assert torch.equal(tr["obs"], state.obs)
+    assert torch.equal(tr["obs"], state.envs.obs)
     assert not torch.equal(new.key, state.key)
-    out = kernel.policy.apply(state.params, state.obs)
+    out = kernel.policy.apply(state.learner.params, state.envs.obs)
     assert torch.allclose(tr["log_prob"], kernel.policy.distribution.log_prob(out, tr["action"]))
 
 
@@ -86,19 +86,19 @@ def test_train_epoch_uses_every_sample_once_per_epoch():
     seen = []
     _, kernel = build(TINY, compile=False)
 
-    def spy(params, opt_state, mb, hp, lr):
+    def spy(params, opt_state, mb, hparams):
         seen.append(mb["obs"].clone())
-        return kernel.update(params, opt_state, mb, hp, lr)
+        return kernel.update(params, opt_state, mb, hparams)
 
     import dataclasses
 
     spy_kernel = dataclasses.replace(kernel, update=spy)
     state = frl.TrainerState.create(TINY, kernel.env, kernel.policy)
     state, traj = frl.rollout(state, TINY.num_steps, kernel.rollout_step, kernel.policy.value)
-    from functional_rl.kernel.train import make_batch
+    from functional_rl.kernel.update import make_batch
 
-    batch = make_batch(traj, state.hparams)
-    frl.train_epoch(state, batch, spy_kernel, torch.tensor(1e-3))
+    batch = make_batch(traj, state.learner.hparams)
+    frl.train_epoch(state, batch, spy_kernel)
     assert len(seen) == TINY.num_minibatches
     got = torch.cat(seen)
     assert got.shape == batch["obs"].shape

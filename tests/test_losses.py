@@ -44,7 +44,7 @@ def test_hand_computed_clipping_and_value_loss():
         "advantage": torch.tensor([2.0, -1.0]),
         "returns": torch.zeros(2),
     }
-    loss, m = ppo_loss(params, batch, policy=pol, hp=hp(), norm_adv=False)
+    loss, m = ppo_loss(params, batch, policy=pol, hparams=hp(), norm_adv=False)
     assert m["policy_loss"].item() == pytest.approx(-0.65, abs=1e-6)
     assert m["value_loss"].item() == pytest.approx(2.5, abs=1e-6)
     assert m["entropy"].item() == pytest.approx(0.688139, abs=1e-5)
@@ -64,14 +64,14 @@ def test_hand_computed_ratio_outside_the_clip_range():
         "obs": torch.zeros(1, 1), "action": torch.tensor([0]), "log_prob": torch.log(torch.tensor([0.5])),
         "value": torch.zeros(1), "returns": torch.zeros(1),
     }
-    _, m_pos = ppo_loss(params, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hp=hp(), norm_adv=False)
-    _, m_neg = ppo_loss(params, {**base, "advantage": torch.tensor([-1.0])}, policy=pol, hp=hp(), norm_adv=False)
+    _, m_pos = ppo_loss(params, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hparams=hp(), norm_adv=False)
+    _, m_neg = ppo_loss(params, {**base, "advantage": torch.tensor([-1.0])}, policy=pol, hparams=hp(), norm_adv=False)
     assert m_pos["policy_loss"].item() == pytest.approx(-1.2, abs=1e-6)
     assert m_neg["policy_loss"].item() == pytest.approx(1.8, abs=1e-5)
     assert m_pos["clipfrac"].item() == 1.0
-    g = torch.func.grad(lambda p: ppo_loss(p, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hp=hp(),
+    g = torch.func.grad(lambda p: ppo_loss(p, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hparams=hp(),
                                             norm_adv=False, clip_vloss=False)[1]["policy_loss"] * 0 +
-                        ppo_loss(p, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hp=hp(ent_coef=0.0),
+                        ppo_loss(p, {**base, "advantage": torch.tensor([1.0])}, policy=pol, hparams=hp(ent_coef=0.0),
                                  norm_adv=False, clip_vloss=False)[0])(params)
     # Clipped branch: no policy gradient; value loss is 0 at v=0 with obs 0 -> all-zero gradient.
     assert torch.count_nonzero(g["l"]) == 0
@@ -99,7 +99,7 @@ def test_ratio_one_means_no_clipping_and_policy_loss_is_minus_mean_advantage(mb)
         "value": out["value"], "advantage": jr.normal(k4, (n,)), "returns": out["value"],
     }
     copies = {k: v.clone() for k, v in batch.items()}
-    _, m = ppo_loss(params, batch, policy=policy, hp=hp(), norm_adv=False)
+    _, m = ppo_loss(params, batch, policy=policy, hparams=hp(), norm_adv=False)
     assert m["clipfrac"].item() == 0.0
     assert m["approx_kl"].abs().item() < 1e-6
     assert m["policy_loss"].item() == pytest.approx(-batch["advantage"].mean().item(), abs=1e-5)
@@ -126,15 +126,15 @@ def test_custom_loss_gradient_adds_exactly_and_reports_metrics():
     def grad(fn):
         return torch.func.grad(lambda p: fn(p)[0], has_aux=False)(params)
 
-    g_with = grad(lambda p: ppo_loss(p, batch, policy=policy, hp=hp(), custom_losses=[value_l2]))
-    g_without = grad(lambda p: ppo_loss(p, batch, policy=policy, hp=hp()))
+    g_with = grad(lambda p: ppo_loss(p, batch, policy=policy, hparams=hp(), custom_losses=[value_l2]))
+    g_without = grad(lambda p: ppo_loss(p, batch, policy=policy, hparams=hp()))
     g_alone = grad(lambda p: value_l2(p, batch, policy.apply(p, batch["obs"]), hp()))
     import torch.utils._pytree as pytree
 
     for a, b, c in zip(*(pytree.tree_leaves(g) for g in (g_with, g_without, g_alone))):
         assert torch.allclose(a - b, c, atol=1e-6)
     assert any(c.abs().max() > 0 for c in pytree.tree_leaves(g_alone))  # the check is not vacuous
-    _, m = ppo_loss(params, batch, policy=policy, hp=hp(), custom_losses=[value_l2])
+    _, m = ppo_loss(params, batch, policy=policy, hparams=hp(), custom_losses=[value_l2])
     assert m["value_l2"].item() == pytest.approx(0.1 * (out["value"] ** 2).mean().item(), rel=1e-5)
     assert m["value_sq"].item() == pytest.approx((out["value"] ** 2).mean().item(), rel=1e-5)
 
@@ -149,4 +149,4 @@ def test_custom_loss_metric_name_clash_is_an_error():
         return outputs["logits"].sum() * 0
 
     with pytest.raises(ValueError, match="'entropy', which is already taken"):
-        ppo_loss(params, batch, policy=pol, hp=hp(), custom_losses=[entropy])
+        ppo_loss(params, batch, policy=pol, hparams=hp(), custom_losses=[entropy])

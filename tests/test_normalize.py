@@ -53,20 +53,20 @@ def test_statistics_live_in_the_state_and_update_in_the_rollout():
                         normalize_obs=True, normalize_reward=True)
     state, history = frl.functional_training_loop(cfg, compile=False)
     # Reset obs are folded in by each rollout step: 2 iterations x 8 steps x 4 envs.
-    assert float(state.obs_norm.count) == pytest.approx(64 + 1e-4)
-    assert float(state.reward_norm.moments.count) == pytest.approx(64 + 1e-4)
-    assert float(state.obs_norm.var.min()) > 0 and not torch.equal(state.obs_norm.mean, torch.zeros(4))
+    assert float(state.learner.obs_norm.count) == pytest.approx(64 + 1e-4)
+    assert float(state.learner.reward_stats.count) == pytest.approx(64 + 1e-4)
+    assert float(state.learner.obs_norm.var.min()) > 0 and not torch.equal(state.learner.obs_norm.mean, torch.zeros(4))
     assert all(np.isfinite(h["value_loss"]) for h in history)
 
 
 def test_normalised_rollout_feeds_the_policy_what_training_sees():
     cfg = frl.PPOConfig(num_envs=3, num_steps=4, num_minibatches=1, normalize_obs=True)
-    from functional_rl.shell.loop import build
+    from functional_rl.shell.build import build
 
     state, kernel = build(cfg, compile=False)
     new, tr = frl.rollout_step(state, env=kernel.env, env_params=kernel.env_params, policy=kernel.policy)
-    expected_obs = nz.obs_norm_apply(new.obs_norm, state.obs)
+    expected_obs = nz.obs_norm_apply(new.learner.obs_norm, state.envs.obs)
     assert torch.equal(tr["obs"], expected_obs)
-    out = kernel.policy.apply(state.params, expected_obs)
+    out = kernel.policy.apply(state.learner.params, expected_obs)
     assert torch.allclose(tr["log_prob"], kernel.policy.distribution.log_prob(out, tr["action"]))
-    assert torch.equal(state.obs_norm.count, nz.obs_norm_init((4,)).count)  # input untouched
+    assert torch.equal(state.learner.obs_norm.count, nz.obs_norm_init((4,)).count)  # input untouched

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import functional_rl as frl
-from functional_rl.shell.loop import build
+from functional_rl.shell.build import build
 
 GAMMA = 0.9
 
@@ -25,7 +25,7 @@ def train(env_id):
 
 
 def outputs(policy, state, obs):
-    out = policy.apply(state.params, torch.tensor(obs).reshape(-1, 1))
+    out = policy.apply(state.learner.params, torch.tensor(obs).reshape(-1, 1))
     return out["value"], torch.softmax(out["logits"], -1) if "logits" in out else None
 
 

@@ -85,7 +85,7 @@ def test_eager_resume_in_a_fresh_process_is_bit_exact(tmp_path):
     assert config == TINY and int(resumed.agent_step) == 384 and int(resumed.iteration) == 6
     assert_trees_equal(resumed, full)
     # Not trivially equal: training moved every layer away from the checkpointed params.
-    assert all(not torch.equal(x, y) for x, y in zip(pytree.tree_leaves(first.params), pytree.tree_leaves(full.params)))
+    assert all(not torch.equal(x, y) for x, y in zip(pytree.tree_leaves(first.learner.params), pytree.tree_leaves(full.learner.params)))
 
 
 @pytest.mark.slow
@@ -102,4 +102,4 @@ def test_compiled_resume_in_a_fresh_process_is_bit_exact(tmp_path):
     # Both processes ran compiled graphs (counted above); compiled agrees with eager to float tolerance.
     eager, _ = frl.functional_training_loop(cfg, compile=False)
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(pytree.tree_leaves(eager.params),
-                                                               pytree.tree_leaves(full.params)))
+                                                               pytree.tree_leaves(full.learner.params)))

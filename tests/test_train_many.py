@@ -46,7 +46,7 @@ def test_each_agent_equals_its_single_run():
         assert histories[i][-1]["value_loss"] == pytest.approx(history[-1]["value_loss"], rel=1e-5)
         assert histories[i][-1]["learning_rate"] == pytest.approx(history[-1]["learning_rate"], rel=1e-6)
     # The agents really differ from each other.
-    assert not torch.allclose(tensors(unstack_state(states, 0).params)[0], tensors(unstack_state(states, 1).params)[0])
+    assert not torch.allclose(tensors(unstack_state(states, 0).learner.params)[0], tensors(unstack_state(states, 1).learner.params)[0])
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +54,19 @@ def compiled_agents():
     env = frl.envs.make(CFG.env_id)
     policy = frl.make_mlp_policy(env.observation_space, env.action_space)
     agents = agent_grid([0, 1, 2, 3])
-    kernel = make_agents_kernel(CFG, env, policy, len(agents), compile=True)
+    kernel = make_agents_kernel(CFG, env, policy, compile=True)
     return stack_states(CFG, env, policy, agents), kernel
 
 
 def test_compiled_agents_match_eager_and_never_recompile(compiled_agents):
     states, kernel = compiled_agents
-    eager = make_agents_kernel(CFG, kernel.env, kernel.policy, kernel.num_agents, compile=False)
+    eager = make_agents_kernel(CFG, kernel.env, kernel.policy, compile=False)
     s_c, _ = frl.train_iteration(states, kernel)
     s_e, _ = frl.train_iteration(states, eager)
     for a, b in zip(tensors(s_c), tensors(s_e)):
         assert torch.allclose(a.double(), b.double(), atol=1e-5, rtol=1e-4)
     # A new learning rate per agent (and the lr schedule moving) must not recompile.
-    swept = s_c.replace(hparams=s_c.hparams.replace(learning_rate=torch.tensor([1e-3, 2e-3, 3e-3, 4e-3])))
+    swept = s_c.replace(learner=s_c.learner.replace(hparams=s_c.learner.hparams.replace(learning_rate=torch.tensor([1e-3, 2e-3, 3e-3, 4e-3]))))
     with torch.compiler.set_stance("fail_on_recompile"):
         s2, m = frl.train_iteration(swept, kernel)
         s3, m = frl.train_iteration(s2, kernel)

@@ -37,7 +37,8 @@ from functional_rl.shell.loop import _check_finite, metrics_to_host
 from functional_rl.kernel.losses import LossFn, loss_name, ppo_loss
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
-from functional_rl.kernel.train import make_kernel, train_on_trajectory
+from functional_rl.kernel.iteration import train_on_trajectory
+from functional_rl.shell.build import make_kernel
 
 __all__ = [
     "RolloutCollector",
@@ -113,10 +114,10 @@ class PPOOptimizer:
         >>> state, trajectory, _ = RolloutCollector(env, policy, cfg).collect(state)
         >>> ppo = PPOOptimizer(policy, cfg, env=env)
         >>> state, losses = ppo.update(state, trajectory)
-        >>> int(state.iteration), int(state.update), isinstance(losses["policy_loss"], float)
+        >>> int(state.iteration), int(state.learner.num_updates), isinstance(losses["policy_loss"], float)
         (1, 2, True)
         >>> N = 4  # compute_ppo_loss takes [N] (or [N, ...]) tensors and returns 0-d tensors
-        >>> terms = ppo.compute_ppo_loss(state.params, torch.zeros(N, 4), torch.zeros(N, dtype=torch.int64),
+        >>> terms = ppo.compute_ppo_loss(state.learner.params, torch.zeros(N, 4), torch.zeros(N, dtype=torch.int64),
         ...                              torch.full((N,), -0.6931), torch.ones(N), torch.ones(N), torch.zeros(N))
         >>> sorted(terms), terms["total_loss"].shape
         (['approx_kl', 'clipfrac', 'entropy_loss', 'policy_loss', 'total_loss', 'value_loss'], torch.Size([]))
@@ -138,17 +139,17 @@ class PPOOptimizer:
         advantages: torch.Tensor,
         returns: torch.Tensor,
         values: torch.Tensor,
-        hp: Any = None,
+        hparams: Any = None,
     ) -> dict[str, torch.Tensor]:
         """The loss terms for one batch ``[N]``: ``policy_loss``, ``value_loss``,
         ``entropy_loss`` (``-entropy``), ``total_loss``, ``approx_kl``, ``clipfrac`` (0-d tensors;
         ``total_loss`` differentiable)."""
         from functional_rl.kernel.config import Hyperparams
 
-        hp = Hyperparams.from_config(self.config) if hp is None else hp
+        hparams = Hyperparams.from_config(self.config) if hparams is None else hparams
         batch = {"obs": obs, "action": actions, "log_prob": old_logprobs, "advantage": advantages,
                  "returns": returns, "value": values}
-        total, m = ppo_loss(params, batch, policy=self.policy, hp=hp, clip_vloss=self.config.clip_vloss,
+        total, m = ppo_loss(params, batch, policy=self.policy, hparams=hparams, clip_vloss=self.config.clip_vloss,
                             norm_adv=self.config.norm_adv)
         return {
             "policy_loss": m["policy_loss"], "value_loss": m["value_loss"], "entropy_loss": -m["entropy"],
@@ -164,7 +165,7 @@ class PPOOptimizer:
     def update(self, state: TrainerState, experience: TensorDict, custom_loss_fns: Sequence[LossFn] = ()) -> tuple[TrainerState, dict[str, float]]:
         """Advantages, ``update_epochs`` epochs of minibatch updates, iteration + 1.
 
-        ``custom_loss_fns`` take either signature (native or the reference trainer's seed
+        ``custom_loss_fns`` take either signature (native or the reference trainer's
         signature). Returns the new state and the averaged loss stats (Python numbers, plus
         ``learning_rate`` and ``timing/train_s``).
 
@@ -196,10 +197,10 @@ class PolicyEvaluator:
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> state = frl.init_state(cfg, env, policy)
         >>> ev = PolicyEvaluator(env, policy, seed=0)
-        >>> summary = ev.evaluate(state.params, episodes=2)
+        >>> summary = ev.evaluate(state.learner.params, episodes=2)
         >>> sorted(summary), summary["episodes"], summary["min"] <= summary["mean"] <= summary["max"]
         (['episodes', 'max', 'mean', 'min', 'std'], 2.0, True)
-        >>> [s["episodes"] for s in ev.evaluate_tasks(state.params, [env.default_params()] * 2, episodes=2)]
+        >>> [s["episodes"] for s in ev.evaluate_tasks(state.learner.params, [env.default_params()] * 2, episodes=2)]
         [2.0, 2.0]
     """
 
@@ -262,7 +263,7 @@ class TrainingCheckpointer:
         ...     latest = tc.load_policy()
         >>> empty, path.parent.name, path.name
         (None, 'checkpoints', 'ckpt_000000000000.frl')
-        >>> bool(torch.equal(restored.obs, state.obs)), config == cfg, meta
+        >>> bool(torch.equal(restored.envs.obs, state.envs.obs)), config == cfg, meta
         (True, True, {'note': 'first'})
         >>> record.name, latest.name
         ('policy_000000000000', 'policy_000000000000')
@@ -285,14 +286,14 @@ class TrainingCheckpointer:
         return None if path is None else checkpoint.load(path)
 
     def save_policy(self, state: TrainerState, policy: Any, metadata: dict | None = None, *, env: Any = None, name: str | None = None):
-        """Save ``state.params`` as a policy record (default name ``policy_<agent_step>``).
+        """Save ``state.learner.params`` as a policy record (default name ``policy_<agent_step>``).
 
         ``epoch`` and ``agent_step`` come from the state; a record of the same name is replaced.
         Returns the :class:`~functional_rl.shell.policy_store.PolicyRecord`.
         """
         meta = {"epoch": int(state.iteration), "agent_step": int(state.agent_step), **(metadata or {})}
         # Saving twice at the same step saves the same parameters: replace the record.
-        return self.store.save(name or f"policy_{int(state.agent_step):012d}", state.params, policy, meta, env=env, overwrite=True)
+        return self.store.save(name or f"policy_{int(state.agent_step):012d}", state.learner.params, policy, meta, env=env, overwrite=True)
 
     def load_policy(self, uri_or_name: str = "") -> Any:
         """A policy record by name or ``file://`` URI (default: the latest in this run)."""
@@ -354,10 +355,10 @@ def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, p
         ...     except ValueError as e:
         ...         print("ValueError:", str(e).split(": ", 1)[1])
         ValueError: the checkpoint was made with a different config (num_envs: 2 -> 4); use a new run dir
-        >>> int(fresh.agent_step), int(resumed.agent_step), fresh.obs.shape
+        >>> int(fresh.agent_step), int(resumed.agent_step), fresh.envs.obs.shape
         (0, 16, torch.Size([2, 4]))
     """
-    from functional_rl.shell.loop import default_policy
+    from functional_rl.shell.build import default_policy
     from functional_rl.envs import make
 
     env = make(config.env_id) if env is None else env

@@ -240,14 +240,14 @@ class Hyperparams:
         return cls(**{n: torch.tensor(float(getattr(config, n)), dtype=torch.float32, device=dev) for n in HYPERPARAM_NAMES})
 
 
-def learning_rate_at(hp: Hyperparams, iteration: torch.Tensor, num_iterations: int, anneal: bool) -> torch.Tensor:
+def learning_rate_at(hparams: Hyperparams, iteration: torch.Tensor, num_iterations: int, anneal: bool) -> torch.Tensor:
     """The learning-rate schedule, a pure function of the iteration counter.
 
     With annealing (CleanRL): ``lr_i = lr * (1 - i / num_iterations)`` for the ``i``-th
     iteration counted from 0, so the first update uses ``lr`` and the last ``lr / N``.
 
     Args:
-        hp: hyperparameters (``learning_rate`` 0-d).
+        hparams: hyperparameters (``learning_rate`` 0-d).
         iteration: int64 0-d, completed iterations.
         num_iterations: the run's iteration count (static).
         anneal: whether to decay.
@@ -260,6 +260,6 @@ def learning_rate_at(hp: Hyperparams, iteration: torch.Tensor, num_iterations: i
     0.25
     """
     if not anneal:
-        return hp.learning_rate
-    frac = 1.0 - iteration.to(hp.learning_rate.dtype) / num_iterations
-    return hp.learning_rate * frac.clamp(min=0.0)
+        return hparams.learning_rate
+    frac = 1.0 - iteration.to(hparams.learning_rate.dtype) / num_iterations
+    return hparams.learning_rate * frac.clamp(min=0.0)

@@ -1,4 +1,4 @@
-"""Curricula as pure task samplers whose state lives in ``TrainerState.extra["curriculum"]``.
+"""Curricula as pure task samplers whose state lives in ``TrainerState.curriculum``.
 
 A curriculum chooses environment parameters *per episode* from a distribution that changes
 with training progress. It is a frozen object with pure methods:

@@ -11,15 +11,12 @@ For a minibatch of ``N`` transitions with ratio ``rho = exp(log pi(a|s) - log pi
 Diagnostics (CleanRL): ``approx_kl = mean((rho - 1) - log rho)`` (Schulman's k3 estimator),
 ``clipfrac = mean(|rho - 1| > eps)``.
 
-A custom loss is ``loss(params, batch, outputs, hp) -> Tensor | (Tensor, dict)`` where
+A custom loss is ``loss(params, batch, outputs, hparams) -> Tensor | (Tensor, dict)`` where
 ``outputs`` is the current forward pass (so a loss never re-runs the policy). Its value is
 reported under the function's ``__name__`` and its dict entries under their own keys.
 
 The reference trainer's signature ``loss(policy, obs, actions, rewards, values, advantages)
--> Tensor`` is accepted too: :func:`adapt_loss` recognises it by its first parameter being
-named ``policy`` and wraps it in :class:`SeedLoss`, which passes a :class:`BoundPolicy` (the
-policy with the parameters being differentiated) and the minibatch's columns. Such a loss
-runs its own forward passes; the native signature avoids that.
+-> Tensor`` is accepted too, adapted in the shell (:mod:`functional_rl.compat.losses`).
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "adapt_loss", "BoundPolicy", "SeedLoss"]
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses"]
 
 LossFn = Callable[..., Any]
 
@@ -40,12 +37,12 @@ def loss_name(fn: LossFn) -> str:
     """The metric name of a custom loss: its ``__name__`` (or its class name).
 
     Example:
-        >>> def value_l2(params, batch, outputs, hp):
+        >>> def value_l2(params, batch, outputs, hparams):
         ...     return 1e-3 * outputs["value"].pow(2).mean()
         >>> loss_name(value_l2)
         'value_l2'
         >>> class Penalty:
-        ...     def __call__(self, params, batch, outputs, hp):
+        ...     def __call__(self, params, batch, outputs, hparams):
         ...         return torch.zeros(())
         >>> loss_name(Penalty())
         'Penalty'
@@ -58,7 +55,7 @@ def ppo_loss(
     batch: Mapping[str, torch.Tensor],
     *,
     policy: Any,
-    hp: Any,
+    hparams: Any,
     clip_vloss: bool = True,
     norm_adv: bool = True,
     custom_losses: Sequence[LossFn] = (),
@@ -71,14 +68,14 @@ def ppo_loss(
         batch: ``obs [N, ...]``, ``action [N]|[N, D]``, ``log_prob [N]``, ``value [N]``,
             ``advantage [N]``, ``returns [N]``.
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
-        hp: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
+        hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
         clip_vloss: clip the value update around the old value.
         norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch:
             ``A' = (A - mean) / (std + 1e-8)``.
         custom_losses: extra loss functions (module docstring); they see the raw advantages.
         adv_stats: ``(mean, std)`` 0-d tensors to normalise with instead of this minibatch's own
             (a data-parallel update passes the statistics of the whole minibatch across
-            processes, see :func:`functional_rl.kernel.train.advantage_stats`).
+            processes, see :func:`functional_rl.kernel.update.advantage_stats`).
 
     Returns:
         ``(loss, metrics)``: ``loss`` 0-d; ``metrics`` maps ``policy_loss``, ``value_loss``,
@@ -96,44 +93,93 @@ def ppo_loss(
         ...          "log_prob": torch.log(torch.tensor([0.5, 0.5])), "value": torch.zeros(2),
         ...          "advantage": torch.tensor([1.0, 3.0]), "returns": torch.zeros(2)}
         >>> loss, m = ppo_loss({"l": torch.zeros(2)}, batch, policy=pol,
-        ...                    hp=Hyperparams.from_config(PPOConfig()), norm_adv=False)
+        ...                    hparams=Hyperparams.from_config(PPOConfig()), norm_adv=False)
         >>> float(m["policy_loss"]), float(m["clipfrac"])
         (-2.0, 0.0)
     """
     outputs = policy.apply(params, batch["obs"])
     dist = policy.distribution
-    new_log_prob = dist.log_prob(outputs, batch["action"])
-    entropy = dist.entropy(outputs).mean()
-    log_ratio = new_log_prob - batch["log_prob"]
+    log_ratio = dist.log_prob(outputs, batch["action"]) - batch["log_prob"]
     ratio = torch.exp(log_ratio)
-
+    entropy = dist.entropy(outputs).mean()
     advantage = batch["advantage"]
     if norm_adv:
-        mean, std = (advantage.mean(), advantage.std()) if adv_stats is None else adv_stats
-        advantage = (advantage - mean) / (std + 1e-8)
-    clip = hp.clip_coef
-    policy_loss = torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)).mean()
-
-    new_value = outputs["value"]
-    returns = batch["returns"]
-    if clip_vloss:
-        old_value = batch["value"]
-        clipped = old_value + torch.clamp(new_value - old_value, -clip, clip)
-        value_loss = 0.5 * torch.maximum((new_value - returns) ** 2, (clipped - returns) ** 2).mean()
-    else:
-        value_loss = 0.5 * ((new_value - returns) ** 2).mean()
-
-    total = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
+        advantage = normalize_advantage(advantage, adv_stats)
+    clip = hparams.clip_coef
+    policy_loss = clipped_policy_loss(ratio, advantage, clip)
+    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], clip if clip_vloss else None)
+    total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
     with torch.no_grad():
         metrics = {
             "policy_loss": policy_loss.detach(),
-            "value_loss": value_loss.detach(),
+            "value_loss": v_loss.detach(),
             "entropy": entropy.detach(),
             "approx_kl": ((ratio - 1.0) - log_ratio).mean().detach(),
             "clipfrac": ((ratio - 1.0).abs() > clip).to(ratio.dtype).mean().detach(),
         }
+    total, metrics = add_custom_losses(total, metrics, custom_losses, params, batch, outputs, hparams)
+    metrics["total_loss"] = total.detach()
+    return total, metrics
+
+
+def normalize_advantage(advantage: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``(A - mean) / (std + 1e-8)`` with ``stats = (mean, std)``, default ``A``'s own
+    (unbiased std). ``[N] -> [N]``.
+
+    Example:
+        >>> normalize_advantage(torch.tensor([1.0, 3.0]))  # mean 2, std sqrt(2)
+        tensor([-0.7071,  0.7071])
+    """
+    mean, std = (advantage.mean(), advantage.std()) if stats is None else stats
+    return (advantage - mean) / (std + 1e-8)
+
+
+def clipped_policy_loss(ratio: torch.Tensor, advantage: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+    """PPO's clipped surrogate ``mean(max(-A rho, -A clip(rho, 1 - eps, 1 + eps)))``, 0-d,
+    for ``ratio``/``advantage`` float ``[N]``.
+
+    Example (A = 1: a ratio above 1 + eps earns no more than 1 + eps):
+        >>> clipped_policy_loss(torch.tensor([1.5]), torch.tensor([1.0]), 0.2)
+        tensor(-1.2000)
+    """
+    return torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)).mean()
+
+
+def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: torch.Tensor | float | None) -> torch.Tensor:
+    """``0.5 mean((V - R)^2)``, or with ``clip`` (CleanRL's ``clip_vloss``)
+    ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))``; 0-d for ``[N]`` inputs.
+
+    Example (V moved from 0 to 1 towards R = 2; clipped at 0.2 the pessimistic term is 1.8^2):
+        >>> v, old, ret = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0])
+        >>> value_loss(v, old, ret, None), value_loss(v, old, ret, 0.2)
+        (tensor(0.5000), tensor(1.6200))
+    """
+    if clip is None:
+        return 0.5 * ((value - returns) ** 2).mean()
+    clipped = old_value + torch.clamp(value - old_value, -clip, clip)
+    return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
+
+
+def add_custom_losses(
+    total: torch.Tensor, metrics: dict[str, torch.Tensor], custom_losses: Sequence[LossFn],
+    params: Any, batch: Mapping[str, torch.Tensor], outputs: Any, hparams: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Add each ``loss(params, batch, outputs, hparams)`` to ``total`` (0-d) and its value and
+    extra metrics to ``metrics`` (a new dict), under the loss's name.
+
+    Raises:
+        ValueError: a custom loss reports a metric name that is already taken.
+
+    Example:
+        >>> def l2(params, batch, outputs, hparams):
+        ...     return torch.tensor(0.5), {"l2/raw": torch.tensor(5.0)}
+        >>> total, m = add_custom_losses(torch.tensor(1.0), {}, [l2], None, None, None, None)
+        >>> total, sorted(m)
+        (tensor(1.5000), ['l2', 'l2/raw'])
+    """
+    metrics = dict(metrics)
     for fn in custom_losses:
-        out = fn(params, batch, outputs, hp)
+        out = fn(params, batch, outputs, hparams)
         extra: dict[str, torch.Tensor] = {}
         if isinstance(out, tuple):
             out, extra = out
@@ -144,113 +190,4 @@ def ppo_loss(
         total = total + out
         metrics[name] = out.detach()
         metrics.update({k: torch.as_tensor(v).detach() for k, v in extra.items()})
-    metrics["total_loss"] = total.detach()
     return total, metrics
-
-
-class BoundPolicy:
-    """A policy with fixed parameters, callable like a module: ``policy(obs) -> outputs``.
-
-    Gradients flow to the parameters it was bound to, so a seed-style loss built on it is
-    differentiated like any other term.
-
-    Example:
-        >>> import functional_rl.kernel.random as jr
-        >>> from functional_rl.envs import make
-        >>> from functional_rl.kernel.policies import make_mlp_policy
-        >>> env = make("CartPole-v1")
-        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
-        >>> bound = BoundPolicy(policy, policy.init(jr.key(0)))
-        >>> obs = torch.zeros(5, 4)  # [N, 4]
-        >>> bound(obs)["logits"].shape, bound.value(obs).shape
-        (torch.Size([5, 2]), torch.Size([5]))
-        >>> bound.log_prob(obs, torch.zeros(5, dtype=torch.int64)).shape, bound.entropy(obs).shape
-        (torch.Size([5]), torch.Size([5]))
-    """
-
-    def __init__(self, policy: Any, params: Any):
-        self.policy, self.params = policy, params
-
-    def __call__(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The forward pass ``policy.apply(params, obs)`` for ``obs [N, *obs_shape]``."""
-        return self.policy.apply(self.params, obs)
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """``V(obs)``, float ``[N]``."""
-        return self.policy.value(self.params, obs)
-
-    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``log pi(actions | obs)``, float ``[N]``."""
-        return self.policy.distribution.log_prob(self(obs), actions)
-
-    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
-        """Entropy of ``pi(. | obs)``, float ``[N]``."""
-        return self.policy.distribution.entropy(self(obs))
-
-
-class SeedLoss:
-    """Adapter: ``loss(policy, obs, actions, rewards, values, advantages)`` -> native signature.
-
-    Calling it as ``loss(params, batch, outputs, hp)`` passes ``BoundPolicy(policy, params)`` and
-    ``batch["obs"] [N, ...]``, ``batch["action"] [N]|[N, D]``, ``batch["reward"] [N]``,
-    ``batch["value"] [N]``, ``batch["advantage"] [N]`` to the wrapped function.
-
-    Example:
-        >>> import functional_rl.kernel.random as jr
-        >>> from functional_rl.envs import make
-        >>> from functional_rl.kernel.policies import make_mlp_policy
-        >>> env = make("CartPole-v1")
-        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
-        >>> def mean_advantage(policy, obs, actions, rewards, values, advantages):
-        ...     return advantages.mean()
-        >>> loss = SeedLoss(mean_advantage, policy)
-        >>> batch = {"obs": torch.zeros(4, 4), "action": torch.zeros(4, dtype=torch.int64), "reward": torch.ones(4),
-        ...          "value": torch.zeros(4), "advantage": torch.tensor([1.0, 2.0, 3.0, 4.0])}
-        >>> loss.__name__, loss(policy.init(jr.key(0)), batch, None, None)
-        ('mean_advantage', tensor(2.5000))
-    """
-
-    def __init__(self, fn: LossFn, policy: Any):
-        self.fn, self.policy = fn, policy
-        self.__name__ = loss_name(fn)
-
-    def __call__(self, params: Any, batch: Mapping[str, torch.Tensor], outputs: Any, hp: Any) -> torch.Tensor:
-        """The wrapped seed-style loss on this minibatch, in the native signature; a 0-d tensor."""
-        return self.fn(
-            BoundPolicy(self.policy, params), batch["obs"], batch["action"], batch["reward"],
-            batch["value"], batch["advantage"],
-        )
-
-
-def adapt_loss(fn: LossFn, policy: Any) -> LossFn:
-    """Return ``fn`` in the native signature: seed-style losses (first parameter ``policy``)
-    are wrapped in :class:`SeedLoss`; native ones are returned unchanged.
-
-    Raises:
-        TypeError: ``fn`` is not callable.
-
-    Example:
-        >>> def native(params, batch, outputs, hp):
-        ...     return outputs["value"].pow(2).mean()
-        >>> def seed_style(policy, obs, actions, rewards, values, advantages):
-        ...     return policy.value(obs).pow(2).mean()
-        >>> adapt_loss(native, policy=None) is native
-        True
-        >>> wrapped = adapt_loss(seed_style, policy=None)
-        >>> type(wrapped).__name__, loss_name(wrapped)
-        ('SeedLoss', 'seed_style')
-        >>> adapt_loss(3, policy=None)
-        Traceback (most recent call last):
-            ...
-        TypeError: custom loss 3 is not callable; ...
-    """
-    import inspect
-
-    if not callable(fn):
-        raise TypeError(f"custom loss {fn!r} is not callable; expected loss(params, batch, outputs, hp) "
-                        "or loss(policy, obs, actions, rewards, values, advantages)")
-    try:
-        params = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return fn
-    return SeedLoss(fn, policy) if params[:1] == ["policy"] else fn

@@ -1,10 +1,15 @@
 """Optimizers as optax-shaped ``(init, update)`` pairs of pure functions.
 
 A :class:`GradientTransformation` has ``init(params) -> state`` and
-``update(updates, state, params=None) -> (updates, state)``; :func:`chain` composes them and
-:func:`apply_updates` adds the result to the parameters. Nothing is mutated. Hyperparameters
-may be Python floats or 0-d tensors; build the transformation inside a compiled function from
-tensor arguments and changing them never recompiles.
+``update(updates, state, params=None, hparams=None) -> (updates, state)``; :func:`chain`
+composes them and :func:`apply_updates` adds the result to the parameters. Nothing is mutated.
+
+A hyperparameter of a transformation is a Python float, a 0-d tensor, or a function of the
+run's :class:`~functional_rl.kernel.config.Hyperparams` (``hparams -> tensor``) read at every
+``update`` (optax's ``inject_hyperparams`` idea without copying them into the optimizer
+state): the optimizer is built once per run, the values stay tensors in the training state,
+and changing them never recompiles. :func:`make_optimizer` is PPO's optimizer built that way,
+with its learning-rate schedule driven by its own update count.
 
 Example (one Adam step from zero state; ``m_hat = g``, ``v_hat = g^2``, so the step is
 ``-lr * g / (|g| + eps)``):
@@ -37,6 +42,10 @@ __all__ = [
     "adam",
     "apply_updates",
     "global_norm",
+    "ScaleByScheduleState",
+    "scale_by_schedule",
+    "make_optimizer",
+    "learning_rate_schedule",
 ]
 
 
@@ -58,7 +67,12 @@ class GradientTransformation(NamedTuple):
     """
 
     init: Callable[[Any], Any]
-    update: Callable[[Any, Any, Any], tuple[Any, Any]]
+    update: Callable[..., tuple[Any, Any]]
+
+
+def _resolve(value: Any, hparams: Any) -> Any:
+    """A hyperparameter's value now: ``value(hparams)`` for a function, else ``value``."""
+    return value(hparams) if callable(value) else value
 
 
 @pytree_dataclass
@@ -125,7 +139,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         zeros = _map(torch.zeros_like, params)
         return ScaleByAdamState(count=torch.zeros((), dtype=torch.int64), mu=zeros, nu=_map(torch.zeros_like, params))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, hparams=None):
         count = state.count + 1
         # The operation order of torch.optim.Adam (lerp for m, bias corrections in float64,
         # eps added after dividing sqrt(v) by sqrt(bc2)), so results agree to rounding.
@@ -140,8 +154,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     return GradientTransformation(init, update)
 
 
-def scale(factor: float | torch.Tensor) -> GradientTransformation:
-    """Multiply updates by ``factor``.
+def scale(factor: Any) -> GradientTransformation:
+    """Multiply updates by ``factor`` (a number, a tensor or ``hparams -> tensor``).
 
     Example:
         >>> import torch
@@ -150,14 +164,16 @@ def scale(factor: float | torch.Tensor) -> GradientTransformation:
         tensor([ 3., -6.])
     """
 
-    def update(updates, state, params=None):
-        return _map(lambda u: factor * u, updates), state
+    def update(updates, state, params=None, hparams=None):
+        f = _resolve(factor, hparams)
+        return _map(lambda u: f * u, updates), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
-def scale_by_learning_rate(learning_rate: float | torch.Tensor) -> GradientTransformation:
-    """Multiply updates by ``-learning_rate`` (gradient descent).
+def scale_by_learning_rate(learning_rate: Any) -> GradientTransformation:
+    """Multiply updates by ``-learning_rate`` (gradient descent); ``learning_rate`` is a
+    number, a tensor or ``hparams -> tensor``.
 
     Example:
         >>> import torch
@@ -165,11 +181,14 @@ def scale_by_learning_rate(learning_rate: float | torch.Tensor) -> GradientTrans
         >>> tx.update({"w": torch.tensor([1.0, -2.0])}, tx.init(None))[0]["w"]
         tensor([-0.5000,  1.0000])
     """
+    if callable(learning_rate):
+        return scale(lambda hparams: -learning_rate(hparams))
     return scale(-learning_rate)
 
 
-def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformation:
-    """Rescale updates so their global norm is at most ``max_norm``.
+def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
+    """Rescale updates so their global norm is at most ``max_norm`` (a number, a tensor or
+    ``hparams -> tensor``).
 
     ``g <- g * min(1, max_norm / ||g||)`` (torch's ``clip_grad_norm_`` uses
     ``max_norm / (||g|| + 1e-6)``; the difference is below float precision for ||g|| >> 1e-6).
@@ -184,9 +203,9 @@ def clip_by_global_norm(max_norm: float | torch.Tensor) -> GradientTransformatio
         tensor([0.3000, 0.4000])
     """
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, hparams=None):
         norm = global_norm(updates)
-        factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        factor = torch.clamp(_resolve(max_norm, hparams) / (norm + 1e-6), max=1.0)
         return _map(lambda u: u * factor, updates), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
@@ -208,10 +227,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, hparams=None):
         new_state = []
         for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params)
+            updates, s = t.update(updates, s, params, hparams)
             new_state.append(s)
         return updates, tuple(new_state)
 
@@ -247,3 +266,100 @@ def apply_updates(params: Any, updates: Any) -> Any:
         (tensor([1.5000, 0.5000]), tensor(1.), tensor([1., 1.]))
     """
     return _map(lambda p, u: p + u.to(p.dtype), params, updates)
+
+
+@pytree_dataclass
+class ScaleByScheduleState:
+    """State of :func:`scale_by_schedule`: the number of updates done, ``count`` int64 0-d.
+
+    Example:
+        >>> scale_by_schedule(lambda count, hparams: 0.1).init(None).count
+        tensor(0)
+    """
+
+    count: torch.Tensor
+
+
+def scale_by_schedule(step_size: Callable[[torch.Tensor, Any], Any]) -> GradientTransformation:
+    """Multiply updates by ``step_size(count, hparams)``, ``count`` the updates done before
+    this one (int64 0-d, the transformation's own state).
+
+    Example (a step size that halves every update):
+        >>> import torch
+        >>> tx = scale_by_schedule(lambda count, hparams: 0.5 ** count.to(torch.float32))
+        >>> state = tx.init(None)
+        >>> u1, state = tx.update({"w": torch.tensor([4.0])}, state)
+        >>> u2, state = tx.update({"w": torch.tensor([4.0])}, state)
+        >>> u1["w"], u2["w"], state.count
+        (tensor([4.]), tensor([2.]), tensor(2))
+    """
+
+    def init(params):
+        return ScaleByScheduleState(count=torch.zeros((), dtype=torch.int64))
+
+    def update(updates, state, params=None, hparams=None):
+        factor = step_size(state.count, hparams)
+        return _map(lambda u: factor * u, updates), ScaleByScheduleState(count=state.count + 1)
+
+    return GradientTransformation(init, update)
+
+
+def learning_rate_schedule(config: Any) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """PPO's learning rate as a function ``lr(count, hparams)`` of the updates done so far.
+
+    Update ``u`` (counted from 0) belongs to iteration ``i = u // U``, ``U = update_epochs *
+    num_minibatches``, and uses ``learning_rate_at(hparams, i, num_iterations, anneal_lr)``
+    (:func:`~functional_rl.kernel.config.learning_rate_at`, CleanRL's linear decay): the
+    learning rate is constant within an iteration.
+
+    Example (lr 1.0 over 4 iterations of 2 updates each, annealed):
+        >>> import torch
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
+        >>> config = PPOConfig(learning_rate=1.0, num_envs=1, num_steps=4, num_minibatches=2, update_epochs=1, total_timesteps=16)
+        >>> lr = learning_rate_schedule(config)
+        >>> [float(lr(torch.tensor(u), Hyperparams.from_config(config))) for u in range(8)]
+        [1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.25, 0.25]
+    """
+    from functional_rl.kernel.config import learning_rate_at
+
+    per_iteration = config.update_epochs * config.num_minibatches
+    num_iterations, anneal = config.num_iterations, config.anneal_lr
+
+    def learning_rate(count: torch.Tensor, hparams: Any) -> torch.Tensor:
+        return learning_rate_at(hparams, count // per_iteration, num_iterations, anneal)
+
+    return learning_rate
+
+
+def make_optimizer(config: Any) -> GradientTransformation:
+    """PPO's optimizer, built once per run: clip by global norm, Adam, the scheduled step.
+
+    ``chain(clip_by_global_norm(hparams.max_grad_norm), scale_by_adam(eps=config.adam_eps),
+    scale_by_schedule(-lr))`` with ``lr`` the :func:`learning_rate_schedule` of the
+    optimizer's own update count. The learning rate and the clip norm are read from
+    ``hparams`` at every update, so they can change (or be swept under vmap) without
+    rebuilding anything or recompiling.
+
+    Args:
+        config: a :class:`~functional_rl.kernel.config.PPOConfig` (static sizes, ``adam_eps``,
+            ``anneal_lr``).
+
+    Example (learning rate 0.1; Adam's first step is the sign of the gradient):
+        >>> import torch
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
+        >>> config = PPOConfig(learning_rate=0.1)
+        >>> tx = make_optimizer(config)
+        >>> params = {"w": torch.tensor([1.0, -1.0])}
+        >>> state = tx.init(params)
+        >>> len(state)  # (clip, adam, schedule) states
+        3
+        >>> updates, state = tx.update({"w": torch.tensor([0.2, -0.2])}, state, params, Hyperparams.from_config(config))
+        >>> apply_updates(params, updates)["w"], state[2].count
+        (tensor([ 0.9000, -0.9000]), tensor(1))
+    """
+    learning_rate = learning_rate_schedule(config)
+    return chain(
+        clip_by_global_norm(lambda hparams: hparams.max_grad_norm),
+        scale_by_adam(eps=config.adam_eps),
+        scale_by_schedule(lambda count, hparams: -learning_rate(count, hparams)),
+    )

@@ -116,6 +116,23 @@ def _mlp_apply(layers: list[dict[str, torch.Tensor]], x: torch.Tensor, act: Call
     return (x @ w + b) if w.dim() == 1 else (x @ w.T + b)
 
 
+def _activation(name: str) -> Any:
+    """``torch.tanh`` or ``torch.relu`` by name."""
+    if name not in ("tanh", "relu"):
+        raise ValueError(f"activation must be 'tanh' or 'relu', got {name!r}")
+    return torch.tanh if name == "tanh" else torch.relu
+
+
+def _action_head(action_space: Any) -> tuple[int, Any]:
+    """``(head width, distribution)``: ``n`` logits and a :class:`Categorical` for Discrete,
+    ``prod(shape)`` means and a :class:`DiagGaussian` for Box."""
+    if isinstance(action_space, Discrete):
+        return action_space.n, Categorical()
+    if isinstance(action_space, Box):
+        return math.prod(action_space.shape), DiagGaussian()
+    raise TypeError(f"unsupported action space {type(action_space).__name__}; supported: Discrete, Box")
+
+
 def make_mlp_policy(
     observation_space: Box,
     action_space: Discrete | Box,
@@ -151,19 +168,10 @@ def make_mlp_policy(
     """
     if not isinstance(observation_space, Box):
         raise TypeError(f"make_mlp_policy needs a Box observation space, got {type(observation_space).__name__}")
-    if activation not in ("tanh", "relu"):
-        raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
-    act = torch.tanh if activation == "tanh" else torch.relu
+    act = _activation(activation)
     obs_dim = math.prod(observation_space.shape) + obs_dim_extra
     obs_ndim = len(observation_space.shape)
-    if isinstance(action_space, Discrete):
-        out_dim, dist = action_space.n, Categorical()
-    elif isinstance(action_space, Box):
-        out_dim, dist = math.prod(action_space.shape), DiagGaussian()
-    else:
-        raise TypeError(
-            f"unsupported action space {type(action_space).__name__}; supported: Discrete, Box"
-        )
+    out_dim, dist = _action_head(action_space)
     sizes = [obs_dim, *hidden_sizes]
     continuous = isinstance(action_space, Box)
 
@@ -188,18 +196,13 @@ def make_mlp_policy(
         head = _mlp_apply(params["actor"], x, act)
         out = {"value": _mlp_apply(params["critic"], x, act)}
         if continuous:
-            out["mean"] = head
-            out["log_std"] = params["log_std"].expand_as(head)
+            out.update(mean=head, log_std=params["log_std"].expand_as(head))
         else:
             out["logits"] = head
         return out
 
     spec = {
-        "kind": "mlp_actor_critic",
-        "hidden_sizes": list(hidden_sizes),
-        "activation": activation,
-        "obs_dim": obs_dim,
-        "action": "discrete" if not continuous else "continuous",
-        "action_dim": out_dim,
+        "kind": "mlp_actor_critic", "hidden_sizes": list(hidden_sizes), "activation": activation,
+        "obs_dim": obs_dim, "action": "continuous" if continuous else "discrete", "action_dim": out_dim,
     }
     return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec)

@@ -21,6 +21,9 @@ episode_length     int64 [B]        length of the episode that ended here, else 
 
 ``rollout`` stacks ``T`` transitions into a TensorDict with batch size ``[T, B]`` and adds
 ``next_value = V(next_obs)`` in one batched critic pass.
+
+Examples use the doctest fixture of ``functional_rl/conftest.py`` (``cfg``: 2 envs x 4
+steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh state).
 """
 
 from __future__ import annotations
@@ -32,10 +35,35 @@ from tensordict import TensorDict
 
 import functional_rl.kernel.random as jr
 from functional_rl.kernel import normalize
-from functional_rl.envs.base import Box
+from functional_rl.envs.base import Box, EnvStep
 from functional_rl.kernel.parallel import AllReduce
 
-__all__ = ["rollout_step", "rollout", "policy_act", "record_step", "encode_action"]
+__all__ = ["rollout_step", "rollout", "policy_input", "policy_act", "record_step", "encode_action"]
+
+def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Tensor | None = None) -> torch.Tensor:
+    """What the policy sees: the observation, normalised with ``obs_norm`` if given, with the
+    encoded last action appended if given. The rollout, the value bootstrap and evaluation
+    all build their inputs here.
+
+    Args:
+        obs: float ``[B, *obs_shape]``.
+        obs_norm: :class:`~functional_rl.kernel.normalize.RunningMoments` or ``None``.
+        last_action: float ``[B, K]`` or ``None``.
+
+    Returns:
+        float ``[B, *obs_shape]``, or ``[B, obs_dim + K]`` with the last action.
+
+    Example:
+        >>> policy_input(torch.ones(2, 3), last_action=torch.zeros(2, 2)).shape  # [B, 3 + 2]
+        torch.Size([2, 5])
+        >>> policy_input(torch.ones(2, 3)).shape
+        torch.Size([2, 3])
+    """
+    if obs_norm is not None:
+        obs = normalize.obs_norm_apply(obs_norm, obs)
+    if last_action is not None:
+        obs = torch.cat([obs.reshape(obs.shape[0], -1), last_action], dim=-1)
+    return obs
 
 
 def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None) -> dict[str, Any]:
@@ -44,40 +72,30 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllRed
     Returns a dict with the new ``key`` and ``obs_norm``, the per-env keys ``k_env`` for the
     env step, the policy input ``obs``, ``action`` (unclipped), ``env_action`` (clipped to a
     Box's bounds), ``log_prob`` and ``value``. Env ``b``'s action and env keys are
-    ``row_keys(k, state.env_ids)[b]`` of this step's keys. In a data-parallel run
-    ``all_reduce`` (:mod:`functional_rl.kernel.parallel`) makes the observation statistics see every
-    process's observations. Shapes (``B = num_envs``): ``key``
-    int64 ``[2]``; ``k_env`` int64 ``[B, 2]``;
-    ``obs`` float ``[B, *obs_shape]`` (``[B, obs_dim + K]`` with the last action appended);
-    ``action``/``env_action`` int64 ``[B]`` or float ``[B, D]``; ``log_prob``/``value`` float
-    ``[B]`` (detached).
+    ``row_keys(k, state.envs.env_ids)[b]`` of this step's keys. In a data-parallel run
+    ``all_reduce`` (:mod:`functional_rl.kernel.parallel`) makes the observation statistics see
+    every process's observations. Shapes (``B = num_envs``): ``key`` int64 ``[2]``; ``k_env``
+    int64 ``[B, 2]``; ``obs`` float ``[B, *obs_shape]`` (``[B, obs_dim + K]`` with the last
+    action appended); ``action``/``env_action`` int64 ``[B]`` or float ``[B, D]``;
+    ``log_prob``/``value`` float ``[B]`` (detached).
 
     Example:
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> state = frl.init_state(cfg, env, policy)
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
         >>> sorted(a)
         ['action', 'env_action', 'k_env', 'key', 'log_prob', 'obs', 'obs_norm', 'value']
         >>> a["obs"].shape, a["action"].shape, a["log_prob"].shape, a["value"].shape  # [B, 4], [B], [B], [B]
         (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]), torch.Size([2]))
     """
+    learner, envs = state.learner, state.envs
     key, k_act, k_env = jr.split(state.key, 3).unbind(0)
     # One key per env (folding in its global index): env b's draws never depend on the others.
-    k_act = jr.row_keys(k_act, state.env_ids)
-    k_env = jr.row_keys(k_env, state.env_ids)
-    obs_norm = state.obs_norm
-    obs = state.obs
+    k_act = jr.row_keys(k_act, envs.env_ids)
+    k_env = jr.row_keys(k_env, envs.env_ids)
+    obs_norm = learner.obs_norm
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
-        obs_norm = normalize.obs_norm_update(obs_norm, obs, all_reduce)
-        obs = normalize.obs_norm_apply(obs_norm, obs)
-    extra = state.extra or {}
-    if "last_action" in extra:
-        obs = torch.cat([obs.reshape(obs.shape[0], -1), extra["last_action"]], dim=-1)
-    outputs = policy.apply(state.params, obs)
+        obs_norm = normalize.obs_norm_update(obs_norm, envs.obs, all_reduce)
+    obs = policy_input(envs.obs, obs_norm, envs.last_action)
+    outputs = policy.apply(learner.params, obs)
     action = policy.distribution.sample(k_act, outputs)
     log_prob = policy.distribution.log_prob(outputs, action)
     env_action = action
@@ -89,33 +107,46 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllRed
     }
 
 
+def _scale_reward(state: Any, step: EnvStep, all_reduce: AllReduce | None) -> tuple[torch.Tensor, Any, Any]:
+    """The reward the learner trains on, and the new reward-scaling state
+    ``(reward_stats, discounted_return)`` (both ``None`` when reward scaling is off)."""
+    stats, acc = state.learner.reward_stats, state.envs.discounted_return
+    if stats is None:
+        return step.reward, None, None
+    rn = normalize.RewardNormState(moments=stats, discounted_return=acc)
+    rn = normalize.reward_norm_update(rn, step.reward, step.terminated, step.truncated, state.learner.hparams.gamma, all_reduce)
+    return normalize.reward_norm_apply(rn, step.reward), rn.moments, rn.discounted_return
+
+
+def _episode_stats(envs: Any, reward: torch.Tensor, done: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(running, ended)``: each env's running return/length after this step (0 where an
+    episode ended), and the return/length of the episodes that ended here (0 elsewhere)."""
+    ep_return = envs.episode_return + reward
+    ep_length = envs.episode_length + 1
+    running = {
+        "episode_return": torch.where(done, torch.zeros_like(ep_return), ep_return),
+        "episode_length": torch.where(done, torch.zeros_like(ep_length), ep_length),
+    }
+    ended = {
+        "episode_return": torch.where(done, ep_return, torch.zeros_like(ep_return)),
+        "episode_length": torch.where(done, ep_length, torch.zeros_like(ep_length)),
+    }
+    return running, ended
+
+
 def record_step(
-    state: Any,
-    act: dict[str, Any],
-    next_obs: torch.Tensor,
-    env_state: Any,
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    final_obs: torch.Tensor,
-    *,
-    world_size: int = 1,
-    all_reduce: AllReduce | None = None,
+    state: Any, act: dict[str, Any], step: EnvStep, *, world_size: int = 1, all_reduce: AllReduce | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """The bookkeeping half of a step, after the env moved. Pure.
 
-    Scales the reward (if enabled), normalises the final observation with the statistics the
-    policy used, updates running episode statistics and ``agent_step``.
+    Scales the reward (if enabled), builds the policy input of the true next observation
+    (normalised with the statistics the policy used, with this step's action appended if
+    the run feeds the last action), updates running episode statistics and ``agent_step``.
 
     Args:
         state: the state ``act`` was computed from.
         act: the dict :func:`policy_act` returned.
-        next_obs: float ``[B, *obs_shape]``, the env's next (auto-reset) observation.
-        env_state: the env's new state.
-        reward: float ``[B]``.
-        terminated: bool ``[B]``.
-        truncated: bool ``[B]``.
-        final_obs: float ``[B, *obs_shape]``, the true next observation (``final_obs``).
+        step: the env's :class:`~functional_rl.envs.base.EnvStep` (``[B]`` leading dims).
         world_size: processes stepping ``B`` envs each in a data-parallel run; ``agent_step``
             counts all of them (``+= B * world_size``, the reference trainer's
             ``record_rollout(agent_steps, world_size)``).
@@ -125,58 +156,31 @@ def record_step(
         ``(new_state, transition)``; see the module docstring.
 
     Example (the two halves of :func:`rollout_step` done by hand):
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> state = frl.init_state(cfg, env, policy)
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
-        >>> next_obs, env_state, reward, terminated, truncated, final_obs = env.step(
-        ...     a["k_env"], state.env_state, a["env_action"], env.default_params())
-        >>> new_state, tr = record_step(state, a, next_obs, env_state, reward, terminated, truncated, final_obs)
-        >>> int(new_state.agent_step), new_state.episode_length.tolist(), tr["next_obs"].shape
+        >>> out = env.step(a["k_env"], state.envs.env_state, a["env_action"], env.default_params())
+        >>> new_state, tr = record_step(state, a, out)
+        >>> int(new_state.agent_step), new_state.envs.episode_length.tolist(), tr["next_obs"].shape
         (2, [1, 1], torch.Size([2, 4]))
     """
-    obs_norm = act["obs_norm"]
-    done = terminated | truncated
-    if obs_norm is not None:
-        final_obs = normalize.obs_norm_apply(obs_norm, final_obs)
-    extra = dict(state.extra) if state.extra else None
-    if extra is not None and "last_action" in extra:
-        encoded = encode_action(act["env_action"], extra["last_action"].shape[-1])
+    envs = state.envs
+    done = step.terminated | step.truncated
+    last_action = encoded = None
+    if envs.last_action is not None:
+        encoded = encode_action(act["env_action"], envs.last_action.shape[-1])
         # The true next input of the same episode carries this action; a new episode starts at 0.
-        final_obs = torch.cat([final_obs.reshape(final_obs.shape[0], -1), encoded], dim=-1)
-        extra["last_action"] = torch.where(done[:, None], torch.zeros_like(encoded), encoded)
-    reward_norm = state.reward_norm
-    train_reward = reward
-    if reward_norm is not None:
-        reward_norm = normalize.reward_norm_update(reward_norm, reward, terminated, truncated, state.hparams.gamma, all_reduce)
-        train_reward = normalize.reward_norm_apply(reward_norm, reward)
-    ep_return = state.episode_return + reward
-    ep_length = state.episode_length + 1
+        last_action = torch.where(done[:, None], torch.zeros_like(encoded), encoded)
+    train_reward, reward_stats, discounted_return = _scale_reward(state, step, all_reduce)
+    running, ended = _episode_stats(envs, step.reward, done)
     transition = {
-        "obs": act["obs"],
-        "action": act["action"],
-        "log_prob": act["log_prob"],
-        "value": act["value"],
-        "reward": train_reward,
-        "terminated": terminated,
-        "truncated": truncated,
-        "next_obs": final_obs,
-        "episode_return": torch.where(done, ep_return, torch.zeros_like(ep_return)),
-        "episode_length": torch.where(done, ep_length, torch.zeros_like(ep_length)),
+        "obs": act["obs"], "action": act["action"], "log_prob": act["log_prob"], "value": act["value"],
+        "reward": train_reward, "terminated": step.terminated, "truncated": step.truncated,
+        "next_obs": policy_input(step.final_obs, act["obs_norm"], encoded), **ended,
     }
     new_state = state.replace(
-        obs=next_obs,
-        env_state=env_state,
         key=act["key"],
-        obs_norm=obs_norm,
-        reward_norm=reward_norm,
-        extra=extra,
-        episode_return=torch.where(done, torch.zeros_like(ep_return), ep_return),
-        episode_length=torch.where(done, torch.zeros_like(ep_length), ep_length),
-        agent_step=state.agent_step + reward.shape[0] * world_size,
+        learner=state.learner.replace(obs_norm=act["obs_norm"], reward_stats=reward_stats),
+        envs=envs.replace(obs=step.obs, env_state=step.state, last_action=last_action, discounted_return=discounted_return, **running),
+        agent_step=state.agent_step + step.reward.shape[0] * world_size,
     )
     return new_state, transition
 
@@ -207,22 +211,16 @@ def rollout_step(
     ``a ~ pi(. | obs)``), then ``env.step`` (which auto-resets), then ``record_step``.
 
     Args:
-        state: a :class:`~functional_rl.kernel.state.TrainerState` with ``obs [B, ...]``.
+        state: a :class:`~functional_rl.kernel.state.TrainerState` with ``envs.obs [B, ...]``.
         env: a pure environment; env_params: its parameters; policy: a ``Policy``.
-        curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`): the env runs with
-            its per-env parameters, and envs whose episode ended draw their next task.
+        curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`): the env runs
+            with its per-env parameters, and envs whose episode ended draw their next task.
         world_size, all_reduce: see :func:`record_step` (``None``/1 in one process).
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
 
     Example:
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> state = frl.init_state(cfg, env, policy)
         >>> new_state, tr = rollout_step(state, env=env, env_params=env.default_params(), policy=policy)
         >>> tr["obs"].shape, tr["action"].shape, tr["reward"], int(new_state.agent_step)
         (torch.Size([2, 4]), torch.Size([2]), tensor([1., 1.]), 2)
@@ -230,20 +228,16 @@ def rollout_step(
         False
     """
     if curriculum is not None:
-        env_params = curriculum.env_params(env_params, state.extra["curriculum"])
+        env_params = curriculum.env_params(env_params, state.curriculum)
     act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce)
-    next_obs, env_state, reward, terminated, truncated, final_obs = env.step(act["k_env"], state.env_state, act["env_action"], env_params)
-    new_state, transition = record_step(
-        state, act, next_obs, env_state, reward, terminated, truncated, final_obs,
-        world_size=world_size, all_reduce=all_reduce,
-    )
+    step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
+    new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce)
     if curriculum is not None:
-        cs = curriculum.on_step(new_state.extra["curriculum"], terminated | truncated)
-        new_state = new_state.replace(extra={**new_state.extra, "curriculum": cs})
+        new_state = new_state.replace(curriculum=curriculum.on_step(new_state.curriculum, step.terminated | step.truncated))
     return new_state, transition
 
 
-def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: int = 0) -> tuple[Any, TensorDict]:
+def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[Any, TensorDict]:
     """``num_steps`` calls of ``step_fn`` (``rollout_step`` bound to an env and policy,
     possibly compiled), stacked time-major.
 
@@ -252,20 +246,13 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: i
         num_steps: T.
         step_fn: ``state -> (state, transition)``.
         value_fn: ``(params, obs [T, B, ...]) -> float [T, B]``, the critic.
-        time_dim: where to stack time: 0 gives ``[T, B]``; 1 gives ``[A, T, B]`` for
-            transitions with a leading agent axis (``train_many``).
 
     Returns:
         ``(state, trajectory)``, ``trajectory`` a TensorDict of batch size ``[T, B]`` with the
-        transition fields plus ``next_value``.
+        transition fields plus ``next_value``. (Under ``train_many`` the wrapped ``step_fn``
+        returns ``[A, B]`` transitions and the trajectory is ``[T, A, B]``: time stays first.)
 
     Example:
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> state = frl.init_state(cfg, env, policy)
         >>> kernel = frl.make_kernel(cfg, env, policy)
         >>> new_state, traj = rollout(state, 4, kernel.rollout_step, kernel.critic)
         >>> traj.batch_size, traj["obs"].shape, traj["next_value"].shape  # [T, B], [T, B, 4], [T, B]
@@ -277,7 +264,7 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, time_dim: i
     for _ in range(num_steps):
         state, transition = step_fn(state)
         steps.append(transition)
-    data = {k: torch.stack([s[k] for s in steps], dim=time_dim) for k in steps[0]}
+    data = {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
     with torch.no_grad():
-        data["next_value"] = value_fn(state.params, data["next_obs"])
+        data["next_value"] = value_fn(state.learner.params, data["next_obs"])
     return state, TensorDict(data, batch_size=data["reward"].shape)

@@ -8,7 +8,7 @@ Example:
     >>> env = make(cfg.env_id)
     >>> policy = make_mlp_policy(env.observation_space, env.action_space)
     >>> state = TrainerState.create(cfg, env, policy)
-    >>> state.obs.shape, int(state.agent_step)
+    >>> state.envs.obs.shape, int(state.agent_step)
     (torch.Size([2, 4]), 0)
 """
 
@@ -22,9 +22,10 @@ import torch.utils._pytree as pytree
 import functional_rl.kernel.random as jr
 from functional_rl.kernel import normalize
 from functional_rl.kernel.config import Hyperparams, PPOConfig
+from functional_rl.kernel.optim import make_optimizer
 from functional_rl.kernel.struct import pytree_dataclass
 
-__all__ = ["TrainerState", "init_state", "make_optimizer", "last_action_size"]
+__all__ = ["TrainerState", "LearnerState", "EnvsState", "init_state", "last_action_size"]
 
 
 def last_action_size(action_space: Any) -> int:
@@ -40,48 +41,50 @@ def last_action_size(action_space: Any) -> int:
     return action_space.n if hasattr(action_space, "n") else math.prod(action_space.shape)
 
 
-def make_optimizer(config: PPOConfig, learning_rate: Any = None, max_grad_norm: Any = None):
-    """The PPO optimizer: ``chain(clip_by_global_norm, scale_by_adam, scale_by_learning_rate)``.
-
-    ``learning_rate``/``max_grad_norm`` default to the config's values; inside a compiled
-    update they are passed as 0-d tensors (graph inputs, never recompiled).
-
-    Example:
-        >>> from functional_rl.kernel.optim import apply_updates
-        >>> tx = make_optimizer(PPOConfig(learning_rate=0.1))
-        >>> params = {"w": torch.tensor([1.0, -1.0])}
-        >>> state = tx.init(params)
-        >>> len(state)  # (clip, adam, lr) states
-        3
-        >>> updates, state = tx.update({"w": torch.tensor([0.2, -0.2])}, state, params)
-        >>> apply_updates(params, updates)["w"]
-        tensor([ 0.9000, -0.9000])
-    """
-    from functional_rl.kernel import optim
-
-    lr = config.learning_rate if learning_rate is None else learning_rate
-    mgn = config.max_grad_norm if max_grad_norm is None else max_grad_norm
-    return optim.chain(
-        optim.clip_by_global_norm(mgn),
-        optim.scale_by_adam(eps=config.adam_eps),
-        optim.scale_by_learning_rate(lr),
-    )
-
-
 @pytree_dataclass
-class TrainerState:
-    """Immutable training state (a pytree; update it with ``state.replace(...)``).
+class LearnerState:
+    """What defines a learner: its parameters, optimizer state, hyperparameters and the
+    statistics its inputs are normalised with. Every leaf is the same on every process of a
+    data-parallel run.
 
     Attributes:
         params: policy parameters (nested dict of tensors).
-        opt_state: optimizer state (a tuple of per-transformation states).
+        opt_state: optimizer state (:func:`~functional_rl.kernel.optim.make_optimizer`'s).
+        hparams: :class:`~functional_rl.kernel.config.Hyperparams`, 0-d float32 tensors.
+        num_updates: int64 0-d, completed minibatch updates.
+        obs_norm: observation statistics (:class:`~functional_rl.kernel.normalize.RunningMoments`
+            ``[*obs_shape]``), or ``None``.
+        reward_stats: moments of the discounted return that rewards are scaled by (0-d
+            ``RunningMoments``), or ``None``.
+
+    Example:
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,), normalize_obs=True)
+        >>> env = make(cfg.env_id)
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
+        >>> learner = TrainerState.create(cfg, env, policy).learner
+        >>> int(learner.num_updates), learner.obs_norm.mean.shape, learner.reward_stats is None
+        (0, torch.Size([4]), True)
+    """
+
+    params: Any
+    opt_state: Any
+    hparams: Hyperparams
+    num_updates: torch.Tensor
+    obs_norm: Any = None
+    reward_stats: Any = None
+
+
+@pytree_dataclass
+class EnvsState:
+    """The environments a learner acts in: every leaf has a leading env axis ``[B, ...]``, so
+    a data-parallel run gathers or splits this part row-wise (a ``tree_map``).
+
+    Attributes:
         env_state: the environments' state pytree, leaves ``[B, ...]``.
         obs: float32 ``[B, *obs_shape]``, the current (raw) observation.
-        key: int64 ``[2]``, the run's PRNG key; every draw splits it.
-        hparams: :class:`~functional_rl.kernel.config.Hyperparams`, 0-d float32 tensors.
-        agent_step: int64 0-d, environment steps taken (all envs, all ranks).
-        iteration: int64 0-d, completed training iterations.
-        update: int64 0-d, completed minibatch updates.
         episode_return: float32 ``[B]``, return of each env's running episode.
         episode_length: int64 ``[B]``, length of each env's running episode.
         env_ids: int64 ``[B]``, each env's index in the whole run (``0 .. B-1`` in one
@@ -89,10 +92,43 @@ class TrainerState:
             draw of env ``b`` (its actions, its resets, its minibatch slots) folds in
             ``env_ids[b]``, so an env sees the same numbers however the envs are split
             across processes.
-        obs_norm: observation-normalizer statistics, or ``None``.
-        reward_norm: reward-scaling statistics, or ``None``.
-        extra: ``None`` or a dict of feature state: ``"last_action"`` (encoded previous
-            action ``[B, K]``), ``"curriculum"`` (a ``CurriculumState``), or a user's own.
+        last_action: float32 ``[B, K]``, the encoded previous action fed to the policy
+            (``config.last_action``), or ``None``.
+        discounted_return: float64 ``[B]``, each env's running discounted return that reward
+            scaling tracks (``config.normalize_reward``), or ``None``.
+
+    Example:
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,), last_action=True)
+        >>> env = make(cfg.env_id)
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes, obs_dim_extra=2)
+        >>> envs = TrainerState.create(cfg, env, policy).envs
+        >>> envs.obs.shape, envs.env_ids.tolist(), envs.last_action.shape  # [B, 4], [B], [B, K]
+        (torch.Size([2, 4]), [0, 1], torch.Size([2, 2]))
+    """
+
+    env_state: Any
+    obs: torch.Tensor
+    episode_return: torch.Tensor
+    episode_length: torch.Tensor
+    env_ids: torch.Tensor
+    last_action: Any = None
+    discounted_return: Any = None
+
+
+@pytree_dataclass
+class TrainerState:
+    """Immutable training state (a pytree; update it with ``state.replace(...)``).
+
+    Attributes:
+        learner: :class:`LearnerState` (params, optimizer state, hyperparameters, statistics).
+        envs: :class:`EnvsState` (env state, observations, episode statistics, env ids).
+        key: int64 ``[2]``, the run's PRNG key; every draw splits it.
+        agent_step: int64 0-d, environment steps taken (all envs, all ranks).
+        iteration: int64 0-d, completed training iterations.
+        curriculum: the curriculum's state (:mod:`functional_rl.kernel.curriculum`), or ``None``.
 
     Example:
         >>> from functional_rl.kernel.config import PPOConfig
@@ -102,30 +138,21 @@ class TrainerState:
         >>> env = make(cfg.env_id)
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> state = TrainerState.create(cfg, env, policy)
-        >>> state.obs.shape, state.key.shape, state.episode_return.shape  # [B, 4], [2], [B]
+        >>> state.envs.obs.shape, state.key.shape, state.envs.episode_return.shape  # [B, 4], [2], [B]
         (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]))
-        >>> int(state.iteration), state.obs_norm is None
+        >>> int(state.iteration), state.learner.obs_norm is None
         (0, True)
         >>> later = state.replace(iteration=state.iteration + 1)  # a new state; the old one is unchanged
         >>> int(later.iteration), int(state.iteration)
         (1, 0)
     """
 
-    params: Any
-    opt_state: Any
-    env_state: Any
-    obs: torch.Tensor
+    learner: LearnerState
+    envs: EnvsState
     key: torch.Tensor
-    hparams: Hyperparams
     agent_step: torch.Tensor
     iteration: torch.Tensor
-    update: torch.Tensor
-    episode_return: torch.Tensor
-    episode_length: torch.Tensor
-    env_ids: torch.Tensor
-    obs_norm: Any = None
-    reward_norm: Any = None
-    extra: Any = None
+    curriculum: Any = None
 
     @classmethod
     def create(
@@ -157,29 +184,27 @@ class TrainerState:
         env_ids = torch.arange(env_offset, env_offset + config.num_envs, dtype=torch.int64)
         obs, env_state = env.reset(jr.row_keys(k_env, env_ids), env_params, config.num_envs)
         zero = torch.zeros((), dtype=torch.int64)
-        extra = {}
-        if config.last_action:
-            extra["last_action"] = torch.zeros(config.num_envs, last_action_size(env.action_space))
-        if curriculum is not None:
-            # Its own stream: adding a curriculum leaves the training key stream unchanged.
-            extra["curriculum"] = curriculum.init(jr.fold_in(key, 0x0C0FFEE), config.num_envs)
-        state = cls(
+        reward_norm = normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None
+        learner = LearnerState(
             params=params,
             opt_state=make_optimizer(config).init(params),
+            hparams=Hyperparams.from_config(config) if hparams is None else hparams,
+            num_updates=zero.clone(),
+            obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
+            reward_stats=None if reward_norm is None else reward_norm.moments,
+        )
+        envs = EnvsState(
             env_state=env_state,
             obs=obs,
-            key=k_run,
-            hparams=Hyperparams.from_config(config) if hparams is None else hparams,
-            agent_step=zero,
-            iteration=zero.clone(),
-            update=zero.clone(),
             episode_return=torch.zeros(config.num_envs),
             episode_length=torch.zeros(config.num_envs, dtype=torch.int64),
             env_ids=env_ids,
-            obs_norm=normalize.obs_norm_init(env.observation_space.shape) if config.normalize_obs else None,
-            reward_norm=normalize.reward_norm_init(config.num_envs) if config.normalize_reward else None,
-            extra=extra or None,
+            last_action=torch.zeros(config.num_envs, last_action_size(env.action_space)) if config.last_action else None,
+            discounted_return=None if reward_norm is None else reward_norm.discounted_return,
         )
+        # The curriculum has its own stream: adding one leaves the training key stream unchanged.
+        cur = None if curriculum is None else curriculum.init(jr.fold_in(key, 0x0C0FFEE), config.num_envs)
+        state = cls(learner=learner, envs=envs, key=k_run, agent_step=zero, iteration=zero.clone(), curriculum=cur)
         return state.to(config.device)
 
     def to(self, device: str | torch.device) -> TrainerState:
@@ -198,10 +223,10 @@ def init_state(config: PPOConfig, env: Any, policy: Any, **kwargs: Any) -> Train
         >>> env = make(cfg.env_id)
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> a, b = init_state(cfg, env, policy), init_state(cfg, env, policy)
-        >>> bool(torch.equal(a.obs, b.obs)), a.obs.shape
+        >>> bool(torch.equal(a.envs.obs, b.envs.obs)), a.envs.obs.shape
         (True, torch.Size([2, 4]))
         >>> c = init_state(cfg, env, policy, key=jr.key(123))
-        >>> bool(torch.equal(a.obs, c.obs))
+        >>> bool(torch.equal(a.envs.obs, c.envs.obs))
         False
     """
     return TrainerState.create(config, env, policy, **kwargs)

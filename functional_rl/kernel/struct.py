@@ -3,7 +3,7 @@
 ``@pytree_dataclass`` turns a class into a frozen :mod:`dataclasses` dataclass and registers
 it with both ``torch.utils._pytree`` (so ``torch.func.vmap``, ``torch.compile`` and
 ``tree_map`` see through it) and ``optree`` (in the ``"functional_rl"`` namespace: optree requires one; pass
-``namespace=OPTREE_NAMESPACE`` or use :mod:`functional_rl.tree`). Fields declared with ``static_field()`` are part
+``namespace=OPTREE_NAMESPACE`` to optree's functions). Fields declared with ``static_field()`` are part
 of the tree *structure* (Python ints, strings, callables): they are not leaves, they are not
 vmapped, and changing one changes the structure.
 

@@ -2,35 +2,37 @@
 
 PureJaxRL's trick in PyTorch: ``torch.func.vmap`` of the per-step functions over a stack of
 independent states, then ``torch.compile`` of the vmapped function (compile(vmap(f)), never
-vmap of a compiled function). The glue in :func:`~functional_rl.kernel.train.train_iteration` only
-needs to know that there is one more leading axis (``kernel.agent_dims == 1``).
+vmap of a compiled function). The kernel is written for one learner; the glue in
+:func:`~functional_rl.kernel.iteration.train_iteration` runs unchanged on the wrapped
+functions (:func:`make_agents_kernel`).
+
+Examples use the doctest fixture of ``functional_rl/conftest.py`` (``cfg``: 2 envs x 4
+steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh state).
 
 Example:
-    >>> import functional_rl as frl
-    >>> from functional_rl.envs import make
-    >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2)
-    >>> env = make(cfg.env_id)
-    >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space)
     >>> agents = agent_grid([0, 1], {"learning_rate": [1e-3, 3e-4]})
     >>> len(agents), agents[1]
     (4, {'seed': 1, 'learning_rate': 0.001})
     >>> states = stack_states(cfg, env, policy, agents)
-    >>> states.obs.shape, states.hparams.learning_rate.tolist()
+    >>> states.envs.obs.shape, states.learner.hparams.learning_rate.tolist()
     (torch.Size([4, 2, 4]), [0.0010000000474974513, 0.0010000000474974513, 0.0003000000142492354, 0.0003000000142492354])
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from tensordict import TensorDict
 
 from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
+from functional_rl.kernel.iteration import StepFns
 from functional_rl.kernel.state import TrainerState
-from functional_rl.kernel.train import Kernel, make_kernel
+from functional_rl.shell.build import compiler, make_kernel
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
 
@@ -85,13 +87,8 @@ def stack_states(config: PPOConfig, env: Any, policy: Any, agents: Sequence[Mapp
     Every tensor leaf gains a leading agent axis ``[A, ...]``.
 
     Example:
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> states = stack_states(cfg, env, policy, agent_grid([0, 1, 2]))
-        >>> states.obs.shape, states.key.shape, states.hparams.gamma.shape  # [A, B, 4], [A, 2], [A]
+        >>> states.envs.obs.shape, states.key.shape, states.learner.hparams.gamma.shape  # [A, B, 4], [A, 2], [A]
         (torch.Size([3, 2, 4]), torch.Size([3, 2]), torch.Size([3]))
     """
     states = []
@@ -105,74 +102,108 @@ def unstack_state(states: TrainerState, i: int) -> TrainerState:
     """Agent ``i``'s state (a view into the stacked tensors).
 
     Example (agent ``i`` of a stack equals the state built alone from its seed):
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> states = stack_states(cfg, env, policy, agent_grid([0, 1]))
         >>> one = unstack_state(states, 1)
-        >>> one.obs.shape, one.key.shape
+        >>> one.envs.obs.shape, one.key.shape
         (torch.Size([2, 4]), torch.Size([2]))
-        >>> bool(torch.equal(one.obs, frl.init_state(cfg.replace(seed=1), env, policy).obs))
+        >>> bool(torch.equal(one.envs.obs, frl.init_state(cfg.replace(seed=1), env, policy).envs.obs))
         True
     """
     return pytree.tree_map(lambda x: x[i] if isinstance(x, torch.Tensor) else x, states)
+
+
+def _vmapped(fn: Any, in_dims: Any, out_dims: Any = 0) -> Any:
+    """``torch.func.vmap(fn, in_dims, out_dims)`` behind its own ``def``, so each compiled
+    wrapper has its own code object (all ``vmap(f)`` wrappers share one, which would make them
+    share one dynamo cache). TensorDict arguments are passed to ``fn`` as plain dicts."""
+
+    def agents(*args):
+        args = tuple(dict(a.items()) if isinstance(a, TensorDict) else a for a in args)
+        dims = tuple(_tensor_dims(a, d) for a, d in zip(args, in_dims))
+        return torch.func.vmap(fn, in_dims=dims, out_dims=out_dims)(*args)
+
+    return agents
+
+
+def _tensor_dims(tree: Any, dim: int) -> Any:
+    """``dim`` for every tensor leaf of ``tree``, ``None`` for the rest (absent optional parts
+    such as ``obs_norm=None`` are pytree leaves that vmap must skip)."""
+    return pytree.tree_map(lambda x: dim if isinstance(x, torch.Tensor) else None, tree)
 
 
 def make_agents_kernel(
     config: PPOConfig,
     env: Any,
     policy: Any,
-    num_agents: int,
     *,
     env_params: Any = None,
     custom_losses: Sequence[Any] = (),
     compile: bool = True,
     compile_options: dict[str, Any] | None = None,
-) -> Kernel:
-    """A kernel whose step functions map over a leading agent axis (``torch.func.vmap``).
+) -> StepFns:
+    """The one-learner step functions, each wrapped in ``torch.func.vmap`` over a leading
+    agent axis of the state: batch by wrapping, so the kernel's glue
+    (:func:`~functional_rl.kernel.iteration.train_iteration`) runs unchanged.
 
-    Each vmapped function is its own ``def`` so that each compiled function has its own code
-    object (all ``vmap(f)`` wrappers share one, which would make them share one dynamo cache).
+    The glue stacks per-step outputs on a new leading axis and indexes minibatches on the
+    leading axis, so each wrapper puts the agent axis right after those loop axes: a
+    rollout step returns ``[A, B]`` transitions (stacked to ``[T, A, B]``), the critic and
+    ``make_batch`` map over axis 1 of a ``[T, A, B]`` trajectory, and ``epoch_minibatches``
+    returns ``[M, A, N / M]`` minibatches. Compiled as ``compile(vmap(f))`` (never
+    ``vmap(compile(f))``, which torch does not support).
 
     Example (two agents trained for one iteration in lockstep, uncompiled):
-        >>> import functional_rl as frl
-        >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=4, num_minibatches=2, update_epochs=1, hidden_sizes=(8,))
-        >>> env = make(cfg.env_id)
-        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> from functional_rl.kernel.train import train_iteration
+        >>> from functional_rl.kernel.iteration import train_iteration
         >>> states = stack_states(cfg, env, policy, agent_grid([0, 1]))
-        >>> kernel = make_agents_kernel(cfg, env, policy, 2, compile=False)
-        >>> kernel.agent_dims, kernel.num_agents
-        (1, 2)
+        >>> kernel = make_agents_kernel(cfg, env, policy, compile=False)
         >>> states, metrics = train_iteration(states, kernel)
         >>> states.iteration.tolist(), metrics["total_loss"].shape  # one value per agent: [A]
         ([1, 1], torch.Size([2]))
     """
     if not getattr(env, "is_pure", True):
         raise ValueError(f"train_many needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
-    base = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=False)
+    one = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=False)
 
     def agents_rollout_step(state):
-        # Absent optional parts (obs_norm=None, ...) are pytree leaves that vmap must skip.
-        dims = pytree.tree_map(lambda x: 0 if isinstance(x, torch.Tensor) else None, state)
-        new_state, transition = torch.func.vmap(base.rollout_step, in_dims=(dims,), out_dims=(dims, 0))(state)
+        dims = _tensor_dims(state, 0)
+        new_state, transition = torch.func.vmap(one.rollout_step, in_dims=(dims,), out_dims=(dims, 0))(state)
         # The split keys come out as strided views of [A, 3, 2]; a changing stride recompiles.
         return new_state.replace(key=new_state.key.contiguous()), transition
 
-    def agents_update(params, opt_state, minibatch, hp, lr):
-        return torch.func.vmap(base.update)(params, opt_state, minibatch, hp, lr)
+    update = _vmapped(one.update, in_dims=(0, 0, 0, 0))
 
-    def agents_value(params, obs):
-        return torch.func.vmap(policy.value)(params, obs)
+    def agents_update(params, opt_state, minibatch, hparams):
+        return update(params, opt_state, minibatch, hparams)
 
-    step, update, value = agents_rollout_step, agents_update, agents_value
-    if compile:
-        opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
-        step, update = torch.compile(step, **opts), torch.compile(update, **opts)
-    return Kernel(
-        config=config, env=env, env_params=base.env_params, policy=policy, custom_losses=base.custom_losses,
-        rollout_step=step, update=update, compiled=compile, num_agents=num_agents, value=value,
+    maybe_compile = compiler(compile, compile_options)
+    return dataclasses.replace(
+        one,
+        rollout_step=maybe_compile(agents_rollout_step),
+        critic=_vmapped(one.critic, in_dims=(0, 1), out_dims=1),
+        make_batch=_batch_to_tensordict(_vmapped(_as_dict(one.make_batch), in_dims=(1, 0))),
+        epoch_minibatches=_vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1)),
+        update=maybe_compile(agents_update),
+        finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
+        compiled=compile,
     )
+
+
+def _as_dict(fn: Any) -> Any:
+    """``fn`` returning a plain dict instead of a TensorDict (whose batch size would not
+    survive ``vmap``)."""
+
+    def plain(*args):
+        return dict(fn(*args).items())
+
+    return plain
+
+
+def _batch_to_tensordict(fn: Any) -> Any:
+    """Wrap a vmapped ``make_batch`` so it returns a TensorDict ``[A, N]`` like the one-learner
+    version returns ``[N]``."""
+
+    def make_batch(trajectory, hparams):
+        data = fn(trajectory, hparams)
+        return TensorDict(data, batch_size=data["reward"].shape[:2])
+
+    return make_batch

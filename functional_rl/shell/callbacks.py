@@ -674,7 +674,7 @@ def evaluate(
         (torch.Size([3]), True, True)
     """
     from functional_rl.envs.base import Box
-    from functional_rl.kernel.rollout import encode_action
+    from functional_rl.kernel.rollout import encode_action, policy_input
 
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
@@ -688,14 +688,13 @@ def evaluate(
         last_action = torch.zeros(episodes, last_action_size, device=obs.device)
         for _ in range(max_steps):
             key, k_step = jr.split(key, 2).unbind(0)
-            x = obs if obs_fn is None else obs_fn(obs)
-            if last_action_size:
-                x = torch.cat([x.reshape(episodes, -1), last_action], dim=-1)
+            x = policy_input(obs if obs_fn is None else obs_fn(obs), last_action=last_action if last_action_size else None)
             action = policy.distribution.mode(policy.apply(params, x))
             if isinstance(env.action_space, Box):
                 action = torch.clamp(action, env.action_space.low_tensor(action.device),
                                      env.action_space.high_tensor(action.device))
-            obs, env_state, reward, terminated, truncated, _ = env.step(k_step, env_state, action, env_params)
+            step = env.step(k_step, env_state, action, env_params)
+            obs, env_state, reward, terminated, truncated = step.obs, step.state, step.reward, step.terminated, step.truncated
             alive = ~done
             returns = returns + torch.where(alive, reward.to(returns.dtype), torch.zeros_like(returns))
             lengths = lengths + alive.to(torch.int64)
@@ -713,23 +712,24 @@ def state_policy_input(state: Any) -> dict[str, Any]:
     """How the policy of ``state`` sees the world, as :func:`evaluate` keyword arguments.
 
     ``obs_fn``: the state's observation normalizer with its statistics frozen if
-    ``state.obs_norm`` is set, else ``None`` (raw observations). ``last_action_size``: the
-    width of ``state.extra["last_action"]`` if the run feeds the last action, else 0.
+    ``state.learner.obs_norm`` is set, else ``None`` (raw observations). ``last_action_size``:
+    the width of ``state.envs.last_action`` if the run feeds the last action, else 0. Both
+    end in :func:`~functional_rl.kernel.rollout.policy_input`, as in the rollout.
 
     Example:
-        >>> state_policy_input(object())
+        >>> state_policy_input(state)
         {'obs_fn': None, 'last_action_size': 0}
     """
-    obs_norm = getattr(state, "obs_norm", None)
+    from functional_rl.kernel.rollout import policy_input
+
+    obs_norm = state.learner.obs_norm
     obs_fn = None
     if obs_norm is not None:
-        from functional_rl.kernel import normalize
 
         def obs_fn(obs: torch.Tensor) -> torch.Tensor:
-            return normalize.obs_norm_apply(obs_norm, obs)
+            return policy_input(obs, obs_norm)
 
-    extra = getattr(state, "extra", None) or {}
-    last_action = extra.get("last_action") if isinstance(extra, dict) else None
+    last_action = state.envs.last_action
     return {"obs_fn": obs_fn, "last_action_size": 0 if last_action is None else int(last_action.shape[-1])}
 
 
@@ -807,13 +807,13 @@ class Evaluator:
             self.run(state)
 
     def run(self, state: Any) -> dict[str, float]:
-        """Evaluate ``state.params`` now; record and write the row, and return it."""
+        """Evaluate ``state.learner.params`` now; record and write the row, and return it."""
         iteration = int(state.iteration)
         inputs = state_policy_input(state)
         if self.obs_fn is not None:
             inputs["obs_fn"] = lambda obs: self.obs_fn(state, obs)
         returns, lengths = evaluate(
-            jr.fold_in(jr.key(self.seed), iteration), state.params, self.env, self.policy,
+            jr.fold_in(jr.key(self.seed), iteration), state.learner.params, self.env, self.policy,
             episodes=self.episodes, env_params=self.env_params, max_steps=self.max_steps, **inputs,
         )
         r = returns.to(torch.float64)

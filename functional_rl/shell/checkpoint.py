@@ -635,6 +635,30 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
 
 def _verify(path: Path, data: bytes) -> tuple[str, bytes]:
     """Check magic, lengths, version and hash; return the content string and tensor blob."""
+    header_nbytes = _check_prefix(path, data)
+    header = _read_header(path, data[_PREFIX : _PREFIX + header_nbytes])
+    digest, tensors_nbytes, content = header["sha256"], header["tensors_nbytes"], header["content"]
+    n, expected = len(data), _PREFIX + header_nbytes + tensors_nbytes
+    if n < expected:
+        raise TruncatedCheckpointError(
+            f"{path}: the file is truncated: it should have {expected} bytes but has {n}; "
+            "use an earlier checkpoint"
+        )
+    if n > expected:
+        raise _damaged(path, f"{n - expected} unexpected bytes after the end of the checkpoint")
+    blob = data[_PREFIX + header_nbytes :]
+    actual = hashlib.sha256(content.encode("utf-8"))
+    actual.update(blob)
+    if actual.hexdigest() != digest:
+        raise CorruptCheckpointError(
+            f"{path} is corrupt: its SHA-256 is {actual.hexdigest()} but the header records "
+            f"{digest}; the bytes were damaged on disk or in transfer; use an earlier checkpoint"
+        )
+    return content, blob
+
+
+def _check_prefix(path: Path, data: bytes) -> int:
+    """The magic and the header length; returns the header's size in bytes."""
     n = len(data)
     if data[: len(MAGIC)] != MAGIC:
         if n < len(MAGIC) and data == MAGIC[:n]:
@@ -655,8 +679,14 @@ def _verify(path: Path, data: bytes) -> tuple[str, bytes]:
             f"{path}: the file is truncated: its header needs {_PREFIX + header_nbytes} bytes but "
             f"the file has {n}; use an earlier checkpoint"
         )
+    return header_nbytes
+
+
+def _read_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The JSON header, checked: format name, a version this code reads, and a valid
+    ``sha256``, ``tensors_nbytes`` and ``content``."""
     try:
-        header = json.loads(data[_PREFIX : _PREFIX + header_nbytes].decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _damaged(path, f"the header is not valid JSON ({e})") from e
     if not isinstance(header, dict) or header.get("format") != _FORMAT_NAME:
@@ -678,23 +708,7 @@ def _verify(path: Path, data: bytes) -> tuple[str, bytes]:
         or tensors_nbytes < 0
     ):
         raise _damaged(path, "the header lacks a valid sha256, tensors_nbytes or content")
-    expected = _PREFIX + header_nbytes + tensors_nbytes
-    if n < expected:
-        raise TruncatedCheckpointError(
-            f"{path}: the file is truncated: it should have {expected} bytes but has {n}; "
-            "use an earlier checkpoint"
-        )
-    if n > expected:
-        raise _damaged(path, f"{n - expected} unexpected bytes after the end of the checkpoint")
-    blob = data[_PREFIX + header_nbytes :]
-    actual = hashlib.sha256(content.encode("utf-8"))
-    actual.update(blob)
-    if actual.hexdigest() != digest:
-        raise CorruptCheckpointError(
-            f"{path} is corrupt: its SHA-256 is {actual.hexdigest()} but the header records "
-            f"{digest}; the bytes were damaged on disk or in transfer; use an earlier checkpoint"
-        )
-    return content, blob
+    return header
 
 
 def _damaged(path: Path, problem: str) -> CorruptCheckpointError:

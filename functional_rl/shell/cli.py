@@ -136,7 +136,7 @@ def _make_env(env_id: str):
 
 
 def _make_policy(config, env):
-    from functional_rl.shell.loop import default_policy
+    from functional_rl.shell.build import default_policy
 
     return default_policy(config, env)
 
@@ -431,7 +431,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = _make_policy(config, env)
     # The same key as Evaluator(seed=args.seed) at this iteration: the CLI and callback agree.
     key = jr.fold_in(jr.key(args.seed), int(state.iteration))
-    returns, lengths = evaluate(key, state.params, env, policy, episodes=args.episodes, **state_policy_input(state))
+    returns, lengths = evaluate(key, state.learner.params, env, policy, episodes=args.episodes, **state_policy_input(state))
     r = returns.to(torch.float64)
     print(f"{config.env_id} {path.name} (step {int(state.agent_step):,}): mean return {float(r.mean()):.2f} ± "
           f"{float(r.std(correction=0)):.2f} over {args.episodes} greedy episodes "

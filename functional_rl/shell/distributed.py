@@ -10,7 +10,7 @@ describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ...), or uses one the prog
 initialised. What each process does:
 
 * it owns ``config.num_envs`` envs with the global indices ``rank * num_envs + b``
-  (``TrainerState.env_ids``); every random draw of an env folds in that index, so env ``g``
+  (``TrainerState.envs.env_ids``); every random draw of an env folds in that index, so env ``g``
   sees the same numbers as env ``g`` of a one-process run with ``world_size * num_envs``
   envs (``TrainerState.create(env_offset=...)``, ``rollout.policy_act``);
 * the kernel is the one-process kernel with an injected ``all_reduce`` (a functional
@@ -220,52 +220,30 @@ def check_config(config: Any, replica: Replica, *, curriculum: Any = None) -> An
 
 
 # ---------------------------------------------------------------------------- env shards
-_ENV_FIELDS = frozenset({"env_state", "obs", "episode_return", "episode_length", "env_ids"})
-
-
-def _split_leaves(state: Any) -> tuple[list[Any], Any, list[bool]]:
-    """Flatten ``state`` and mark the leaves that have one row per env: ``env_state``, ``obs``,
-    the episode counters, ``env_ids``, ``extra["last_action"]`` and the reward normaliser's
-    per-env returns. Everything else is the same on every process."""
-    num_envs = state.env_ids.shape[0]
-    flat, spec = pytree.tree_flatten_with_path(state)
-    leaves, marks = [], []
-    for path, leaf in flat:
-        top = getattr(path[0], "name", None)
-        sub = getattr(path[1], "key", getattr(path[1], "name", None)) if len(path) > 1 else None
-        is_env = (
-            top in _ENV_FIELDS
-            or (top == "extra" and sub == "last_action")
-            or (top == "reward_norm" and sub == "discounted_return")
-        )
-        is_env = is_env and isinstance(leaf, torch.Tensor) and leaf.dim() >= 1 and leaf.shape[0] == num_envs
-        leaves.append(leaf)
-        marks.append(is_env)
-    return leaves, spec, marks
-
-
 def gather_envs(state: Any, replica: Replica) -> Any:
-    """The whole run's state on every process: the per-env leaves of all processes
-    concatenated in rank order (``world_size * num_envs`` envs), the rest as it is (it is
-    the same on every process). One ``all_gather`` per dtype.
+    """The whole run's state on every process: the envs part (:class:`~functional_rl.kernel.state.EnvsState`,
+    one row per env in every leaf) of all processes concatenated in rank order
+    (``world_size * num_envs`` envs), the rest as it is (it is the same on every process).
+    One ``all_gather`` per dtype.
 
     The result is exactly the state of a one-process run with all the envs, so a checkpoint
     of it can be resumed by any process count that divides its envs evenly.
 
     Example (one process: the whole run is this process's share):
         >>> from functional_rl.kernel.config import PPOConfig
-        >>> from functional_rl.shell.loop import build
+        >>> from functional_rl.shell.build import build
         >>> state, _ = build(PPOConfig(num_envs=2, num_steps=4, num_minibatches=2), compile=False)
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> whole = gather_envs(state, Replica(rank=0, world_size=1, local_rank=0, backend="gloo", owned=True))
-        >>> whole.env_ids.tolist(), bool(torch.equal(whole.obs, state.obs))
+        >>> whole.envs.env_ids.tolist(), bool(torch.equal(whole.envs.obs, state.envs.obs))
         ([0, 1], True)
         >>> dist.destroy_process_group()
     """
-    leaves, spec, marks = _split_leaves(state)
+    leaves, spec = pytree.tree_flatten(state.envs)  # every tensor leaf has one row per env
     out = list(leaves)
-    for dtype in dict.fromkeys(leaf.dtype for leaf, m in zip(leaves, marks) if m):
-        idx = [i for i, m in enumerate(marks) if m and leaves[i].dtype == dtype]
+    tensors = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]  # absent parts are None
+    for dtype in dict.fromkeys(leaves[i].dtype for i in tensors):
+        idx = [i for i in tensors if leaves[i].dtype == dtype]
         rows = torch.cat([leaves[i].reshape(leaves[i].shape[0], -1) for i in idx], dim=1)
         parts = [torch.empty_like(rows) for _ in range(replica.world_size)]
         dist.all_gather(parts, rows.contiguous())
@@ -273,7 +251,7 @@ def gather_envs(state: Any, replica: Replica) -> Any:
         widths = [leaves[i][0].numel() for i in idx]
         for i, cols in zip(idx, full.split(widths, dim=1)):
             out[i] = cols.reshape((full.shape[0], *leaves[i].shape[1:])).clone()
-    return pytree.tree_unflatten(out, spec)
+    return state.replace(envs=pytree.tree_unflatten(out, spec))
 
 
 def local_share(state: Any, replica: Replica, num_envs: int) -> Any:
@@ -287,25 +265,23 @@ def local_share(state: Any, replica: Replica, num_envs: int) -> Any:
 
     Example (the second of two processes with 2 envs each takes envs 2 and 3):
         >>> from functional_rl.kernel.config import PPOConfig
-        >>> from functional_rl.shell.loop import build
+        >>> from functional_rl.shell.build import build
         >>> whole, _ = build(PPOConfig(num_envs=4, num_steps=4, num_minibatches=2), compile=False)
         >>> share = local_share(whole, Replica(rank=1, world_size=2, local_rank=1, backend="gloo", owned=False), 2)
-        >>> share.env_ids.tolist(), share.obs.shape, bool(torch.equal(share.obs, whole.obs[2:]))
+        >>> share.envs.env_ids.tolist(), share.envs.obs.shape, bool(torch.equal(share.envs.obs, whole.envs.obs[2:]))
         ([2, 3], torch.Size([2, 4]), True)
     """
-    total = state.env_ids.shape[0]
+    total = state.envs.env_ids.shape[0]
     lo = replica.env_offset(num_envs)
-    if total == num_envs and int(state.env_ids[0]) == lo:
+    if total == num_envs and int(state.envs.env_ids[0]) == lo:
         return state
     if total != replica.world_size * num_envs:
         raise DistributedError(
             f"the state holds {total} envs, but {replica.world_size} processes with num_envs={num_envs} need "
             f"{replica.world_size * num_envs}; resume with the process count and num_envs it was trained with"
         )
-    leaves, spec, marks = _split_leaves(state)
-    return pytree.tree_unflatten(
-        [leaf[lo:lo + num_envs].clone() if m else leaf for leaf, m in zip(leaves, marks)], spec
-    )
+    rows = lambda leaf: leaf[lo:lo + num_envs].clone() if isinstance(leaf, torch.Tensor) else leaf  # noqa: E731
+    return state.replace(envs=pytree.tree_map(rows, state.envs))
 
 
 def is_collective_failure(exc: BaseException) -> bool:

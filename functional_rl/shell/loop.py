@@ -16,19 +16,16 @@ from typing import Any
 import torch
 
 from functional_rl.kernel.config import PPOConfig
-from functional_rl.envs import make
+from functional_rl.kernel.iteration import StepFns, train_iteration
 from functional_rl.kernel.losses import LossFn, loss_name
-from functional_rl.kernel.policies import make_mlp_policy
-from functional_rl.kernel.state import TrainerState, last_action_size
-from functional_rl.kernel.train import Kernel, make_kernel, train_iteration
+from functional_rl.kernel.state import TrainerState
+from functional_rl.shell.build import build, resolve_env_policy
 
 __all__ = [
     "functional_training_loop",
     "train_many",
     "NonFiniteError",
     "metrics_to_host",
-    "build",
-    "default_policy",
     "CHECKED_METRICS",
 ]
 
@@ -61,7 +58,16 @@ def metrics_to_host(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(names, values))
 
 
-def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str], env_id: str = "the environment") -> None:
+def _check_finite(iteration: int, host: dict[str, float], custom: Sequence[str], env_id: str = "the environment", who: str | None = None) -> None:
+    try:
+        _check_finite_row(iteration, host, custom, env_id)
+    except NonFiniteError as e:
+        if who is None:
+            raise
+        raise NonFiniteError(f"{who}: {e}") from None
+
+
+def _check_finite_row(iteration: int, host: dict[str, float], custom: Sequence[str], env_id: str) -> None:
     for name in (*CHECKED_METRICS, *custom):
         if name in host and not math.isfinite(host[name]):
             raise NonFiniteError(
@@ -119,7 +125,7 @@ class _PhaseTimer:
     def seconds(self) -> dict[str, float]:
         return {"timing/rollout_s": self.rollout, "timing/train_s": self.train}
 
-    def wrap(self, kernel: Kernel) -> Kernel:
+    def wrap(self, kernel: StepFns) -> StepFns:
         step, update = kernel.rollout_step, kernel.update
 
         def timed_step(state):
@@ -137,68 +143,13 @@ class _PhaseTimer:
         return dataclasses.replace(kernel, rollout_step=timed_step, update=timed_update)
 
 
-def default_policy(config: PPOConfig, env: Any):
-    """The CleanRL MLP actor-critic for ``env``'s spaces and the config's sizes (with room for
-    the encoded last action when ``config.last_action``).
-
-    Example:
-        >>> default_policy(PPOConfig(last_action=True), make("CartPole-v1")).spec["obs_dim"]
-        6
-    """
-    extra = last_action_size(env.action_space) if config.last_action else 0
-    return make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
-
-
-def build(
-    config: PPOConfig,
-    *,
-    env: Any = None,
-    policy: Any = None,
-    state: TrainerState | None = None,
-    custom_losses: Sequence[LossFn] = (),
-    compile: bool = True,
-    env_params: Any = None,
-    compile_options: dict[str, Any] | None = None,
-    curriculum: Any = None,
-    replica: Any = None,
-) -> tuple[TrainerState, Kernel]:
-    """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
-    build the kernel. Returns ``(state, kernel)``.
-
-    With a :class:`~functional_rl.shell.distributed.Replica` (one process of a data-parallel run;
-    ``config`` from :func:`~functional_rl.shell.distributed.check_config`) the fresh state holds this
-    process's envs and the kernel reduces over the process group.
-
-    Example:
-        >>> state, kernel = build(PPOConfig(num_envs=2, num_steps=8, num_minibatches=2), compile=False)
-        >>> state.obs.shape, kernel.env.id, kernel.compiled
-        (torch.Size([2, 4]), 'CartPole-v1', False)
-    """
-    if env is None or isinstance(env, str):
-        env = make(env or config.env_id)
-    if policy is None:
-        policy = default_policy(config, env)
-    offset, all_reduce, world_size = 0, None, 1
-    if replica is not None:
-        from functional_rl.shell import distributed
-
-        offset, all_reduce, world_size = replica.env_offset(config.num_envs), distributed.process_group_sum(), replica.world_size
-    if state is None:
-        state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum, env_offset=offset)
-    kernel = make_kernel(
-        config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
-        compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,
-    )
-    return state, kernel
-
-
 def functional_training_loop(
     config: PPOConfig,
     *,
     env: Any = None,
     policy: Any = None,
     state: TrainerState | None = None,
-    step_fn: Callable[[TrainerState, Kernel], tuple[TrainerState, dict[str, torch.Tensor]]] | None = None,
+    step_fn: Callable[[TrainerState, StepFns], tuple[TrainerState, dict[str, torch.Tensor]]] | None = None,
     custom_losses: Sequence[LossFn] = (),
     callbacks: Sequence[Any] = (),
     compile: bool = True,
@@ -215,7 +166,7 @@ def functional_training_loop(
         policy: a ``Policy``; default the CleanRL MLP actor-critic for the env's spaces.
         state: a state to continue from (e.g. a loaded checkpoint); default a fresh one.
         step_fn: ``(state, kernel) -> (state, metrics)``; default :func:`train_iteration`.
-        custom_losses: extra ``loss(params, batch, outputs, hp)`` terms.
+        custom_losses: extra ``loss(params, batch, outputs, hparams)`` terms.
         callbacks: objects with any of ``on_start(state, config)``,
             ``on_iteration(state, metrics)``, ``on_end(state)``, ``on_failure(state, exc)``.
         compile: ``torch.compile`` the rollout step and the minibatch update.
@@ -225,7 +176,7 @@ def functional_training_loop(
         compile_options: extra ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``
             for CUDA graphs on a GPU (``config.device="cuda"``).
         curriculum: a task sampler (:mod:`functional_rl.kernel.curriculum`) choosing env params per
-            episode; its state lives in ``state.extra["curriculum"]``.
+            episode; its state lives in ``state.curriculum``.
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
     the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
@@ -265,22 +216,38 @@ def functional_training_loop(
             config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
             env_params=env_params, compile_options=compile_options, curriculum=curriculum, replica=replica,
         )
-        return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica)
+        return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica=replica)
     finally:
         distributed.shutdown(replica)
 
 
+def _host_rows(metrics: dict[str, torch.Tensor], agents: Sequence[dict[str, Any]] | None) -> list[dict[str, float]]:
+    """The iteration's metrics as Python numbers in ONE device-to-host transfer: one row for a
+    single learner, one per agent (metrics ``[A]``) under ``train_many``."""
+    if agents is None:
+        return [metrics_to_host(metrics)]
+    names = list(metrics)
+    table = torch.stack([metrics[n].detach().to(torch.float64).expand(len(agents)) for n in names]).tolist()
+    return [{n: table[j][a] for j, n in enumerate(names)} for a in range(len(agents))]
+
+
 def _run(
-    config: PPOConfig, state: TrainerState, kernel: Kernel, step_fn: Callable[..., Any], callbacks: Sequence[Any],
-    max_iterations: int | None, replica: Any,
-) -> tuple[TrainerState, list[dict[str, float]]]:
-    """The iteration loop of :func:`functional_training_loop` (one process's share of it)."""
+    config: PPOConfig, state: TrainerState, kernel: StepFns, step_fn: Callable[..., Any], callbacks: Sequence[Any],
+    max_iterations: int | None, *, replica: Any = None, agents: Sequence[dict[str, Any]] | None = None,
+) -> tuple[TrainerState, list[Any]]:
+    """The iteration loop of :func:`functional_training_loop` (one process's share of it) and
+    of :func:`train_many` (``agents``: one history and one callback row per agent).
+
+    Returns ``(state, history)``: ``history`` one row per iteration, or with ``agents`` one
+    such list per agent.
+    """
     from functional_rl.shell import distributed
 
     timer = _PhaseTimer()
     kernel = timer.wrap(kernel)
     custom_names = [loss_name(fn) for fn in kernel.custom_losses]
-    history: list[dict[str, float]] = []
+    env_id = getattr(kernel.env, "id", "the environment")
+    histories: list[list[dict[str, float]]] = [[] for _ in (agents or [None])]
 
     def whole(s: TrainerState) -> TrainerState:  # the whole run's state (all processes' envs)
         return s if replica is None else distributed.gather_envs(s, replica)
@@ -289,23 +256,25 @@ def _run(
     try:
         last_good = whole(state)
         _fire(callbacks, "on_start", last_good, config)
-        iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).tolist())
+        iteration, agent_step = (int(v) for v in torch.stack([state.iteration, state.agent_step]).reshape(2, -1)[:, 0].tolist())
         stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
         while iteration < stop:
             t0 = time.perf_counter()
             timer.reset()
             state, metrics = step_fn(state, kernel)
-            host = metrics_to_host({**metrics, "agent_step": state.agent_step})
+            rows = _host_rows({**metrics, "agent_step": state.agent_step}, agents)
             elapsed = time.perf_counter() - t0
-            host["iteration"] = iteration + 1
-            host["sps"] = (host["agent_step"] - agent_step) / max(elapsed, 1e-9)
-            host["time_s"] = elapsed
-            host.update(timer.seconds())
-            _check_finite(iteration + 1, host, custom_names, getattr(kernel.env, "id", "the environment"))
-            iteration, agent_step = iteration + 1, int(host["agent_step"])
+            for a, host in enumerate(rows):
+                host.update(iteration=iteration + 1, time_s=elapsed, **timer.seconds())
+                host["sps"] = (host["agent_step"] - agent_step) / max(elapsed, 1e-9)
+                if agents is not None:
+                    host.update(agent=a, seed=agents[a]["seed"], **{f"sweep/{k}": v for k, v in agents[a].items() if k != "seed"})
+                _check_finite(iteration + 1, host, custom_names, env_id, who=None if agents is None else f"agent {a} ({agents[a]})")
+            iteration, agent_step = iteration + 1, int(rows[0]["agent_step"])
             last_good = whole(state)
-            history.append(host)
-            _fire(callbacks, "on_iteration", last_good, host)
+            for history, host in zip(histories, rows):
+                history.append(host)
+                _fire(callbacks, "on_iteration", last_good, host)
         _fire(callbacks, "on_end", last_good)
     except BaseException as exc:
         error = distributed.lost_process_error(exc, replica) or exc
@@ -314,7 +283,7 @@ def _run(
         if error is exc:
             raise
         raise error from exc
-    return last_good, history
+    return last_good, histories if agents is not None else histories[0]
 
 
 def train_many(
@@ -335,7 +304,9 @@ def train_many(
     The agents are every hyperparameter point crossed with every seed
     (:func:`functional_rl.shell.batched.agent_grid`, point-major). Agent ``i`` computes what a
     single run with its seed and hyperparameters computes: same keys, same maths, batched.
-    Hyperparameters are tensors in the state, so a sweep never recompiles.
+    Hyperparameters are tensors in the state, so a sweep never recompiles. The kernel is the
+    one-learner kernel wrapped in ``vmap`` (:func:`functional_rl.shell.batched.make_agents_kernel`)
+    and the loop is :func:`functional_training_loop`'s.
 
     Args:
         config: the shared config (static sizes; default hyperparameter values).
@@ -344,7 +315,8 @@ def train_many(
         env, policy, custom_losses, compile, env_params, max_iterations: as in
             :func:`functional_training_loop` (the env must be pure).
         callbacks: called once per agent per iteration with that agent's metrics, which carry
-            ``agent`` (its index), ``seed`` and the swept values as ``sweep/<name>``.
+            ``agent`` (its index), ``seed`` and the swept values as ``sweep/<name>``; ``sps``
+            counts that agent's steps.
 
     Returns:
         ``(states, histories)``: the stacked final state (use
@@ -358,46 +330,9 @@ def train_many(
     """
     from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
 
-    if env is None or isinstance(env, str):
-        env = make(env or config.env_id)
-    if policy is None:
-        policy = default_policy(config, env)
+    env, policy = resolve_env_policy(config, env, policy)
     agents = agent_grid(seeds, hparams)
     states = stack_states(config, env, policy, agents, env_params=env_params)
-    kernel = make_agents_kernel(config, env, policy, len(agents), env_params=env_params,
+    kernel = make_agents_kernel(config, env, policy, env_params=env_params,
                                 custom_losses=custom_losses, compile=compile)
-    custom_names = [loss_name(fn) for fn in kernel.custom_losses]
-    histories: list[list[dict[str, float]]] = [[] for _ in agents]
-    last_good = states
-    try:
-        _fire(callbacks, "on_start", states, config)
-        iteration = int(states.iteration[0])
-        stop = config.num_iterations if max_iterations is None else min(config.num_iterations, iteration + max_iterations)
-        while iteration < stop:
-            t0 = time.perf_counter()
-            states, metrics = train_iteration(states, kernel)
-            metrics = {**metrics, "agent_step": states.agent_step}
-            names = list(metrics)
-            table = torch.stack(
-                [metrics[n].detach().to(torch.float64).expand(len(agents)) for n in names]
-            ).tolist()  # one device-to-host transfer for all agents
-            elapsed = time.perf_counter() - t0
-            iteration += 1
-            for a, agent in enumerate(agents):
-                host = {n: table[j][a] for j, n in enumerate(names)}
-                host.update(iteration=iteration, time_s=elapsed, agent=a, seed=agent["seed"])
-                host.update({f"sweep/{k}": v for k, v in agent.items() if k != "seed"})
-                host["sps"] = config.batch_size / max(elapsed, 1e-9)  # per agent
-                try:
-                    _check_finite(iteration, host, custom_names, getattr(kernel.env, "id", "the environment"))
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"agent {a} ({agent}): {e}") from None
-                histories[a].append(host)
-            last_good = states
-            for history in histories:
-                _fire(callbacks, "on_iteration", states, history[-1])
-        _fire(callbacks, "on_end", states)
-    except BaseException as exc:
-        _report_failure(callbacks, last_good, exc)
-        raise
-    return states, histories
+    return _run(config, states, kernel, train_iteration, callbacks, max_iterations, agents=agents)

@@ -295,7 +295,7 @@ class PolicyStore:
 
         Args:
             name: the record's name (file ``root/<name>.frl``).
-            params: the policy's parameter pytree (e.g. ``state.params``).
+            params: the policy's parameter pytree (e.g. ``state.learner.params``).
             policy: the :class:`Policy` the params belong to.
             metadata: JSON-able values; by convention ``epoch``, ``agent_step``,
                 ``eval_score``, ``env_id``. ``epoch`` and ``agent_step`` default to 0.

@@ -1,0 +1,178 @@
+"""One training iteration, composed from the step functions of a :class:`StepFns` bundle.
+
+One iteration (PureJaxRL's shape, with named steps instead of tuple carries)::
+
+    state, traj  = rollout(state)                          # [T, B]
+    batch        = make_batch(traj)                        # GAE, flattened [T * B]
+    repeat update_epochs:
+        key, mbs = epoch_minibatches(key, batch)           # [M, N / M]
+        for each minibatch: learner = update(learner, mb)  # one gradient step
+    metrics      = finish(update metrics, traj, batch)
+    state        = state.replace(iteration = iteration + 1)
+
+Everything here is pure and written for ONE learner; metrics come back as 0-d tensors, synced
+to the host by the shell once per iteration. The glue in this module never touches a tensor
+itself: it only sequences the bundle's functions, stacks per-step outputs on a new leading
+axis and indexes minibatches on the leading axis. That is what lets the shell train many
+learners with the same glue (:func:`functional_rl.shell.batched.make_agents_kernel`): it
+wraps each step function in ``torch.func.vmap`` with the agent axis placed after the loop
+axes, and no function here takes an agent-axis flag.
+
+Examples use the doctest fixture of ``functional_rl/conftest.py`` (``cfg``: 2 envs x 4
+steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.kernel.losses import LossFn
+from functional_rl.kernel.metrics import mean_metrics
+from functional_rl.kernel.parallel import AllReduce
+from functional_rl.kernel.rollout import rollout
+from functional_rl.kernel.state import TrainerState
+
+__all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFns:
+    """The static half of training: the config, env, policy and the step functions bound to
+    them (possibly compiled, possibly vmapped over many learners). Frozen and stateless:
+    every changing value lives in :class:`~functional_rl.kernel.state.TrainerState`. Built by
+    :func:`functional_rl.shell.build.make_kernel`.
+
+    Attributes:
+        rollout_step: ``state -> (state, transition)`` (:func:`~functional_rl.kernel.rollout.rollout_step`).
+        critic: ``(params, obs [T, B, ...]) -> V [T, B]``.
+        make_batch: ``(trajectory [T, B], hparams) -> batch [N]``
+            (:func:`~functional_rl.kernel.update.make_batch`).
+        epoch_minibatches: ``(key, env_ids, batch) -> (key, minibatches [M, N / M])``
+            (:func:`~functional_rl.kernel.update.epoch_minibatches`).
+        update: ``(params, opt_state, minibatch, hparams) -> (params, opt_state, metrics)``
+            (:func:`~functional_rl.kernel.update.update_minibatch` with the run's optimizer).
+        finish: ``(metrics, trajectory, batch, params) -> metrics``, the iteration's statistics
+            (:func:`~functional_rl.kernel.metrics.iteration_metrics`).
+        learning_rate: ``(num_updates, hparams) -> lr``, the optimizer's schedule (reported).
+        curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`).
+        all_reduce: ``None`` in one process; in a data-parallel run a function summing a 1-D
+            tensor over all processes (:func:`functional_rl.shell.distributed.process_group_sum`).
+        world_size: number of processes (1 without ``torch.distributed``).
+
+    Example:
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> kernel.compiled
+        False
+        >>> state2, transition = kernel.rollout_step(state)
+        >>> transition["obs"].shape, kernel.critic(state2.learner.params, state2.envs.obs).shape  # [B, 4], [B]
+        (torch.Size([2, 4]), torch.Size([2]))
+    """
+
+    config: PPOConfig
+    env: Any
+    env_params: Any
+    policy: Any
+    custom_losses: tuple[LossFn, ...]
+    rollout_step: Callable[..., Any]
+    critic: Callable[..., Any]
+    make_batch: Callable[..., Any]
+    epoch_minibatches: Callable[..., Any]
+    update: Callable[..., Any]
+    finish: Callable[..., Any]
+    learning_rate: Callable[..., Any]
+    compiled: bool = False
+    curriculum: Any = None
+    all_reduce: AllReduce | None = None
+    world_size: int = 1
+
+
+def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """One pass over ``batch`` in ``num_minibatches`` shuffled minibatches. Pure.
+
+    The order comes from ``state.key`` (split; the state carries the new key): every
+    minibatch holds ``num_steps / num_minibatches`` random steps of every env.
+
+    Args:
+        batch: TensorDict ``[N]`` with ``MINIBATCH_KEYS``, ``N = num_envs * num_steps``.
+
+    Returns:
+        ``(state, metrics)`` with metrics averaged over the minibatches.
+
+    Example:
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> state2, trajectory = frl.rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic)
+        >>> batch = kernel.make_batch(trajectory, state2.learner.hparams)  # [T * B] = [8]
+        >>> new_state, metrics = train_epoch(state2, batch, kernel)
+        >>> int(new_state.learner.num_updates), metrics["policy_loss"].shape
+        (2, torch.Size([]))
+    """
+    key, minibatches = fns.epoch_minibatches(state.key, state.envs.env_ids, batch)
+    learner = state.learner
+    params, opt_state, history = learner.params, learner.opt_state, []
+    for i in range(fns.config.num_minibatches):
+        params, opt_state, m = fns.update(params, opt_state, {k: v[i] for k, v in minibatches.items()}, learner.hparams)
+        history.append(m)
+    learner = learner.replace(params=params, opt_state=opt_state, num_updates=learner.num_updates + fns.config.num_minibatches)
+    return state.replace(learner=learner, key=key), mean_metrics(history)
+
+
+def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFns) -> tuple[TrainerState, TensorDict, dict[str, torch.Tensor]]:
+    """The update half of an iteration: GAE, then ``update_epochs`` epochs of minibatch
+    updates. Pure.
+
+    Args:
+        trajectory: TensorDict ``[T, B]`` from :func:`~functional_rl.kernel.rollout.rollout`.
+
+    Returns:
+        ``(state, batch, metrics)``: ``batch`` the flattened TensorDict ``[N]`` with
+        ``advantage`` and ``returns``; ``metrics`` the loss diagnostics averaged over all
+        minibatch updates plus ``learning_rate`` (the optimizer's, for this iteration).
+
+    Example:
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> state2, traj = frl.rollout(state, 4, kernel.rollout_step, kernel.critic)
+        >>> state2, batch, metrics = train_on_trajectory(state2, traj, kernel)
+        >>> batch.batch_size, int(state2.learner.num_updates), "learning_rate" in metrics
+        (torch.Size([8]), 2, True)
+    """
+    lr = fns.learning_rate(state.learner.num_updates, state.learner.hparams)
+    batch = fns.make_batch(trajectory, state.learner.hparams)
+    epoch_metrics = []
+    for _ in range(fns.config.update_epochs):
+        state, m = train_epoch(state, batch, fns)
+        epoch_metrics.append(m)
+    return state, batch, {**mean_metrics(epoch_metrics), "learning_rate": lr}
+
+
+def train_iteration(state: TrainerState, fns: StepFns) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """The default ``step_fn``: rollout, GAE, ``update_epochs`` epochs. Pure.
+
+    Returns:
+        ``(state, metrics)`` with 0-d tensor metrics (``[A]`` each when ``fns`` trains ``A``
+        learners at once): the loss diagnostics averaged over all minibatch updates,
+        ``explained_variance``, ``learning_rate``, ``episode_return`` and ``episode_length``
+        (means over the episodes that ended in this iteration; NaN if none), ``episodes``
+        (how many ended), ``nonfinite_params`` and ``nonfinite_obs`` (counts).
+
+    Example (one tiny iteration: 4 steps of 2 envs, one epoch of 2 minibatches):
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> state2, metrics = train_iteration(state, kernel)
+        >>> int(state2.iteration), int(state2.learner.num_updates), int(state2.agent_step)
+        (1, 2, 8)
+        >>> metrics["total_loss"].shape, float(metrics["nonfinite_params"])
+        (torch.Size([]), 0.0)
+    """
+    state, trajectory = rollout(state, fns.config.num_steps, fns.rollout_step, fns.critic)
+    state, batch, metrics = train_on_trajectory(state, trajectory, fns)
+    metrics = fns.finish(metrics, trajectory, batch, state.learner.params)
+    if fns.curriculum is not None:
+        cs = fns.curriculum.update(state.curriculum, metrics)
+        state = state.replace(curriculum=cs)
+        metrics.update(fns.curriculum.metrics(cs))
+    return state.replace(iteration=state.iteration + 1), metrics

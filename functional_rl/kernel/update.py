@@ -1,0 +1,246 @@
+"""The PPO update for one learner: the batch an iteration trains on, the minibatches of an
+epoch, and one minibatch's gradient step. Pure.
+
+Examples use the doctest fixture of ``functional_rl/conftest.py`` (``cfg``: 2 envs x 4
+steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh state).
+
+Data parallel (``torch.distributed``): the only contact with the other processes is an
+injected ``all_reduce`` that sums a 1-D tensor over processes (``None`` in one process). It
+sums the gradients (then divided by ``world_size``) and the advantage-normalisation moments,
+so ``W`` processes with ``B`` envs each compute what one process with ``W * B`` envs computes,
+to float rounding: per-env key streams (``envs.env_ids``) and minibatches stratified by env
+make both see the same transitions in the same minibatches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from tensordict import TensorDict
+
+import functional_rl.kernel.random as jr
+from functional_rl.kernel.advantages import compute_advantages
+from functional_rl.kernel.losses import LossFn, ppo_loss
+from functional_rl.kernel.optim import GradientTransformation, apply_updates, global_norm
+from functional_rl.kernel.parallel import AllReduce, sum_over_processes
+
+__all__ = [
+    "MINIBATCH_KEYS", "make_batch", "minibatch_order", "advantage_stats", "epoch_minibatches",
+    "update_minibatch", "gradient_stats",
+]
+
+MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
+
+
+def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDict:
+    """Add ``advantage`` and ``returns`` (GAE) to a ``[T, B]`` trajectory and flatten to ``[T*B]``
+    (index ``t * B + b``).
+
+    Example:
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> _, trajectory = frl.rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic)
+        >>> batch = make_batch(trajectory, state.learner.hparams)
+        >>> batch.batch_size, batch["advantage"].shape  # [T * B]
+        (torch.Size([8]), torch.Size([8]))
+    """
+    names = ("reward", "value", "next_value", "terminated", "truncated")
+    advantage, returns = compute_advantages(
+        *(trajectory[k] for k in names), gamma=hparams.gamma, gae_lambda=hparams.gae_lambda,
+    )
+    data = {k: trajectory[k] for k in trajectory.keys()}
+    data.update(advantage=advantage, returns=returns)
+    T, B = trajectory["reward"].shape
+    return TensorDict({k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}, batch_size=[T * B])
+
+
+def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, num_minibatches: int) -> torch.Tensor:
+    """The order in which an epoch visits a flattened ``[T * B]`` batch (index ``t * B + b``).
+
+    Env ``b`` shuffles its own ``T`` steps with the key ``row_keys(key, env_ids)[b]``; minibatch
+    ``m`` takes the steps ``m * s .. m * s + s - 1`` of every env's shuffle (``s = T / M``),
+    env-major. Each minibatch is thus a random sample stratified by env (``s`` steps of each),
+    and, because an env's shuffle depends only on its global index, the minibatch ``m`` of a
+    data-parallel process is exactly its envs' share of minibatch ``m`` of one process
+    running all the envs.
+
+    Args:
+        key: int64 ``[2]``.
+        env_ids: int64 ``[B]``, the envs' global indices.
+        num_steps: ``T``.
+        num_minibatches: ``M``; must divide ``T``.
+
+    Returns:
+        int64 ``[T * B]`` whose consecutive slices of ``s * B`` are the minibatches.
+
+    Example (T = 4 steps of B = 2 envs in M = 2 minibatches):
+        >>> order = minibatch_order(jr.key(0), torch.arange(2), num_steps=4, num_minibatches=2)
+        >>> sorted(order.tolist()) == list(range(8))
+        True
+        >>> [sorted(i % 2 for i in mb) for mb in order.reshape(2, 4).tolist()]  # 2 steps of each env
+        [[0, 0, 1, 1], [0, 0, 1, 1]]
+        >>> second = minibatch_order(jr.key(0), torch.tensor([1]), 4, 2)  # env 1 alone, as in a second process
+        >>> [[i // 2 for i in mb if i % 2 == 1] for mb in order.reshape(2, 4).tolist()] == second.reshape(2, 2).tolist()
+        True
+    """
+    if num_steps % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide num_steps={num_steps}")
+    B, s = env_ids.shape[-1], num_steps // num_minibatches
+    keys = jr.row_keys(key, env_ids)  # [B, 2]: one shuffle per env
+    steps = torch.argsort(jr.bits(keys, (num_steps,)), dim=-1, stable=True)  # [B, T]
+    flat = steps * B + torch.arange(B, device=steps.device)[:, None]  # index t * B + b
+    flat = flat.reshape(B, num_minibatches, s).transpose(-3, -2)  # [M, B, s]
+    return flat.reshape(num_steps * B)
+
+
+def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std of advantages ``[..., N]`` over the last axis and all processes:
+    float32 ``[...]`` each (0-d for one minibatch).
+
+    ``mean = S1 / n`` and ``std = sqrt((S2 - S1 * mean) / (n - 1))`` from the sums
+    ``n, S1 = sum A, S2 = sum A^2`` (accumulated in float64 so the subtraction does not lose the
+    variance) added up over processes; in one process this is ``A.mean(), A.std()``.
+
+    Example:
+        >>> adv = torch.tensor([1.0, 2.0, 3.0, 6.0])
+        >>> mean, std = advantage_stats(adv)
+        >>> round(float(mean), 4), round(float(std), 4), round(float(adv.std()), 4)
+        (3.0, 2.1602, 2.1602)
+        >>> other = torch.tensor([2.0, 9.0, 45.0], dtype=torch.float64)  # n, sum, sum of squares of [3, 6]
+        >>> mean, std = advantage_stats(adv[:2], lambda buf: buf + other)  # a stand-in for a second process
+        >>> round(float(mean), 4), round(float(std), 4)
+        (3.0, 2.1602)
+    """
+    a = advantage.to(torch.float64)
+    n = torch.full(a.shape[:-1], a.shape[-1], dtype=torch.float64, device=a.device)
+    n, s1, s2 = sum_over_processes([torch.stack([n, a.sum(-1), (a * a).sum(-1)])], all_reduce)[0].unbind(0)
+    mean = s1 / n
+    var = torch.clamp((s2 - s1 * mean) / (n - 1), min=0.0)
+    return mean.to(advantage.dtype), var.sqrt().to(advantage.dtype)
+
+
+def epoch_minibatches(
+    key: torch.Tensor, env_ids: torch.Tensor, batch: Mapping[str, torch.Tensor], *, num_minibatches: int,
+    norm_adv: bool, all_reduce: AllReduce | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One epoch's minibatches of ``batch``, stacked: ``(key, minibatches)``.
+
+    The order is :func:`minibatch_order` under a key split from ``key`` (the first return is
+    the advanced key). With ``norm_adv`` the advantage statistics of every minibatch, over all
+    processes, are formed here in one reduction and handed to each update as ``adv_mean`` /
+    ``adv_std``.
+
+    Args:
+        key: int64 ``[2]``.
+        env_ids: int64 ``[B]``.
+        batch: ``MINIBATCH_KEYS`` tensors ``[N, ...]``, ``N = T * B``.
+
+    Returns:
+        ``(key [2], minibatches)`` with every ``MINIBATCH_KEYS`` tensor ``[M, N / M, ...]`` (and
+        ``adv_mean``/``adv_std`` ``[M]`` with ``norm_adv``).
+
+    Example:
+        >>> batch = {k: torch.arange(8.0) for k in MINIBATCH_KEYS}  # T = 4 steps of B = 2 envs
+        >>> key, mbs = epoch_minibatches(jr.key(0), torch.arange(2), batch, num_minibatches=2, norm_adv=True)
+        >>> mbs["obs"].shape, mbs["adv_mean"].shape  # [M, N / M], [M]
+        (torch.Size([2, 4]), torch.Size([2]))
+    """
+    key, k_perm = jr.split(key, 2).unbind(0)
+    n = batch["advantage"].shape[0]
+    perm = minibatch_order(k_perm, env_ids, n // env_ids.shape[-1], num_minibatches)
+    size = n // num_minibatches
+    mbs = {k: batch[k][perm].unflatten(0, (num_minibatches, size)) for k in MINIBATCH_KEYS}
+    if norm_adv:  # every minibatch's statistics, over all processes, in one reduction
+        mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"], all_reduce)
+    return key.contiguous(), mbs
+
+
+def update_minibatch(
+    params: Any,
+    opt_state: Any,
+    minibatch: Mapping[str, torch.Tensor],
+    hparams: Any,
+    *,
+    policy: Any,
+    optimizer: GradientTransformation,
+    clip_vloss: bool = True,
+    norm_adv: bool = True,
+    custom_losses: Sequence[LossFn] = (),
+    all_reduce: AllReduce | None = None,
+    world_size: int = 1,
+) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    """One gradient step on ``ppo_loss``: ``torch.func.grad``, then ``optimizer`` (clip, Adam
+    and the scheduled learning rate: :func:`~functional_rl.kernel.optim.make_optimizer`). Pure.
+
+    In a data-parallel run (``all_reduce`` given) the gradient is the mean over processes,
+    ``g = (1 / W) sum_r g_r``, before the optimizer, so every process takes the same step on
+    the same parameters. Advantages are normalised with ``minibatch["adv_mean"]`` /
+    ``["adv_std"]`` when given (:func:`epoch_minibatches` forms them across processes), else
+    with the statistics of this minibatch over all processes.
+
+    Args:
+        params, opt_state: current parameters and optimizer state.
+        minibatch: ``MINIBATCH_KEYS`` tensors with leading dim ``N = minibatch_size``.
+        hparams: :class:`~functional_rl.kernel.config.Hyperparams`.
+        policy: a ``Policy``; optimizer: the run's optimizer.
+
+    Returns:
+        ``(params, opt_state, metrics)``; metrics are ``ppo_loss``'s plus
+        :func:`gradient_stats` (of the averaged gradient, before clipping).
+
+    Example (one step on a batch of ``N = 4`` transitions):
+        >>> from functional_rl.kernel.optim import make_optimizer
+        >>> mb = {"obs": torch.zeros(4, 4), "action": torch.tensor([0, 1, 0, 1]),
+        ...       "log_prob": torch.full((4,), -0.6931), "value": torch.zeros(4),
+        ...       "advantage": torch.tensor([1.0, -1.0, 1.0, -1.0]), "returns": torch.ones(4),
+        ...       "reward": torch.ones(4)}
+        >>> learner = state.learner
+        >>> params, opt_state, m = update_minibatch(learner.params, learner.opt_state, mb, learner.hparams,
+        ...                                         policy=policy, optimizer=make_optimizer(cfg))
+        >>> int(opt_state[1].count), m["total_loss"].shape, "grad_norm" in m
+        (1, torch.Size([]), True)
+        >>> bool(torch.equal(params["critic"][-1]["b"], learner.params["critic"][-1]["b"]))  # the critic moved
+        False
+    """
+    adv_stats = None
+    if norm_adv:
+        if "adv_mean" in minibatch:
+            adv_stats = (minibatch["adv_mean"], minibatch["adv_std"])
+        else:
+            adv_stats = advantage_stats(minibatch["advantage"], all_reduce)
+
+    def loss_fn(p):
+        return ppo_loss(
+            p, minibatch, policy=policy, hparams=hparams, clip_vloss=clip_vloss,
+            norm_adv=norm_adv, custom_losses=custom_losses, adv_stats=adv_stats,
+        )
+
+    grads, metrics = torch.func.grad(loss_fn, has_aux=True)(params)
+    if all_reduce is not None:
+        leaves, spec = pytree.tree_flatten(grads)
+        grads = pytree.tree_unflatten([g / world_size for g in sum_over_processes(leaves, all_reduce)], spec)
+    updates, opt_state = optimizer.update(grads, opt_state, params, hparams)
+    metrics = {**metrics, **gradient_stats(grads)}
+    return apply_updates(params, updates), opt_state, metrics
+
+
+def gradient_stats(grads: Any) -> dict[str, torch.Tensor]:
+    """Gradient statistics as 0-d tensors (before clipping).
+
+    ``grad_norm`` (global L2 norm), ``grad/norm/<group>`` for each top-level parameter group
+    (``actor``, ``critic``, ...), and ``grad/mean`` / ``grad/var``: the mean and (population)
+    variance of all gradient elements pooled.
+
+    Example:
+        >>> stats = gradient_stats({"actor": torch.tensor([3.0]), "critic": torch.tensor([4.0])})
+        >>> float(stats["grad_norm"]), float(stats["grad/norm/critic"]), float(stats["grad/mean"])
+        (5.0, 4.0, 3.5)
+    """
+    flat = torch.cat([g.reshape(-1) for g in pytree.tree_leaves(grads) if isinstance(g, torch.Tensor)])
+    stats = {"grad_norm": global_norm(grads), "grad/mean": flat.mean(), "grad/var": flat.var(unbiased=False)}
+    if isinstance(grads, dict):
+        for name, group in grads.items():
+            stats[f"grad/norm/{name}"] = global_norm(group)
+    return stats

@@ -1,0 +1,182 @@
+"""Building the step functions of a run: bind the static parts, compile what pays off.
+
+Examples use the doctest fixture of ``functional_rl/conftest.py`` (``cfg``: 2 envs x 4
+steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh state).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from functional_rl.compat.losses import adapt_loss
+from functional_rl.envs import make
+from functional_rl.kernel.config import PPOConfig
+from functional_rl.kernel.iteration import StepFns
+from functional_rl.kernel.losses import LossFn
+from functional_rl.kernel.metrics import iteration_metrics
+from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
+from functional_rl.kernel.parallel import AllReduce
+from functional_rl.kernel.policies import make_mlp_policy
+from functional_rl.kernel.rollout import policy_act, record_step, rollout_step
+from functional_rl.kernel.state import TrainerState, last_action_size
+from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
+
+__all__ = ["make_kernel", "build", "default_policy", "compiler"]
+
+
+def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
+    """``fn -> torch.compile(fn, fullgraph=True, dynamic=False, **compile_options)``, or the
+    identity when ``compile`` is false.
+
+    Example:
+        >>> compiler(False)(len) is len
+        True
+    """
+    if not compile:
+        return lambda fn: fn
+    opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
+    return lambda fn: torch.compile(fn, **opts)
+
+
+def _host_env_step(env: Any, env_params: Any, act_fn: Any, record_fn: Any):
+    """The step for an impure (host) env: the compiled policy half, the simulator, the
+    compiled bookkeeping half."""
+
+    def step(state):
+        a = act_fn(state)
+        out = env.step(a["k_env"], state.envs.env_state, a["env_action"], env_params)
+        return record_fn(state, a, out)
+
+    return step
+
+
+def make_kernel(
+    config: PPOConfig,
+    env: Any,
+    policy: Any,
+    *,
+    env_params: Any = None,
+    custom_losses: Sequence[LossFn] = (),
+    compile: bool = False,
+    compile_options: dict[str, Any] | None = None,
+    curriculum: Any = None,
+    all_reduce: AllReduce | None = None,
+    world_size: int = 1,
+) -> StepFns:
+    """Bind the static parts into a :class:`~functional_rl.kernel.iteration.StepFns` and
+    optionally ``torch.compile`` the per-step functions.
+
+    The optimizer is built here, once per run (:func:`~functional_rl.kernel.optim.make_optimizer`).
+    ``all_reduce`` and ``world_size`` make a data-parallel bundle; the collectives then run
+    inside the compiled update (functional collectives trace).
+
+    With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
+    compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
+    For an impure env (``env.is_pure is False``, e.g. a gymnasium adapter) the step is
+    ``policy_act`` (compiled) -> host ``env.step`` -> ``record_step`` (compiled).
+
+    Example:
+        >>> kernel = make_kernel(cfg, env, policy, compile=False)
+        >>> kernel.env.id, kernel.compiled
+        ('CartPole-v1', False)
+        >>> state2, transition = kernel.rollout_step(state)
+        >>> transition["action"].shape, transition["reward"].shape, int(state2.agent_step)
+        (torch.Size([2]), torch.Size([2]), 2)
+    """
+    env_params = env.default_params() if env_params is None else env_params
+    custom_losses = tuple(adapt_loss(fn, policy) for fn in custom_losses)
+    pure_env = getattr(env, "is_pure", True)
+    if curriculum is not None and not pure_env:
+        raise ValueError(f"a curriculum needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
+    maybe_compile = compiler(compile, compile_options)
+    collective = {"world_size": world_size, "all_reduce": all_reduce}
+    if pure_env:
+        step = maybe_compile(functools.partial(
+            rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective))
+    else:  # compile the pure halves, call the simulator between them
+        act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
+        step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
+    update = functools.partial(
+        update_minibatch, policy=policy, optimizer=make_optimizer(config), clip_vloss=config.clip_vloss,
+        norm_adv=config.norm_adv, custom_losses=custom_losses, **collective,
+    )
+    return StepFns(
+        config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
+        rollout_step=step, critic=policy.value, make_batch=make_batch,
+        epoch_minibatches=functools.partial(
+            epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce),
+        update=maybe_compile(update), finish=functools.partial(iteration_metrics, **collective),
+        learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, **collective,
+    )
+
+
+def default_policy(config: PPOConfig, env: Any):
+    """The CleanRL MLP actor-critic for ``env``'s spaces and the config's sizes (with room for
+    the encoded last action when ``config.last_action``).
+
+    Example:
+        >>> default_policy(PPOConfig(last_action=True), make("CartPole-v1")).spec["obs_dim"]
+        6
+    """
+    extra = last_action_size(env.action_space) if config.last_action else 0
+    return make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
+
+
+def build(
+    config: PPOConfig,
+    *,
+    env: Any = None,
+    policy: Any = None,
+    state: TrainerState | None = None,
+    custom_losses: Sequence[LossFn] = (),
+    compile: bool = True,
+    env_params: Any = None,
+    compile_options: dict[str, Any] | None = None,
+    curriculum: Any = None,
+    replica: Any = None,
+) -> tuple[TrainerState, StepFns]:
+    """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
+    build the step functions. Returns ``(state, kernel)``.
+
+    With a :class:`~functional_rl.shell.distributed.Replica` (one process of a data-parallel
+    run; ``config`` from :func:`~functional_rl.shell.distributed.check_config`) the fresh state
+    holds this process's envs and the kernel reduces over the process group.
+
+    Example:
+        >>> state, kernel = build(PPOConfig(num_envs=2, num_steps=8, num_minibatches=2), compile=False)
+        >>> state.envs.obs.shape, kernel.env.id, kernel.compiled
+        (torch.Size([2, 4]), 'CartPole-v1', False)
+    """
+    env, policy = resolve_env_policy(config, env, policy)
+    offset, all_reduce, world_size = 0, None, 1
+    if replica is not None:
+        from functional_rl.shell import distributed
+
+        offset, all_reduce, world_size = replica.env_offset(config.num_envs), distributed.process_group_sum(), replica.world_size
+    if state is None:
+        state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum, env_offset=offset)
+    kernel = make_kernel(
+        config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
+        compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,
+    )
+    return state, kernel
+
+
+def resolve_env_policy(config: PPOConfig, env: Any = None, policy: Any = None) -> tuple[Any, Any]:
+    """``(env, policy)``: ``env`` built from its id (default ``config.env_id``) if not given as
+    an object, ``policy`` defaulting to :func:`default_policy`.
+
+    Example:
+        >>> env, policy = resolve_env_policy(PPOConfig())
+        >>> env.id, policy.spec["obs_dim"]
+        ('CartPole-v1', 4)
+    """
+    if env is None or isinstance(env, str):
+        env = make(env or config.env_id)
+    if policy is None:
+        policy = default_policy(config, env)
+    return env, policy
