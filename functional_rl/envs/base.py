@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -82,7 +83,9 @@ class EnvStep(NamedTuple):
     """
 
     obs: torch.Tensor
-    state: Any
+    # typing.Any, not Any: the generated __new__ lives outside this module, so a bare name
+    # cannot be resolved from its annotations (pdoc warns), a module path can.
+    state: typing.Any
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
