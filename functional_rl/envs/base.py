@@ -339,6 +339,11 @@ class Environment:
         """The time limit: bool ``[B]``, ``state.time >= params.max_steps`` (``state`` after the step).
 
         Override it for an env without a time limit (return all ``False``) or with another rule.
+
+        >>> from functional_rl.envs import CartPole, CartPoleState
+        >>> s = CartPoleState(*torch.zeros(4, 2), time=torch.tensor([499, 500]))
+        >>> CartPole().truncation(s, CartPole().default_params())
+        tensor([False,  True])
         """
         time, max_steps = getattr(state, "time", None), getattr(params, "max_steps", None)
         if time is None or max_steps is None:
