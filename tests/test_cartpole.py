@@ -29,12 +29,12 @@ def test_one_step_matches_gymnasium(cases):
     s = torch.tensor([c[0] for c in cases], dtype=torch.float32)
     action = torch.tensor([c[1] for c in cases])
     state = CartPoleState(s[:, 0], s[:, 1], s[:, 2], s[:, 3], torch.zeros(len(cases), dtype=torch.int64))
-    obs, _, reward, term, trunc, info = env.step(jr.key(0), state, action, params)
+    obs, _, reward, term, trunc, final_obs = env.step(jr.key(0), state, action, params)
     for i, (s0, a) in enumerate(cases):
         ref.state = np.array(s[i].tolist(), dtype=np.float64)
         ref.steps_beyond_terminated = None  # gymnasium gives 0 reward after an unreset termination
         r_obs, r_rew, r_term, r_trunc, _ = ref.step(a)
-        np.testing.assert_allclose(info["final_obs"][i].numpy(), r_obs, atol=ATOL)
+        np.testing.assert_allclose(final_obs[i].numpy(), r_obs, atol=ATOL)
         assert float(reward[i]) == r_rew
         # The threshold test can flip only when the state is within rounding of the boundary.
         near = abs(abs(r_obs[0]) - 2.4) < 1e-5 or abs(abs(r_obs[2]) - 12 * 2 * math.pi / 360) < 1e-5
@@ -52,9 +52,9 @@ def test_episodes_match_gymnasium_from_the_same_start():
     state = CartPoleState(*start.reshape(4, 1).unbind(0), torch.zeros(1, dtype=torch.int64))
     actions = jr.randint(jr.key(1), (600,), 0, 2)
     for t, a in enumerate(actions.tolist()):
-        _, state_next, reward, term, trunc, info = env.step(jr.fold_in(jr.key(2), t), state, torch.tensor([a]), params)
+        _, state_next, reward, term, trunc, final_obs = env.step(jr.fold_in(jr.key(2), t), state, torch.tensor([a]), params)
         r_obs, r_rew, r_term, r_trunc, _ = ref.step(a)
-        np.testing.assert_allclose(info["final_obs"][0].numpy(), r_obs, atol=1e-4)
+        np.testing.assert_allclose(final_obs[0].numpy(), r_obs, atol=1e-4)
         assert (bool(term[0]), bool(trunc[0])) == (r_term, r_trunc)
         if r_term or r_trunc:
             assert t + 1 < 500 or r_trunc
@@ -73,14 +73,14 @@ def test_time_limit_truncates_at_exactly_500_and_auto_resets():
     # Hold the cart at rest upright by resetting the physics each step; only time advances.
     for t in range(500):
         state = state.replace(x=torch.zeros(3), x_dot=torch.zeros(3), theta=torch.zeros(3), theta_dot=torch.zeros(3))
-        obs, state, reward, term, trunc, info = env.step(jr.key(t + 1), state, torch.tensor([0, 1, 0]), params)
+        obs, state, reward, term, trunc, final_obs = env.step(jr.key(t + 1), state, torch.tensor([0, 1, 0]), params)
         if t < 499:
             assert not trunc.any() and not term.any()
     assert trunc.all() and not term.any()
     # Auto-reset: the new obs is a fresh reset (|v| <= 0.05), time restarts, final_obs is the true next obs.
     assert float(obs.abs().max()) <= 0.05
     assert torch.equal(state.time, torch.zeros(3, dtype=torch.int64))
-    assert not torch.equal(info["final_obs"], obs)
+    assert not torch.equal(final_obs, obs)
 
 
 def test_termination_resets_only_the_finished_env():
@@ -88,10 +88,10 @@ def test_termination_resets_only_the_finished_env():
     params = env.default_params()
     _, state = env.reset(jr.key(0), params, 2)
     state = state.replace(x=torch.tensor([2.399, 0.0]), x_dot=torch.tensor([1.0, 0.0]))
-    obs, new, _, term, trunc, info = env.step(jr.key(1), state, torch.tensor([1, 1]), params)
+    obs, new, _, term, trunc, final_obs = env.step(jr.key(1), state, torch.tensor([1, 1]), params)
     assert term.tolist() == [True, False]
-    assert float(info["final_obs"][0, 0]) > 2.4 and abs(float(obs[0, 0])) <= 0.05
-    assert torch.equal(obs[1], info["final_obs"][1])
+    assert float(final_obs[0, 0]) > 2.4 and abs(float(obs[0, 0])) <= 0.05
+    assert torch.equal(obs[1], final_obs[1])
     assert new.time.tolist() == [0, 1]
 
 

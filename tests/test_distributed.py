@@ -294,7 +294,7 @@ def test_every_env_draws_row_b_from_key_b_only(env_id):
     for t in range(120):
         k_step = jr.fold_in(jr.fold_in(jr.key(5), t)[None], torch.arange(B))
         action = _random_actions(jr.fold_in(jr.key(7), t), env.action_space, B)
-        obs, s, r, term, trunc, info = env.step(k_step, s, action, params)
+        obs, s, r, term, trunc, final_obs = env.step(k_step, s, action, params)
         obs_part, s_part, r_p, term_p, trunc_p, _ = env.step(k_step[lo:hi], s_part, action[lo:hi], params)
         assert torch.equal(obs[lo:hi], obs_part) and torch.equal(r[lo:hi], r_p)
         assert torch.equal(term[lo:hi], term_p) and torch.equal(trunc[lo:hi], trunc_p)

@@ -231,13 +231,13 @@ def test_step_matches_gymnasium(env_id, data):
 
     for dtype, tol in ((torch.float64, case.tol64), (torch.float32, case.tol32)):
         state = make_state(case, rows, dtype, times)
-        obs, nstate, reward, term, trunc, info = env.step(jr.key(7), state, action, params)
-        assert obs.dtype == reward.dtype == info["final_obs"].dtype == dtype
+        obs, nstate, reward, term, trunc, final_obs = env.step(jr.key(7), state, action, params)
+        assert obs.dtype == reward.dtype == final_obs.dtype == dtype
         assert term.dtype == trunc.dtype == torch.bool
         for i, (row, (g_obs32, g_reward, g_term, g_next)) in enumerate(zip(rows, expected)):
             g_obs = case.gym_obs(g_next)
             np.testing.assert_allclose(g_obs32, g_obs, atol=1e-6)  # our reading of gymnasium's obs
-            np.testing.assert_allclose(info["final_obs"][i].double().numpy(), g_obs, atol=tol, rtol=tol)
+            np.testing.assert_allclose(final_obs[i].double().numpy(), g_obs, atol=tol, rtol=tol)
             if not case.ambiguous(row, g_next):
                 assert bool(term[i]) == g_term
                 np.testing.assert_allclose(float(reward[i]), g_reward, atol=tol, rtol=tol)
@@ -248,7 +248,7 @@ def test_step_matches_gymnasium(env_id, data):
                 assert case.reset_ok(obs[i].double().numpy()), obs[i]
             else:
                 assert int(nstate.time[i]) == times[i] + 1
-                assert torch.equal(obs[i], info["final_obs"][i])
+                assert torch.equal(obs[i], final_obs[i])
                 ours = np.array([float(x[i]) for x in float_fields(nstate)])
                 diff = ours - g_next
                 for d in case.angle_dims:
@@ -278,7 +278,7 @@ def test_time_limit_truncates_exactly_like_gymnasium(env_id):
     keys = jr.split(jr.key(4), limit)
     total, g_total = torch.zeros(2), 0.0
     for t in range(limit):
-        obs, state, reward, term, trunc, info = env.step(keys[t], state, action, params)
+        obs, state, reward, term, trunc, final_obs = env.step(keys[t], state, action, params)
         g_obs, g_reward, g_term, g_trunc, _ = genv.step(gym_action(env, IDLE_ACTION[env_id]))
         total, g_total = total + reward, g_total + g_reward
         assert not term.any() and not g_term
@@ -287,14 +287,14 @@ def test_time_limit_truncates_exactly_like_gymnasium(env_id):
     # The last true observation and the return agree with gymnasium's run of the same episode.
     # Rounding accumulates over an episode: measured at most 2e-4 (Pendulum's obs after 200 steps)
     # and 4e-6 relative on the return, hence 1e-3 and 1e-4.
-    np.testing.assert_allclose(info["final_obs"][0].numpy(), g_obs, atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(final_obs[0].numpy(), g_obs, atol=1e-3, rtol=1e-3)
     np.testing.assert_allclose(float(total[0]), g_total, rtol=1e-4)
     if env_id in ("Acrobot-v1", "MountainCar-v0"):
         assert float(total[0]) == -limit
     # Auto-reset after truncation.
     assert state.time.tolist() == [0, 0]
     assert all(CASES[env_id].reset_ok(o) for o in obs.double().numpy())
-    assert not torch.equal(obs, info["final_obs"])
+    assert not torch.equal(obs, final_obs)
 
 
 def _terminal_batch(env_id):
@@ -315,7 +315,7 @@ def test_auto_reset_returns_reset_obs_and_true_final_obs(env_id):
     env = make(env_id)
     params = env.default_params()
     state, action, reward0 = _terminal_batch(env_id)
-    obs, nstate, reward, term, trunc, info = env.step(jr.key(11), state, action, params)
+    obs, nstate, reward, term, trunc, final_obs = env.step(jr.key(11), state, action, params)
     done = term | trunc
     assert done.tolist() == [True, False]
     assert term.tolist() == ([False, False] if env_id == "Pendulum-v1" else [True, False])
@@ -326,14 +326,14 @@ def test_auto_reset_returns_reset_obs_and_true_final_obs(env_id):
     a0 = float(action[0, 0]) if action.dim() == 2 else int(action[0])
     _, g_reward, g_term, g_next = gym_step(env_id, row, gym_action(env, a0))
     assert g_term == bool(term[0])
-    final0 = info["final_obs"][0].double().numpy()
+    final0 = final_obs[0].double().numpy()
     np.testing.assert_allclose(final0, case.gym_obs(g_next), atol=case.tol32, rtol=case.tol32)
     np.testing.assert_allclose(float(reward[0]), g_reward, atol=1e-5)
     # env 0: a fresh episode; env 1: carries on, obs == final_obs.
     assert case.reset_ok(obs[0].double().numpy())
-    assert not torch.allclose(obs[0], info["final_obs"][0])
+    assert not torch.allclose(obs[0], final_obs[0])
     assert nstate.time.tolist() == [0, int(state.time[1]) + 1]
-    assert torch.equal(obs[1], info["final_obs"][1])
+    assert torch.equal(obs[1], final_obs[1])
     # The reset obs is the obs of the reset state.
     reset_obs, _ = env.reset(jr.key(11), params, 2)
     assert torch.equal(obs[0], reset_obs[0])

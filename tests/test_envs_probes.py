@@ -51,10 +51,10 @@ def test_probe1_reward_one_and_one_step_episodes():
     p = env.default_params()
     obs, s = env.reset(jr.key(0), p, 3)
     for k in range(3):  # V(0) = 1: every step is a whole episode paying +1
-        obs, s, r, term, trunc, info = env.step(jr.key(k), s, torch.zeros(3, dtype=torch.int64), p)
+        obs, s, r, term, trunc, final_obs = env.step(jr.key(k), s, torch.zeros(3, dtype=torch.int64), p)
         assert r.tolist() == [1.0, 1.0, 1.0] and r.dtype == torch.float32
         assert term.tolist() == [True] * 3 and trunc.tolist() == [False] * 3
-        assert torch.equal(obs, col(0, 0, 0)) and torch.equal(info["final_obs"], col(0, 0, 0))
+        assert torch.equal(obs, col(0, 0, 0)) and torch.equal(final_obs, col(0, 0, 0))
         assert s.time.tolist() == [0, 0, 0]
 
 
@@ -62,10 +62,10 @@ def test_probe2_reward_equals_observation():
     env = Probe2()
     p = env.default_params()
     s = ProbeState(torch.tensor([-1.0, 1.0, 1.0, -1.0]), torch.zeros(4, dtype=torch.int64))
-    obs, s2, r, term, trunc, info = env.step(jr.key(1), s, torch.zeros(4, dtype=torch.int64), p)
+    obs, s2, r, term, trunc, final_obs = env.step(jr.key(1), s, torch.zeros(4, dtype=torch.int64), p)
     assert r.tolist() == [-1.0, 1.0, 1.0, -1.0]  # V(o) = o
     assert term.all() and not trunc.any()
-    assert torch.equal(info["final_obs"], col(-1, 1, 1, -1))  # the terminal obs, repeated
+    assert torch.equal(final_obs, col(-1, 1, 1, -1))  # the terminal obs, repeated
     # The next episode's observation is a fresh draw: the reset of the same key.
     reset_obs, reset_state = env.reset(jr.key(1), p, 4)
     assert torch.equal(obs, reset_obs) and torch.equal(s2.obs, reset_state.obs)
@@ -80,8 +80,8 @@ def test_probe3_two_step_episodes_and_discounting():
     trace = []
     for k in range(4):  # two whole episodes
         prev = obs
-        obs, s, r, term, trunc, info = env.step(jr.key(k), s, a, p)
-        trace.append((prev[0, 0].item(), r[0].item(), term[0].item(), info["final_obs"][0, 0].item(), obs[0, 0].item()))
+        obs, s, r, term, trunc, final_obs = env.step(jr.key(k), s, a, p)
+        trace.append((prev[0, 0].item(), r[0].item(), term[0].item(), final_obs[0, 0].item(), obs[0, 0].item()))
         assert not trunc.any()
     # (obs, reward, terminated, final_obs, next obs): 0 -> 1 pays 0; 1 -> end pays +1, then reset to 0.
     assert trace == [(0.0, 0.0, False, 1.0, 1.0), (1.0, 1.0, True, 1.0, 0.0)] * 2
@@ -94,9 +94,9 @@ def test_probe3_two_step_episodes_and_discounting():
 def test_probe3_envs_out_of_phase_stay_independent():
     env = Probe3()
     s = ProbeState(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
-    obs, s, r, term, trunc, info = env.step(jr.key(0), s, torch.zeros(2, dtype=torch.int64), env.default_params())
+    obs, s, r, term, trunc, final_obs = env.step(jr.key(0), s, torch.zeros(2, dtype=torch.int64), env.default_params())
     assert r.tolist() == [0.0, 1.0] and term.tolist() == [False, True]
-    assert torch.equal(obs, col(1, 0)) and torch.equal(info["final_obs"], col(1, 1))
+    assert torch.equal(obs, col(1, 0)) and torch.equal(final_obs, col(1, 1))
     assert s.time.tolist() == [1, 0] and s.obs.tolist() == [1.0, 0.0]
 
 
@@ -104,10 +104,10 @@ def test_probe4_reward_depends_on_action_only():
     env = Probe4()
     p = env.default_params()
     _, s = env.reset(jr.key(0), p, 4)
-    obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 1, 1, 0]), p)
+    obs, s, r, term, trunc, final_obs = env.step(jr.key(1), s, torch.tensor([0, 1, 1, 0]), p)
     assert r.tolist() == [-1.0, 1.0, 1.0, -1.0]  # optimal policy: always action 1, V* = 1
     assert term.all() and not trunc.any()
-    assert torch.equal(obs, col(0, 0, 0, 0)) and torch.equal(info["final_obs"], col(0, 0, 0, 0))
+    assert torch.equal(obs, col(0, 0, 0, 0)) and torch.equal(final_obs, col(0, 0, 0, 0))
 
 
 @settings(max_examples=50, deadline=None)
@@ -120,11 +120,11 @@ def test_probe5_reward_is_plus_one_iff_action_matches_sign(obs):
     values, actions = obs
     env = Probe5()
     s = ProbeState(torch.tensor(values), torch.zeros(len(values), dtype=torch.int64))
-    new_obs, s2, r, term, trunc, info = env.step(jr.key(3), s, torch.tensor(actions), env.default_params())
+    new_obs, s2, r, term, trunc, final_obs = env.step(jr.key(3), s, torch.tensor(actions), env.default_params())
     expected = [1.0 if a == (1 if o > 0 else 0) else -1.0 for o, a in zip(values, actions)]
     assert r.tolist() == expected
     assert term.all() and not trunc.any()
-    assert info["final_obs"][:, 0].tolist() == values
+    assert final_obs[:, 0].tolist() == values
     assert set(new_obs[:, 0].tolist()) <= {-1.0, 1.0}
     # The optimal policy a = (o > 0) earns +1 everywhere; its opposite -1 everywhere.
     best = torch.tensor([1 if o > 0 else 0 for o in values])

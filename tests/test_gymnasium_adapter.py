@@ -29,11 +29,11 @@ def test_adapter_matches_the_pure_cartpole_transition_for_transition():
     for t in range(700):
         s = gym_states(adapter)
         state = CartPoleState(s[:, 0], s[:, 1], s[:, 2], s[:, 3], time)
-        p_obs, p_state, p_rew, p_term, p_trunc, p_info = pure.step(jr.key(t), state, actions[t], params)
-        a_obs, _, a_rew, a_term, a_trunc, a_info = adapter.step(None, torch.zeros(()), actions[t], None)
+        p_obs, p_state, p_rew, p_term, p_trunc, p_final_obs = pure.step(jr.key(t), state, actions[t], params)
+        a_obs, _, a_rew, a_term, a_trunc, a_final_obs = adapter.step(None, torch.zeros(()), actions[t], None)
         assert torch.equal(p_term, a_term) and torch.equal(p_trunc, a_trunc)
         assert torch.equal(p_rew, a_rew)
-        assert torch.allclose(p_info["final_obs"], a_info["final_obs"], atol=1e-5)
+        assert torch.allclose(p_final_obs, a_final_obs, atol=1e-5)
         done = p_term | p_trunc
         # Where the episode went on, the next observation is the same; where it ended, both
         # returned a fresh reset observation (from different random streams).

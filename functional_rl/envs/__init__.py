@@ -1,9 +1,21 @@
 """Pure environments and the registry: ``make(env_id)``, ``list_envs()``.
 
-See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract.
+See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract and the
+:class:`Environment` base class the built-in envs are written on.
 """
 
-from functional_rl.envs.base import Box, Discrete, Env, EnvStep, UnknownEnvError, env_keys, list_envs, make, register
+from functional_rl.envs.base import (
+    Box,
+    Discrete,
+    Env,
+    Environment,
+    EnvStep,
+    UnknownEnvError,
+    env_keys,
+    list_envs,
+    make,
+    register,
+)
 from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
 from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, from_gymnasium
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
@@ -18,6 +30,7 @@ __all__ = [
     "Box",
     "Discrete",
     "Env",
+    "Environment",
     "EnvStep",
     "UnknownEnvError",
     "env_keys",

@@ -17,8 +17,8 @@ Example:
     >>> obs, s = env.reset(jr.key(0), params, num_envs=3)
     >>> obs.shape, obs.dtype
     (torch.Size([3, 6]), torch.float32)
-    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 1, 2]), params)
-    >>> r.tolist(), term.tolist(), trunc.tolist(), s.time.tolist()
+    >>> out = env.step(jr.key(1), s, torch.tensor([0, 1, 2]), params)
+    >>> out.reward.tolist(), out.terminated.tolist(), out.truncated.tolist(), out.state.time.tolist()
     ([-1.0, -1.0, -1.0], [False, False, False], [False, False, False], [1, 1, 1])
 """
 
@@ -27,10 +27,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.envs.base import Box, Discrete, Environment, register
 from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Acrobot", "AcrobotParams", "AcrobotState"]
@@ -95,11 +94,12 @@ def _wrap(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return torch.where(x < low, x + period * torch.ceil((low - x) / period), x)
 
 
-class Acrobot:
+class Acrobot(Environment):
     """Swing the tip of a two-link chain above the bar; reward -1 per step; 500-step limit.
 
     Observation float32 ``[B, 6]``: ``(cos t1, sin t1, cos t2, sin t2, dt1, dt2)``.
     Action int64 ``[B]`` in ``{0, 1, 2}``: torque ``-1, 0, +1`` on the joint between the links.
+    ``reset`` and the auto-resetting ``step`` come from :class:`~functional_rl.envs.base.Environment`.
 
     Example (reset 3 envs, apply torque -1 once):
         >>> import functional_rl.kernel.random as jr
@@ -108,9 +108,8 @@ class Acrobot:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 6]), 3)
-        >>> obs, state, reward, terminated, truncated, info = env.step(
-        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> obs.shape, reward, terminated, state.time
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> out.obs.shape, out.reward, out.terminated, out.state.time
         (torch.Size([3, 6]), tensor([-1., -1., -1.]), tensor([False, False, False]), tensor([1, 1, 1]))
     """
 
@@ -126,12 +125,15 @@ class Acrobot:
         """gymnasium's constants (see :class:`AcrobotParams`)."""
         return AcrobotParams()
 
-    @staticmethod
-    def obs(state: AcrobotState) -> torch.Tensor:
+    def get_obs(self, state: AcrobotState, params: AcrobotParams) -> torch.Tensor:
         """The observation of ``state``.
 
         Returns:
             float32 ``[B, 6]``: ``(cos theta1, sin theta1, cos theta2, sin theta2, dtheta1, dtheta2)``.
+
+        >>> s = AcrobotState(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.zeros(1), torch.zeros(1, dtype=torch.int64))
+        >>> Acrobot().get_obs(s, AcrobotParams()).tolist()
+        [[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]]
         """
         return torch.stack(
             [
@@ -145,21 +147,24 @@ class Acrobot:
             dim=-1,
         )
 
-    def reset(self, key: torch.Tensor, params: AcrobotParams, num_envs: int) -> tuple[torch.Tensor, AcrobotState]:
-        """Start ``num_envs`` episodes: every state variable uniform in ``[-0.1, 0.1)``.
+    def reset_env(self, keys: torch.Tensor, params: AcrobotParams) -> AcrobotState:
+        """Fresh states: every state variable uniform in ``[-0.1, 0.1)``, ``time = 0``.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
+            keys: int64 ``[B, 2]``, one PRNG key per env.
             params: :class:`AcrobotParams` (unused by the reset distribution).
-            num_envs: ``B``.
 
         Returns:
-            ``(obs, state)``: float32 ``[B, 6]`` and an :class:`AcrobotState` at ``time = 0``.
+            An :class:`AcrobotState` ``[B]``.
+
+        >>> import functional_rl.kernel.random as jr
+        >>> s = Acrobot().reset_env(jr.split(jr.key(0), 2), AcrobotParams())
+        >>> bool((s.theta1.abs() <= 0.1).all()), s.time
+        (True, tensor([0, 0]))
         """
-        u = jr.uniform(env_keys(key, num_envs), (4,), low=-0.1, high=0.1).t().contiguous()  # [4, B]
-        time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
-        state = AcrobotState(u[0], u[1], u[2], u[3], time)
-        return self.obs(state), state
+        u = jr.uniform(keys, (4,), low=-0.1, high=0.1).t().contiguous()  # [4, B]
+        time = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+        return AcrobotState(u[0], u[1], u[2], u[3], time)
 
     @staticmethod
     def derivatives(
@@ -244,35 +249,29 @@ class Acrobot:
             time=state.time + 1,
         )
 
-    def step(
-        self, key: torch.Tensor, state: AcrobotState, action: torch.Tensor, params: AcrobotParams
-    ) -> tuple[torch.Tensor, AcrobotState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
+    def step_env(
+        self, state: AcrobotState, action: torch.Tensor, params: AcrobotParams
+    ) -> tuple[AcrobotState, torch.Tensor, torch.Tensor]:
+        """:meth:`dynamics`, then termination at the goal height and reward ``0`` there, else ``-1``.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`AcrobotState` ``[B]``.
             action: int64 ``[B]`` in ``{0, 1, 2}``.
             params: :class:`AcrobotParams`.
 
         Returns:
-            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 6]`` (reset
-            obs where done), reward float32 ``[B]`` (``0`` on termination, else ``-1``),
-            terminated/truncated bool ``[B]``, ``info["final_obs"]`` float32 ``[B, 6]``.
+            ``(next_state, reward float32 [B], terminated bool [B])``; ``terminated`` where
+            ``-cos(theta1) - cos(theta1 + theta2) > 1``.
+
+        >>> s = AcrobotState(torch.tensor([3.0, 0.0]), *torch.zeros(3, 2), torch.zeros(2, dtype=torch.int64))
+        >>> _, reward, terminated = Acrobot().step_env(s, torch.tensor([1, 1]), AcrobotParams())
+        >>> reward, terminated
+        (tensor([ 0., -1.]), tensor([ True, False]))
         """
-        num_envs = state.theta1.shape[0]
-        if action.shape != (num_envs,):
-            raise ValueError(f"Acrobot.step: action must have shape [B]=({num_envs},), got {tuple(action.shape)}")
         nxt = self.dynamics(state, action, params)
         terminated = -torch.cos(nxt.theta1) - torch.cos(nxt.theta2 + nxt.theta1) > 1.0
-        truncated = nxt.time >= params.max_steps
         reward = torch.where(terminated, 0.0, -1.0).to(nxt.theta1.dtype)
-        final_obs = self.obs(nxt)
-        reset_obs, reset_state = self.reset(key, params, num_envs)
-        done = terminated | truncated
-        new_state = pytree.tree_map(lambda r, n: torch.where(done, r, n), reset_state, nxt)
-        obs = torch.where(done[:, None], reset_obs, final_obs)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, reward, terminated
 
 
 register("Acrobot-v1", Acrobot)

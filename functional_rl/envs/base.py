@@ -1,16 +1,18 @@
-"""The pure environment contract, spaces and the registry.
+"""The pure environment contract, the :class:`Environment` base class, spaces and the registry.
 
 An environment is a stateless object with two pure, batched functions (gymnax's shape,
 batched over ``num_envs`` like a vector env)::
 
     obs, env_state = env.reset(key, params, num_envs)
-    obs, env_state, reward, terminated, truncated, info = env.step(key, env_state, action, params)
+    out = env.step(key, env_state, action, params)   # an EnvStep
 
-``step`` auto-resets finished environments: the returned ``obs`` is already the first
-observation of the next episode, and ``info["final_obs"]`` holds the true next observation
-of every env (equal to ``obs`` where the episode did not end), which is what truncation
-bootstrapping needs. ``terminated`` (a true terminal state: do not bootstrap) and
-``truncated`` (the time limit: bootstrap from ``final_obs``) are kept apart.
+``step`` returns an :class:`EnvStep` ``(obs, state, reward, terminated, truncated, final_obs)``
+and auto-resets finished environments: ``out.obs`` and ``out.state`` already start the next
+episode where one ended, and ``out.final_obs`` holds the true next observation of every env
+(equal to ``out.obs`` where the episode did not end), which is what truncation bootstrapping
+needs. ``terminated`` (a true terminal state: do not bootstrap) and ``truncated`` (the time
+limit: bootstrap from ``final_obs``) are kept apart. ``EnvStep`` is a named tuple, so
+``obs, state, reward, terminated, truncated, final_obs = env.step(...)`` unpacks it too.
 
 Shapes (``B = num_envs``): ``obs`` float32 ``[B, *obs_shape]``; ``action`` int64 ``[B]``
 (discrete) or float32 ``[B, *action_shape]`` (continuous); ``reward`` float32 ``[B]``;
@@ -20,20 +22,41 @@ Keys: ``key`` is one key ``[2]`` for the whole batch or one key per env ``[B, 2]
 draws its randomness from its own key only (:func:`env_keys`; one key ``[2]`` stands for the
 per-env keys ``row_keys(key, arange(B))``), so env ``b`` behaves the same whatever the batch around
 it: split the batch across processes and each env still sees the same random numbers.
+
+Writing an env: subclass :class:`Environment` and write only the env's own parts,
+``reset_env`` (a fresh state from per-env keys), ``step_env`` (dynamics, reward and
+termination; no reset, no time limit), ``get_obs``, the spaces, ``id`` and
+``default_params``. The base class's ``reset`` and ``step`` add, once for every env, the
+per-env keys, the time limit (``state.time >= params.max_steps``), the auto-reset (one
+``torch.where`` over the whole state pytree) and ``final_obs``. Any other class with the
+:class:`Env` protocol's attributes whose ``step`` returns an :class:`EnvStep` works as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
+import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
 
-__all__ = ["EnvStep", "Discrete", "Box", "Env", "register", "make", "list_envs", "UnknownEnvError", "env_keys"]
+__all__ = [
+    "EnvStep",
+    "Discrete",
+    "Box",
+    "Env",
+    "Environment",
+    "register",
+    "make",
+    "list_envs",
+    "UnknownEnvError",
+    "env_keys",
+]
 
 
 class EnvStep(NamedTuple):
@@ -48,10 +71,21 @@ class EnvStep(NamedTuple):
         truncated: bool ``[B]``, the time limit was hit (bootstrap from ``final_obs``).
         final_obs: float32 ``[B, *obs_shape]``, the true next observation of every env (equal
             to ``obs`` where the episode did not end).
+
+    Example (read the fields by name; it is still a tuple of six):
+        >>> from functional_rl.envs import make
+        >>> import functional_rl.kernel.random as jr
+        >>> env = make("CartPole-v1")
+        >>> _, state = env.reset(jr.key(0), env.default_params(), 2)
+        >>> out = env.step(jr.key(1), state, torch.tensor([0, 1]), env.default_params())
+        >>> out.final_obs.shape, out.reward, len(out)
+        (torch.Size([2, 4]), tensor([1., 1.]), 6)
     """
 
     obs: torch.Tensor
-    state: Any
+    # typing.Any, not Any: the generated __new__ lives outside this module, so a bare name
+    # cannot be resolved from its annotations (pdoc warns), a module path can.
+    state: typing.Any
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
@@ -135,7 +169,10 @@ class Box:
 class Env(Protocol):
     """A pure, batched environment (see the module docstring for the contract).
 
-    Example (a minimal one-step environment satisfying the protocol):
+    :class:`Environment` is the usual way to satisfy it; a class written from scratch works
+    as long as ``step`` returns an :class:`EnvStep` and auto-resets.
+
+    Example (a minimal one-step environment satisfying the protocol without the base class):
         >>> class Coin:
         ...     id = "Coin-v0"
         ...     observation_space = Box(low=(0.0,), high=(1.0,), shape=(1,))
@@ -147,11 +184,11 @@ class Env(Protocol):
         ...     def step(self, key, state, action, params):
         ...         obs, state = self.reset(key, params, action.shape[0])
         ...         done = torch.ones(action.shape[0], dtype=torch.bool)
-        ...         return obs, state, action.float(), done, ~done, {"final_obs": obs}
+        ...         return EnvStep(obs, state, action.float(), done, ~done, obs.clone())
         >>> isinstance(Coin(), Env), isinstance(object(), Env)
         (True, False)
-        >>> obs, state, reward, terminated, truncated, info = Coin().step(None, None, torch.tensor([0, 1]), None)
-        >>> obs.shape, reward, terminated
+        >>> out = Coin().step(None, None, torch.tensor([0, 1]), None)
+        >>> out.obs.shape, out.reward, out.terminated
         (torch.Size([2, 1]), tensor([0., 1.]), tensor([True, True]))
     """
 
@@ -172,9 +209,7 @@ class Env(Protocol):
         """
         ...
 
-    def step(
-        self, key: torch.Tensor, state: Any, action: torch.Tensor, params: Any
-    ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, key: torch.Tensor, state: Any, action: torch.Tensor, params: Any) -> EnvStep:
         """Advance every env one step and auto-reset the finished ones.
 
         Args:
@@ -184,10 +219,197 @@ class Env(Protocol):
             params: the env parameters.
 
         Returns:
-            ``(obs [B, *obs_shape], state, reward float32 [B], terminated bool [B],
-            truncated bool [B], info)`` with ``info["final_obs"]`` float32 ``[B, *obs_shape]``.
+            An :class:`EnvStep`: ``obs`` and ``final_obs`` float32 ``[B, *obs_shape]``, the new
+            ``state``, ``reward`` float32 ``[B]``, ``terminated``/``truncated`` bool ``[B]``.
         """
         ...
+
+
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``mask`` bool ``[B]`` reshaped to ``[B, 1, ...]`` to broadcast against ``like`` ``[B, ...]``."""
+    return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))
+
+
+def _shape_spec(shape: tuple[int, ...]) -> str:
+    """``"[B]"`` for ``()``, ``"[B, 1]"`` for ``(1,)``: how an action shape reads in an error."""
+    return "[" + ", ".join(["B", *map(str, shape)]) + "]"
+
+
+class Environment:
+    """Base class of the pure envs: ``reset`` and ``step`` written once, the env writes the rest.
+
+    A subclass sets ``id``, ``observation_space`` and ``action_space`` and writes:
+
+    * ``default_params()``: the parameter pytree.
+    * ``reset_env(keys, params) -> state``: fresh states from one key per env, keys int64
+      ``[B, 2]``; env ``b`` draws only from ``keys[b]`` (``jr.uniform(keys, shape)`` is
+      ``[B, *shape]``).
+    * ``step_env(state, action, params) -> (next_state, reward, terminated)``: the dynamics,
+      reward float ``[B]`` and termination bool ``[B]`` of one step, with no reset and no time
+      limit; it advances the step count ``time`` int64 ``[B]`` if the env has one.
+    * ``get_obs(state, params) -> obs``: float ``[B, *obs_shape]``.
+    * optionally ``truncation(state, params) -> bool [B]``: the default is the time limit
+      ``state.time >= params.max_steps``; override it for an env without one.
+
+    The returned state is always built fresh (``torch.where``), but ``reward`` and the
+    observations are returned as ``step_env`` and ``get_obs`` made them: make them new tensors,
+    never views of their inputs (clone a leaf that is passed through), so that a step's
+    outputs never alias its inputs.
+
+    Example (a counter that terminates on reaching 3 and truncates at ``max_steps``):
+        >>> import functional_rl.kernel.random as jr
+        >>> from functional_rl.kernel.struct import pytree_dataclass
+        >>> @pytree_dataclass
+        ... class CountParams:
+        ...     max_steps: int = 4
+        >>> @pytree_dataclass
+        ... class CountState:
+        ...     count: torch.Tensor
+        ...     time: torch.Tensor
+        >>> class Count(Environment):
+        ...     id = "Count-v0"
+        ...     observation_space = Box(low=(0.0,), high=(3.0,), shape=(1,))
+        ...     action_space = Discrete(2)
+        ...     def default_params(self):
+        ...         return CountParams()
+        ...     def reset_env(self, keys, params):
+        ...         zeros = torch.zeros(keys.shape[0], dtype=torch.int64)
+        ...         return CountState(zeros, zeros.clone())
+        ...     def step_env(self, state, action, params):
+        ...         nxt = CountState(state.count + action, state.time + 1)
+        ...         return nxt, action.float(), nxt.count >= 3
+        ...     def get_obs(self, state, params):
+        ...         return state.count[:, None].float()
+        >>> env, params = Count(), CountParams()
+        >>> obs, state = env.reset(jr.key(0), params, 2)
+        >>> for _ in range(3):
+        ...     out = env.step(jr.key(1), state, torch.tensor([1, 0]), params)
+        ...     state = out.state
+        >>> out.terminated, out.final_obs[:, 0], out.obs[:, 0], out.state.time
+        (tensor([ True, False]), tensor([3., 0.]), tensor([0., 0.]), tensor([0, 3]))
+        >>> out = env.step(jr.key(2), state, torch.tensor([1, 0]), params)  # env 1 hits max_steps
+        >>> out.terminated, out.truncated, out.state.time
+        (tensor([False, False]), tensor([False,  True]), tensor([1, 0]))
+        >>> env.step(jr.key(3), state, torch.tensor([[1], [0]]), params)
+        Traceback (most recent call last):
+            ...
+        ValueError: Count.step: action must have shape [B]=(2,), got (2, 1)
+    """
+
+    id: str
+    observation_space: Box
+    action_space: Discrete | Box
+
+    def default_params(self) -> Any:
+        """The env's default parameters (a pytree). Every subclass writes this."""
+        raise NotImplementedError(f"{type(self).__name__} must define default_params()")
+
+    def reset_env(self, keys: torch.Tensor, params: Any) -> Any:
+        """Fresh states for ``B = keys.shape[0]`` envs. Every subclass writes this.
+
+        Args:
+            keys: int64 ``[B, 2]``, one PRNG key per env (env ``b`` draws from ``keys[b]`` only).
+            params: the env parameters.
+
+        Returns:
+            The env state, leaves ``[B, ...]``, with ``time = 0`` if the env counts steps.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define reset_env(keys, params)")
+
+    def step_env(self, state: Any, action: torch.Tensor, params: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One step of the env's own dynamics: no reset, no time limit. Every subclass writes this.
+
+        Args:
+            state: the env state, leaves ``[B, ...]``.
+            action: int64 ``[B]`` (discrete) or float32 ``[B, *action_shape]`` (continuous),
+                already checked against ``action_space.shape``.
+            params: the env parameters.
+
+        Returns:
+            ``(next_state, reward float [B], terminated bool [B])``; ``next_state.time`` is
+            ``state.time + 1`` if the env counts steps.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define step_env(state, action, params)")
+
+    def get_obs(self, state: Any, params: Any) -> torch.Tensor:
+        """The observation of ``state``: float ``[B, *obs_shape]``. Every subclass writes this."""
+        raise NotImplementedError(f"{type(self).__name__} must define get_obs(state, params)")
+
+    def truncation(self, state: Any, params: Any) -> torch.Tensor:
+        """The time limit: bool ``[B]``, ``state.time >= params.max_steps`` (``state`` after the step).
+
+        Override it for an env without a time limit (return all ``False``) or with another rule.
+
+        >>> from functional_rl.envs import CartPole, CartPoleState
+        >>> s = CartPoleState(*torch.zeros(4, 2), time=torch.tensor([499, 500]))
+        >>> CartPole().truncation(s, CartPole().default_params())
+        tensor([False,  True])
+        """
+        time, max_steps = getattr(state, "time", None), getattr(params, "max_steps", None)
+        if time is None or max_steps is None:
+            raise TypeError(
+                f"{type(self).__name__}: the default time limit needs a step count state.time (int64 [B]) "
+                "and params.max_steps; add them, or override truncation(state, params) "
+                "(return torch.zeros(B, dtype=torch.bool) for an env that never truncates)"
+            )
+        return time >= max_steps
+
+    def reset(self, key: torch.Tensor, params: Any, num_envs: int) -> tuple[torch.Tensor, Any]:
+        """Start ``num_envs`` episodes.
+
+        Args:
+            key: int64 ``[2]`` (one key for the batch) or ``[B, 2]`` (one per env); see :func:`env_keys`.
+            params: the env parameters.
+            num_envs: ``B``.
+
+        Returns:
+            ``(obs float32 [B, *obs_shape], state)``.
+        """
+        state = self.reset_env(env_keys(key, num_envs), params)
+        return self.get_obs(state, params), state
+
+    def step(self, key: torch.Tensor, state: Any, action: torch.Tensor, params: Any) -> EnvStep:
+        """Advance every env one step; auto-reset the finished ones.
+
+        Runs :meth:`step_env`, then :meth:`truncation`, then :meth:`reset` with ``key``, and
+        selects per env between the reset and the stepped state over the whole state pytree.
+
+        Args:
+            key: int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
+            state: the env state, leaves ``[B, ...]``.
+            action: int64 ``[B]`` (discrete) or float32 ``[B, *action_shape]`` (continuous).
+            params: the env parameters.
+
+        Returns:
+            An :class:`EnvStep`: ``obs`` float32 ``[B, *obs_shape]`` (the reset observation where
+            ``terminated | truncated``), the new ``state``, ``reward`` float32 ``[B]``,
+            ``terminated``/``truncated`` bool ``[B]`` and ``final_obs`` float32
+            ``[B, *obs_shape]`` (the observation of the stepped state, before any reset).
+
+        Raises:
+            ValueError: ``action`` is not ``[B, *action_space.shape]``.
+        """
+        self._check_action(state, action)
+        nxt, reward, terminated = self.step_env(state, action, params)
+        truncated = self.truncation(nxt, params)
+        final_obs = self.get_obs(nxt, params)
+        reset_obs, reset_state = self.reset(key, params, terminated.shape[0])
+        done = terminated | truncated
+        new_state = pytree.tree_map(lambda r, n: torch.where(_rows(done, n), r, n), reset_state, nxt)
+        obs = torch.where(_rows(done, final_obs), reset_obs, final_obs)
+        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+
+    def _check_action(self, state: Any, action: torch.Tensor) -> None:
+        """Raise a ``ValueError`` unless ``action`` is ``[B, *action_space.shape]`` (``B`` from ``state``)."""
+        leaves = [x for x in pytree.tree_leaves(state) if isinstance(x, torch.Tensor) and x.dim() > 0]
+        if not leaves:
+            return
+        expected = (leaves[0].shape[0], *self.action_space.shape)
+        if tuple(action.shape) != expected:
+            raise ValueError(
+                f"{type(self).__name__}.step: action must have shape {_shape_spec(self.action_space.shape)}"
+                f"={expected}, got {tuple(action.shape)}"
+            )
 
 
 class UnknownEnvError(ValueError):

@@ -11,8 +11,8 @@ Example:
     >>> obs, s = env.reset(jr.key(0), params, num_envs=3)
     >>> obs.shape
     torch.Size([3, 4])
-    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 1, 0]), params)
-    >>> r.tolist(), term.tolist()
+    >>> out = env.step(jr.key(1), s, torch.tensor([0, 1, 0]), params)
+    >>> out.reward.tolist(), out.terminated.tolist()
     ([1.0, 1.0, 1.0], [False, False, False])
 """
 
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.envs.base import Box, Discrete, Environment, register
 from functional_rl.kernel.struct import pytree_dataclass
 import functional_rl.kernel.random as jr
 
@@ -71,8 +71,12 @@ class CartPoleState:
     time: torch.Tensor
 
 
-class CartPole:
+class CartPole(Environment):
     """Balance a pole on a cart; reward 1 per step; 500-step limit (truncation).
+
+    Observation float32 ``[B, 4]``: ``(x, x_dot, theta, theta_dot)``. Action int64 ``[B]``
+    in ``{0, 1}``: push the cart left or right. ``reset`` and the auto-resetting ``step``
+    come from :class:`~functional_rl.envs.base.Environment`.
 
     Example (reset 3 envs, push each cart left once):
         >>> import functional_rl.kernel.random as jr
@@ -81,9 +85,8 @@ class CartPole:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 4]), 2)
-        >>> obs, state, reward, terminated, truncated, info = env.step(
-        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> obs.shape, reward, terminated, truncated, info["final_obs"].shape
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> out.obs.shape, out.reward, out.terminated, out.truncated, out.final_obs.shape
         (torch.Size([3, 4]), tensor([1., 1., 1.]), tensor([False, False, False]), tensor([False, False, False]), torch.Size([3, 4]))
     """
 
@@ -99,19 +102,42 @@ class CartPole:
         """gymnasium's constants (see :class:`CartPoleParams`)."""
         return CartPoleParams()
 
-    @staticmethod
-    def obs(state: CartPoleState) -> torch.Tensor:
-        """float32 ``[B, 4]``: ``(x, x_dot, theta, theta_dot)``."""
+    def get_obs(self, state: CartPoleState, params: CartPoleParams) -> torch.Tensor:
+        """float32 ``[B, 4]``: ``(x, x_dot, theta, theta_dot)``.
+
+        >>> s = CartPoleState(*torch.eye(4), torch.zeros(4, dtype=torch.int64))
+        >>> CartPole().get_obs(s, None)[1]
+        tensor([0., 1., 0., 0.])
+        """
         return torch.stack([state.x, state.x_dot, state.theta, state.theta_dot], dim=-1)
 
-    def reset(self, key: torch.Tensor, params: CartPoleParams, num_envs: int) -> tuple[torch.Tensor, CartPoleState]:
-        """Every state variable uniform in ``[-0.05, 0.05)``."""
-        u = jr.uniform(env_keys(key, num_envs), (4,), low=-0.05, high=0.05).t().contiguous()  # [4, B]
-        state = CartPoleState(u[0], u[1], u[2], u[3], torch.zeros(num_envs, dtype=torch.int64, device=key.device))
-        return self.obs(state), state
+    def reset_env(self, keys: torch.Tensor, params: CartPoleParams) -> CartPoleState:
+        """Every state variable uniform in ``[-0.05, 0.05)``; ``keys`` int64 ``[B, 2]``, one per env.
+
+        >>> import functional_rl.kernel.random as jr
+        >>> s = CartPole().reset_env(jr.split(jr.key(0), 3), CartPoleParams())
+        >>> s.x.shape, bool((s.theta.abs() <= 0.05).all()), s.time
+        (torch.Size([3]), True, tensor([0, 0, 0]))
+        """
+        u = jr.uniform(keys, (4,), low=-0.05, high=0.05).t().contiguous()  # [4, B]
+        return CartPoleState(u[0], u[1], u[2], u[3], torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device))
 
     def dynamics(self, state: CartPoleState, action: torch.Tensor, params: CartPoleParams) -> CartPoleState:
-        """One Euler step of the cart-pole equations of motion (no reset, no time limit)."""
+        """One Euler step of the cart-pole equations of motion (no reset, no time limit).
+
+        Args:
+            state: :class:`CartPoleState` ``[B]``.
+            action: int64 ``[B]`` in ``{0, 1}``.
+            params: :class:`CartPoleParams`.
+
+        Returns:
+            The next :class:`CartPoleState` (``time`` incremented).
+
+        >>> s = CartPoleState(*torch.zeros(4, 1), torch.zeros(1, dtype=torch.int64))
+        >>> nxt = CartPole().dynamics(s, torch.tensor([1]), CartPoleParams())
+        >>> round(float(nxt.x_dot[0]), 4), nxt.time  # pushed right from rest
+        (0.1951, tensor([1]))
+        """
         p = params
         total_mass = p.masspole + p.masscart
         polemass_length = p.masspole * p.length
@@ -130,8 +156,25 @@ class CartPole:
             time=state.time + 1,
         )
 
-    def step(self, key, state: CartPoleState, action: torch.Tensor, params: CartPoleParams):
-        """Advance every env one step; auto-reset the finished ones (see ``envs.base``)."""
+    def step_env(
+        self, state: CartPoleState, action: torch.Tensor, params: CartPoleParams
+    ) -> tuple[CartPoleState, torch.Tensor, torch.Tensor]:
+        """:meth:`dynamics`, then reward 1 and termination when the cart or pole leaves its range.
+
+        Args:
+            state: :class:`CartPoleState` ``[B]``.
+            action: int64 ``[B]`` in ``{0, 1}``.
+            params: :class:`CartPoleParams`.
+
+        Returns:
+            ``(next_state, reward float32 [B], terminated bool [B])``; ``terminated`` where
+            ``|x| > x_threshold`` or ``|theta| > theta_threshold``.
+
+        >>> s = CartPoleState(torch.tensor([2.4, 0.0]), torch.tensor([1.0, 0.0]), *torch.zeros(2, 2), torch.zeros(2, dtype=torch.int64))
+        >>> _, reward, terminated = CartPole().step_env(s, torch.tensor([1, 1]), CartPoleParams())
+        >>> reward, terminated
+        (tensor([1., 1.]), tensor([ True, False]))
+        """
         nxt = self.dynamics(state, action, params)
         terminated = (
             (nxt.x < -params.x_threshold)
@@ -139,19 +182,7 @@ class CartPole:
             | (nxt.theta < -params.theta_threshold)
             | (nxt.theta > params.theta_threshold)
         )
-        truncated = nxt.time >= params.max_steps
-        reward = torch.ones_like(nxt.x)
-        final_obs = self.obs(nxt)
-        reset_obs, reset_state = self.reset(key, params, state.x.shape[0])
-        done = terminated | truncated
-        new_state = CartPoleState(
-            *(torch.where(done, r, n) for r, n in zip(
-                (reset_state.x, reset_state.x_dot, reset_state.theta, reset_state.theta_dot, reset_state.time),
-                (nxt.x, nxt.x_dot, nxt.theta, nxt.theta_dot, nxt.time),
-            ))
-        )
-        obs = torch.where(done[:, None], reset_obs, final_obs)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, torch.ones_like(nxt.x), terminated
 
 
 register("CartPole-v1", CartPole)

@@ -10,8 +10,9 @@ the env call is the one side effect.
 Autoreset: gymnasium 1.x vector envs reset a finished sub-env on the *next* ``step`` call by
 default, which would put a fake transition (action ignored, reward 0) into the batch. The
 adapter builds its vector env with ``AutoresetMode.SAME_STEP``, which matches the pure envs:
-the returned ``obs`` is already the reset observation and ``info["final_obs"]`` holds the
-true last observation, used to bootstrap truncated episodes. A ``VectorEnv`` passed in must
+the returned ``obs`` is already the reset observation and the :class:`~functional_rl.envs.base.EnvStep`'s
+``final_obs`` (read from gymnasium's ``info["final_obs"]``) holds the true last observation,
+used to bootstrap truncated episodes. A ``VectorEnv`` passed in must
 use same-step autoreset too (the error says how to build one).
 
 Limits: the simulator's state lives outside :class:`~functional_rl.kernel.state.TrainerState`, so a
@@ -88,9 +89,8 @@ class GymnasiumEnv:
         >>> env.is_pure, env.num_envs, env.observation_space.shape
         (False, 2, (4,))
         >>> obs, state = env.reset(jr.key(0), env.default_params(), 2)
-        >>> obs, state, reward, terminated, truncated, info = env.step(
-        ...     jr.key(1), state, torch.zeros(2, dtype=torch.int64), None)
-        >>> obs.shape, reward, terminated, int(state), info["final_obs"].shape
+        >>> out = env.step(jr.key(1), state, torch.zeros(2, dtype=torch.int64), None)
+        >>> out.obs.shape, out.reward, out.terminated, int(out.state), out.final_obs.shape
         (torch.Size([2, 4]), tensor([1., 1.]), tensor([False, False]), 1, torch.Size([2, 4]))
         >>> env.close()
     """
@@ -162,7 +162,7 @@ class GymnasiumEnv:
         return a.astype(self.vec_env.single_action_space.dtype)
 
     def step(self, key: torch.Tensor, state: torch.Tensor, action: torch.Tensor, params: Any):
-        """One host-side step of every sub-env; same outputs as a pure env's ``step``."""
+        """One host-side step of every sub-env; returns an :class:`~functional_rl.envs.base.EnvStep`, as a pure env's ``step``."""
         obs, reward, terminated, truncated, info = self.vec_env.step(self.check_action(action))
         self.steps += 1
         reward_t = torch.as_tensor(np.asarray(reward), dtype=torch.float32)
@@ -204,8 +204,8 @@ def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 8, **make
         >>> env.id, env.action_space.shape
         ('Pendulum-v1', (1,))
         >>> obs, state = env.reset(jr.key(0), None, 3)
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), None)
-        >>> obs.shape, reward.shape, reward.dtype
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, 1), None)
+        >>> out.obs.shape, out.reward.shape, out.reward.dtype
         (torch.Size([3, 3]), torch.Size([3]), torch.float32)
         >>> env.close()
     """

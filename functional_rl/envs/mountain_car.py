@@ -24,23 +24,22 @@ Example:
     >>> obs, s = env.reset(jr.key(0), params, num_envs=2)
     >>> obs.shape, obs[:, 1].tolist()
     (torch.Size([2, 2]), [0.0, 0.0])
-    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 2]), params)
-    >>> r.tolist(), term.tolist()
+    >>> out = env.step(jr.key(1), s, torch.tensor([0, 2]), params)
+    >>> out.reward.tolist(), out.terminated.tolist()
     ([-1.0, -1.0], [False, False])
     >>> cenv = MountainCarContinuous()
     >>> obs, s = cenv.reset(jr.key(0), cenv.default_params(), num_envs=2)
-    >>> obs, s, r, term, trunc, info = cenv.step(jr.key(1), s, torch.tensor([[0.5], [-2.0]]), cenv.default_params())
-    >>> [round(x, 6) for x in r.tolist()]  # -0.1 * a^2, the unclipped action
+    >>> out = cenv.step(jr.key(1), s, torch.tensor([[0.5], [-2.0]]), cenv.default_params())
+    >>> [round(x, 6) for x in out.reward.tolist()]  # -0.1 * a^2, the unclipped action
     [-0.025, -0.4]
 """
 
 from __future__ import annotations
 
 import torch
-import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.envs.base import Box, Discrete, Environment, register
 from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["MountainCar", "MountainCarContinuous", "MountainCarParams", "MountainCarState"]
@@ -87,19 +86,6 @@ class MountainCarState:
     time: torch.Tensor
 
 
-def _obs(state: MountainCarState) -> torch.Tensor:
-    """float32 ``[B, 2]``: ``(position, velocity)``."""
-    return torch.stack([state.position, state.velocity], dim=-1)
-
-
-def _reset(key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, MountainCarState]:
-    """Position uniform in ``[-0.6, -0.4)``, velocity 0, ``time`` 0 (both cars)."""
-    position = jr.uniform(env_keys(key, num_envs), (), low=-0.6, high=-0.4)
-    time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
-    state = MountainCarState(position, torch.zeros_like(position), time)
-    return _obs(state), state
-
-
 def _dynamics(
     state: MountainCarState, accel: torch.Tensor, params: MountainCarParams
 ) -> tuple[MountainCarState, torch.Tensor]:
@@ -114,22 +100,46 @@ def _dynamics(
     return MountainCarState(position, velocity, state.time + 1), terminated
 
 
-def _finish(key, nxt: MountainCarState, terminated: torch.Tensor, params: MountainCarParams):
-    """Time limit, final observation and auto-reset shared by both cars."""
-    truncated = nxt.time >= params.max_steps
-    final_obs = _obs(nxt)
-    reset_obs, reset_state = _reset(key, nxt.position.shape[0])
-    done = terminated | truncated
-    new_state = pytree.tree_map(lambda r, n: torch.where(done, r, n), reset_state, nxt)
-    obs = torch.where(done[:, None], reset_obs, final_obs)
-    return obs, new_state, truncated, final_obs
+class _Car(Environment):
+    """What both cars share: the observation space, ``reset_env`` and ``get_obs``."""
+
+    observation_space = Box(low=(-1.2, -0.07), high=(0.6, 0.07), shape=(2,))
+
+    def reset_env(self, keys: torch.Tensor, params: MountainCarParams) -> MountainCarState:
+        """Fresh states: position uniform in ``[-0.6, -0.4)``, velocity 0, ``time = 0``.
+
+        Args:
+            keys: int64 ``[B, 2]``, one PRNG key per env.
+            params: :class:`MountainCarParams` (unused by the reset distribution).
+
+        Returns:
+            A :class:`MountainCarState` ``[B]``.
+
+        >>> import functional_rl.kernel.random as jr
+        >>> s = MountainCar().reset_env(jr.split(jr.key(0), 2), MountainCarParams())
+        >>> bool(((s.position >= -0.6) & (s.position < -0.4)).all()), s.velocity, s.time
+        (True, tensor([0., 0.]), tensor([0, 0]))
+        """
+        position = jr.uniform(keys, (), low=-0.6, high=-0.4)
+        time = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+        return MountainCarState(position, torch.zeros_like(position), time)
+
+    def get_obs(self, state: MountainCarState, params: MountainCarParams) -> torch.Tensor:
+        """float32 ``[B, 2]``: ``(position, velocity)``.
+
+        >>> s = MountainCarState(torch.tensor([-0.5]), torch.tensor([0.01]), torch.tensor([0]))
+        >>> MountainCar().get_obs(s, MountainCarParams())
+        tensor([[-0.5000,  0.0100]])
+        """
+        return torch.stack([state.position, state.velocity], dim=-1)
 
 
-class MountainCar:
+class MountainCar(_Car):
     """Drive an under-powered car up the right hill (MountainCar-v0); reward -1 per step; 200-step limit.
 
     Observation float32 ``[B, 2]``: ``(position, velocity)``. Action int64 ``[B]`` in
-    ``{0, 1, 2}``: push left, no push, push right.
+    ``{0, 1, 2}``: push left, no push, push right. ``reset`` and the auto-resetting ``step``
+    come from :class:`~functional_rl.envs.base.Environment`.
 
     Example (reset 3 envs, push left once):
         >>> import functional_rl.kernel.random as jr
@@ -138,67 +148,48 @@ class MountainCar:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 2]), 3)
-        >>> obs, state, reward, terminated, truncated, info = env.step(
-        ...     jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> obs.shape, reward, terminated, truncated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> out.obs.shape, out.reward, out.terminated, out.truncated
         (torch.Size([3, 2]), tensor([-1., -1., -1.]), tensor([False, False, False]), tensor([False, False, False]))
     """
 
     id = "MountainCar-v0"
-    observation_space = Box(low=(-1.2, -0.07), high=(0.6, 0.07), shape=(2,))
     action_space = Discrete(3)
 
     def default_params(self) -> MountainCarParams:
         """gymnasium's MountainCar-v0 constants."""
         return MountainCarParams()
 
-    def reset(
-        self, key: torch.Tensor, params: MountainCarParams, num_envs: int
-    ) -> tuple[torch.Tensor, MountainCarState]:
-        """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
+    def step_env(
+        self, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
+    ) -> tuple[MountainCarState, torch.Tensor, torch.Tensor]:
+        """The car update with push ``action - 1``; reward ``-1``; termination at the goal.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
-            params: :class:`MountainCarParams` (unused by the reset distribution).
-            num_envs: ``B``.
-
-        Returns:
-            ``(obs, state)``: float32 ``[B, 2]`` and a :class:`MountainCarState` at ``time = 0``.
-        """
-        return _reset(key, num_envs)
-
-    def step(
-        self, key: torch.Tensor, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
-    ) -> tuple[torch.Tensor, MountainCarState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
-
-        Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`MountainCarState` ``[B]``.
             action: int64 ``[B]`` in ``{0, 1, 2}``.
             params: :class:`MountainCarParams`.
 
         Returns:
-            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 2]`` (reset
-            obs where done), reward float32 ``[B]`` (always ``-1``), terminated/truncated bool
-            ``[B]``, ``info["final_obs"]`` float32 ``[B, 2]``.
+            ``(next_state, reward float32 [B] (always -1), terminated bool [B])``.
+
+        >>> s = MountainCarState(torch.tensor([0.49, -0.5]), torch.tensor([0.05, 0.0]), torch.tensor([0, 0]))
+        >>> _, reward, terminated = MountainCar().step_env(s, torch.tensor([2, 1]), MountainCarParams())
+        >>> reward, terminated
+        (tensor([-1., -1.]), tensor([ True, False]))
         """
-        num_envs = state.position.shape[0]
-        if action.shape != (num_envs,):
-            raise ValueError(f"MountainCar.step: action must have shape [B]=({num_envs},), got {tuple(action.shape)}")
         accel = (action - 1).to(state.position.dtype)
         nxt, terminated = _dynamics(state, accel, params)
-        obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
-        reward = torch.full_like(nxt.position, -1.0)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, torch.full_like(nxt.position, -1.0), terminated
 
 
-class MountainCarContinuous:
+class MountainCarContinuous(_Car):
     """The mountain car with a continuous push (MountainCarContinuous-v0); 999-step limit.
 
     Observation float32 ``[B, 2]``: ``(position, velocity)``. Action float32 ``[B, 1]``, the
     push, clipped to ``[-1, 1]`` by the env. Reward ``100`` on reaching ``position >= 0.45``
-    (terminal) minus ``0.1 * action^2`` (unclipped action, as gymnasium).
+    (terminal) minus ``0.1 * action^2`` (unclipped action, as gymnasium). ``reset`` and the
+    auto-resetting ``step`` come from :class:`~functional_rl.envs.base.Environment`.
 
     Example (actions are float ``[B, 1]``; zero force costs nothing):
         >>> import functional_rl.kernel.random as jr
@@ -207,60 +198,42 @@ class MountainCarContinuous:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.shape
         (torch.Size([3, 2]), (1,))
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), params)
-        >>> obs.shape, reward, terminated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, 1), params)
+        >>> out.obs.shape, out.reward, out.terminated
         (torch.Size([3, 2]), tensor([0., 0., 0.]), tensor([False, False, False]))
     """
 
     id = "MountainCarContinuous-v0"
-    observation_space = Box(low=(-1.2, -0.07), high=(0.6, 0.07), shape=(2,))
     action_space = Box(low=(-1.0,), high=(1.0,), shape=(1,))
 
     def default_params(self) -> MountainCarParams:
         """gymnasium's MountainCarContinuous-v0 constants: ``power = 0.0015``, goal at 0.45, 999 steps."""
         return MountainCarParams(force=0.0015, goal_position=0.45, max_steps=999)
 
-    def reset(
-        self, key: torch.Tensor, params: MountainCarParams, num_envs: int
-    ) -> tuple[torch.Tensor, MountainCarState]:
-        """Start ``num_envs`` episodes: position uniform in ``[-0.6, -0.4)``, velocity 0.
+    def step_env(
+        self, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
+    ) -> tuple[MountainCarState, torch.Tensor, torch.Tensor]:
+        """The car update with push ``clip(action, -1, 1)``; reward ``100 * terminated - 0.1 * action^2``.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
-            params: :class:`MountainCarParams` (unused by the reset distribution).
-            num_envs: ``B``.
-
-        Returns:
-            ``(obs, state)``: float32 ``[B, 2]`` and a :class:`MountainCarState` at ``time = 0``.
-        """
-        return _reset(key, num_envs)
-
-    def step(
-        self, key: torch.Tensor, state: MountainCarState, action: torch.Tensor, params: MountainCarParams
-    ) -> tuple[torch.Tensor, MountainCarState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Advance every env one step; auto-reset the finished ones (see :mod:`functional_rl.envs.base`).
-
-        Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`MountainCarState` ``[B]``.
-            action: float32 ``[B, 1]``, any real value (clipped to ``[-1, 1]`` for the push).
+            action: float32 ``[B, 1]``, any real value (clipped to ``[-1, 1]`` for the push; the
+                penalty uses the unclipped value, as gymnasium).
             params: :class:`MountainCarParams`.
 
         Returns:
-            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 2]`` (reset
-            obs where done), reward float32 ``[B]``, terminated/truncated bool ``[B]``,
-            ``info["final_obs"]`` float32 ``[B, 2]``.
+            ``(next_state, reward float32 [B], terminated bool [B])``.
+
+        >>> env = MountainCarContinuous()
+        >>> s = MountainCarState(torch.tensor([0.44, -0.5]), torch.tensor([0.05, 0.0]), torch.tensor([0, 0]))
+        >>> _, reward, terminated = env.step_env(s, torch.tensor([[1.0], [-2.0]]), env.default_params())
+        >>> reward, terminated
+        (tensor([99.9000, -0.4000]), tensor([ True, False]))
         """
-        num_envs = state.position.shape[0]
-        if action.shape != (num_envs, 1):
-            raise ValueError(
-                f"MountainCarContinuous.step: action must have shape [B, 1]=({num_envs}, 1), got {tuple(action.shape)}"
-            )
         a = action[:, 0].to(state.position.dtype)
         nxt, terminated = _dynamics(state, torch.clamp(a, -1.0, 1.0), params)
-        obs, new_state, truncated, final_obs = _finish(key, nxt, terminated, params)
         reward = 100.0 * terminated.to(a.dtype) - 0.1 * a**2
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, reward, terminated
 
 
 register("MountainCar-v0", MountainCar)

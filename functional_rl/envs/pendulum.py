@@ -15,10 +15,10 @@ Example:
     >>> env = Pendulum()
     >>> params = env.default_params()
     >>> state = PendulumState(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0]))
-    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), state, torch.tensor([[3.0]]), params)
-    >>> [round(x, 6) for x in r.tolist()]  # upright and still: only the torque cost, u clipped to 2
+    >>> out = env.step(jr.key(1), state, torch.tensor([[3.0]]), params)
+    >>> [round(x, 6) for x in out.reward.tolist()]  # upright and still: only the torque cost, u clipped to 2
     [-0.004]
-    >>> [round(x, 6) for x in obs[0].tolist()]  # theta_dot = 3 * 2 * 0.05, theta = 0.3 * 0.05
+    >>> [round(x, 6) for x in out.obs[0].tolist()]  # theta_dot = 3 * 2 * 0.05, theta = 0.3 * 0.05
     [0.999888, 0.014999, 0.3]
 """
 
@@ -27,10 +27,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, EnvStep, env_keys, register
+from functional_rl.envs.base import Box, Environment, register
 from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Pendulum", "PendulumParams", "PendulumState", "angle_normalize"]
@@ -88,11 +87,12 @@ def angle_normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
-class Pendulum:
+class Pendulum(Environment):
     """Swing up and hold an inverted pendulum; reward is minus a quadratic cost; 200-step limit.
 
     Observation float32 ``[B, 3]``: ``(cos theta, sin theta, theta_dot)``. Action float32
-    ``[B, 1]``: the torque, clipped to ``[-2, 2]`` by the env. Never terminates.
+    ``[B, 1]``: the torque, clipped to ``[-2, 2]`` by the env. Never terminates. ``reset``
+    and the auto-resetting ``step`` come from :class:`~functional_rl.envs.base.Environment`.
 
     Example (actions are float torques ``[B, 1]``; rewards are never positive):
         >>> import functional_rl.kernel.random as jr
@@ -101,8 +101,8 @@ class Pendulum:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.shape
         (torch.Size([3, 3]), (1,))
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, 1), params)
-        >>> obs.shape, reward.shape, bool((reward <= 0).all()), terminated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, 1), params)
+        >>> out.obs.shape, out.reward.shape, bool((out.reward <= 0).all()), out.terminated
         (torch.Size([3, 3]), torch.Size([3]), True, tensor([False, False, False]))
     """
 
@@ -114,60 +114,61 @@ class Pendulum:
         """gymnasium's constants (see :class:`PendulumParams`)."""
         return PendulumParams()
 
-    @staticmethod
-    def obs(state: PendulumState) -> torch.Tensor:
-        """float32 ``[B, 3]``: ``(cos theta, sin theta, theta_dot)``."""
+    def get_obs(self, state: PendulumState, params: PendulumParams) -> torch.Tensor:
+        """float32 ``[B, 3]``: ``(cos theta, sin theta, theta_dot)``.
+
+        >>> s = PendulumState(torch.tensor([0.0]), torch.tensor([0.5]), torch.tensor([0]))
+        >>> Pendulum().get_obs(s, PendulumParams())
+        tensor([[1.0000, 0.0000, 0.5000]])
+        """
         return torch.stack([torch.cos(state.theta), torch.sin(state.theta), state.theta_dot], dim=-1)
 
-    def reset(self, key: torch.Tensor, params: PendulumParams, num_envs: int) -> tuple[torch.Tensor, PendulumState]:
-        """Start ``num_envs`` episodes: ``theta`` uniform in ``[-pi, pi)``, ``theta_dot`` in ``[-1, 1)``.
+    def reset_env(self, keys: torch.Tensor, params: PendulumParams) -> PendulumState:
+        """Fresh states: ``theta`` uniform in ``[-pi, pi)``, ``theta_dot`` in ``[-1, 1)``, ``time = 0``.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``.
+            keys: int64 ``[B, 2]``, one PRNG key per env.
             params: :class:`PendulumParams` (unused by the reset distribution).
-            num_envs: ``B``.
 
         Returns:
-            ``(obs, state)``: float32 ``[B, 3]`` and a :class:`PendulumState` at ``time = 0``.
-        """
-        u = jr.uniform(env_keys(key, num_envs), (2,), low=-1.0, high=1.0).t().contiguous()  # [2, B]
-        time = torch.zeros(num_envs, dtype=torch.int64, device=key.device)
-        state = PendulumState(math.pi * u[0], u[1], time)
-        return self.obs(state), state
+            A :class:`PendulumState` ``[B]``.
 
-    def step(
-        self, key: torch.Tensor, state: PendulumState, action: torch.Tensor, params: PendulumParams
-    ) -> tuple[torch.Tensor, PendulumState, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Advance every env one step; auto-reset at the time limit (see :mod:`functional_rl.envs.base`).
+        >>> import functional_rl.kernel.random as jr
+        >>> s = Pendulum().reset_env(jr.split(jr.key(0), 2), PendulumParams())
+        >>> bool((s.theta_dot.abs() <= 1).all()), s.time
+        (True, tensor([0, 0]))
+        """
+        u = jr.uniform(keys, (2,), low=-1.0, high=1.0).t().contiguous()  # [2, B]
+        time = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+        return PendulumState(math.pi * u[0], u[1], time)
+
+    def step_env(
+        self, state: PendulumState, action: torch.Tensor, params: PendulumParams
+    ) -> tuple[PendulumState, torch.Tensor, torch.Tensor]:
+        """One semi-implicit Euler step (module docstring); the reward is the cost of the state *before* it.
 
         Args:
-            key: PRNG key, int64 ``[2]`` or per-env ``[B, 2]``, used only for the auto-reset.
             state: :class:`PendulumState` ``[B]``.
             action: float32 ``[B, 1]``, the torque (clipped to ``[-max_torque, max_torque]``).
             params: :class:`PendulumParams`.
 
         Returns:
-            ``(obs, state, reward, terminated, truncated, info)``: obs float32 ``[B, 3]`` (reset
-            obs where truncated), reward float32 ``[B]``, terminated bool ``[B]`` (always
-            false), truncated bool ``[B]``, ``info["final_obs"]`` float32 ``[B, 3]``.
+            ``(next_state, reward float32 [B], terminated bool [B])``; ``terminated`` is always
+            false (only the time limit ends an episode).
+
+        >>> s = PendulumState(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0]))
+        >>> nxt, reward, terminated = Pendulum().step_env(s, torch.tensor([[-3.0]]), PendulumParams())
+        >>> [round(x, 6) for x in reward.tolist()], terminated, nxt.time
+        ([-0.004], tensor([False]), tensor([1]))
         """
         p = params
-        num_envs = state.theta.shape[0]
-        if action.shape != (num_envs, 1):
-            raise ValueError(f"Pendulum.step: action must have shape [B, 1]=({num_envs}, 1), got {tuple(action.shape)}")
         th, thdot = state.theta, state.theta_dot
         u = torch.clamp(action[:, 0].to(th.dtype), -p.max_torque, p.max_torque)
         reward = -(angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * u**2)
         new_thdot = thdot + (3 * p.g / (2 * p.l) * torch.sin(th) + 3.0 / (p.m * p.l**2) * u) * p.dt
         new_thdot = torch.clamp(new_thdot, -p.max_speed, p.max_speed)
         nxt = PendulumState(th + new_thdot * p.dt, new_thdot, state.time + 1)
-        terminated = torch.zeros_like(state.time, dtype=torch.bool)
-        truncated = nxt.time >= p.max_steps
-        final_obs = self.obs(nxt)
-        reset_obs, reset_state = self.reset(key, params, num_envs)
-        new_state = pytree.tree_map(lambda r, n: torch.where(truncated, r, n), reset_state, nxt)
-        obs = torch.where(truncated[:, None], reset_obs, final_obs)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, reward, torch.zeros_like(state.time, dtype=torch.bool)
 
 
 register("Pendulum-v1", Pendulum)

@@ -17,7 +17,7 @@ Probe5  ``±1`` (random)        2        ``+1`` if ``a = (o > 0)``    ``pi(o) = 
 ======  =====================  =======  ===========================  ==========================
 
 Observations are float32 ``[B, 1]``; actions int64 ``[B]``; episodes never truncate. Every
-episode ends by *termination*, so ``info["final_obs"]`` is never bootstrapped from; it is the
+episode ends by *termination*, so ``final_obs`` is never bootstrapped from; it is the
 last observation of the episode, repeated (there is no state after the terminal one).
 
 Example:
@@ -26,25 +26,22 @@ Example:
     >>> obs, s = env.reset(jr.key(0), env.default_params(), num_envs=2)
     >>> obs.tolist()
     [[0.0], [0.0]]
-    >>> obs, s, r, term, trunc, info = env.step(jr.key(1), s, torch.tensor([0, 1]), env.default_params())
-    >>> r.tolist(), term.tolist(), trunc.tolist()
+    >>> out = env.step(jr.key(1), s, torch.tensor([0, 1]), env.default_params())
+    >>> out.reward.tolist(), out.terminated.tolist(), out.truncated.tolist()
     ([-1.0, 1.0], [True, True], [False, False])
 """
 
 from __future__ import annotations
 
 import torch
-import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys, register
+from functional_rl.envs.base import Box, Discrete, Environment, register
 from functional_rl.kernel.struct import pytree_dataclass
 
 __all__ = ["Probe1", "Probe2", "Probe3", "Probe4", "Probe5", "ProbeParams", "ProbeState"]
 
 _OBS_SPACE = Box(low=(-1.0,), high=(1.0,), shape=(1,))
-
-StepResult = tuple[torch.Tensor, "ProbeState", torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
 
 
 @pytree_dataclass
@@ -74,67 +71,65 @@ class ProbeState:
     time: torch.Tensor
 
 
-def _fixed_reset(key: torch.Tensor, num_envs: int, value: float) -> tuple[torch.Tensor, ProbeState]:
-    """Every env starts at observation ``value``."""
-    obs = torch.full((num_envs,), value, dtype=torch.float32, device=key.device)
-    # The returned obs is a copy, not a view of the state: a scan carry must not alias itself.
-    return obs[:, None].clone(), ProbeState(obs, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
+class _Probe(Environment):
+    """What every probe shares: observation ``state.obs`` as ``[B, 1]``, no parameters, no time limit."""
 
-
-def _sign_reset(key: torch.Tensor, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-    """Every env starts at observation ``-1`` or ``+1`` with probability 1/2 each."""
-    obs = torch.where(jr.uniform(env_keys(key, num_envs), ()) < 0.5, -1.0, 1.0).to(torch.float32)
-    return obs[:, None].clone(), ProbeState(obs, torch.zeros(num_envs, dtype=torch.int64, device=key.device))
-
-
-def _check_action(name: str, state: ProbeState, action: torch.Tensor) -> None:
-    if action.shape != state.obs.shape:
-        raise ValueError(f"{name}.step: action must have shape [B]=({state.obs.shape[0]},), got {tuple(action.shape)}")
-
-
-def _finish(
-    nxt: ProbeState, terminated: torch.Tensor, reset: tuple[torch.Tensor, ProbeState]
-) -> tuple[torch.Tensor, ProbeState, torch.Tensor, dict[str, torch.Tensor]]:
-    """Auto-reset the terminated envs; returns ``(obs, state, truncated, info)``."""
-    reset_obs, reset_state = reset
-    final_obs = nxt.obs[:, None].clone()  # never a view of the caller's state
-    new_state = pytree.tree_map(lambda r, n: torch.where(terminated, r, n), reset_state, nxt)
-    obs = torch.where(terminated[:, None], reset_obs, final_obs)
-    return obs, new_state, torch.zeros_like(terminated), final_obs
-
-
-class _OneStepProbe:
-    """Shared mechanics of the one-step probes: start at a fixed or random observation, pay
-    ``reward(obs, action)``, terminate, auto-reset. Subclasses set the class attributes and
-    ``reward``."""
-
-    id: str
     observation_space = _OBS_SPACE
-    action_space: Discrete
-    random_start: bool = False
 
     def default_params(self) -> ProbeParams:
         """No parameters."""
         return ProbeParams()
 
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
+    def get_obs(self, state: ProbeState, params: ProbeParams) -> torch.Tensor:
+        """float32 ``[B, 1]``: ``state.obs`` as a column, a copy (never a view of the state:
+        a scan carry must not alias itself, and a step's outputs must not alias its inputs)."""
+        return state.obs[:, None].clone()
+
+    def truncation(self, state: ProbeState, params: ProbeParams) -> torch.Tensor:
+        """Never: bool ``[B]`` all ``False`` (every episode ends by termination)."""
+        return torch.zeros_like(state.time, dtype=torch.bool)
+
+
+def _fixed_start(keys: torch.Tensor, value: float) -> ProbeState:
+    """Every env starts at observation ``value`` (``keys`` int64 ``[B, 2]`` give ``B`` and the device)."""
+    obs = torch.full((keys.shape[0],), value, dtype=torch.float32, device=keys.device)
+    return ProbeState(obs, torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device))
+
+
+def _sign_start(keys: torch.Tensor) -> ProbeState:
+    """Every env starts at observation ``-1`` or ``+1`` with probability 1/2 each, env ``b`` from ``keys[b]``."""
+    obs = torch.where(jr.uniform(keys, ()) < 0.5, -1.0, 1.0).to(torch.float32)
+    return ProbeState(obs, torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device))
+
+
+class _OneStepProbe(_Probe):
+    """Shared mechanics of the one-step probes: start at a fixed or random observation, pay
+    ``reward(obs, action)``, terminate. Subclasses set the class attributes and ``reward``."""
+
+    id: str
+    action_space: Discrete
+    random_start: bool = False
+
+    def reset_env(self, keys: torch.Tensor, params: ProbeParams) -> ProbeState:
         """Observation ``0``, or ``-1``/``+1`` with probability 1/2 each for the random-start
-        probes. Returns ``(obs float32 [B, 1], state)``."""
-        return _sign_reset(key, num_envs) if self.random_start else _fixed_reset(key, num_envs, 0.0)
+        probes; ``keys`` int64 ``[B, 2]``. Returns a :class:`ProbeState` ``[B]``."""
+        return _sign_start(keys) if self.random_start else _fixed_start(keys, 0.0)
 
     def reward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """float32 ``[B]`` reward of ``action`` int64 ``[B]`` at observation ``obs`` float32 ``[B]``."""
         raise NotImplementedError
 
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
-        """Pay :meth:`reward`, terminate, auto-reset. ``action``: int64 ``[B]``. Shapes as
-        :mod:`functional_rl.envs.base`."""
-        _check_action(type(self).__name__, state, action)
+    def step_env(
+        self, state: ProbeState, action: torch.Tensor, params: ProbeParams
+    ) -> tuple[ProbeState, torch.Tensor, torch.Tensor]:
+        """Pay :meth:`reward` and terminate. ``action``: int64 ``[B]``.
+
+        Returns:
+            ``(next_state, reward float32 [B], terminated bool [B] all True)``; the next state
+            keeps the observation (the terminal one) and counts the step.
+        """
         terminated = torch.ones_like(state.obs, dtype=torch.bool)
-        reward = self.reward(state.obs, action)
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, final_obs = _finish(state.replace(time=state.time + 1), terminated, reset)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return state.replace(time=state.time + 1), self.reward(state.obs, action), terminated
 
 
 class Probe1(_OneStepProbe):
@@ -150,8 +145,8 @@ class Probe1(_OneStepProbe):
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 1]), 1)
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> reward, terminated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> out.reward, out.terminated
         (tensor([1., 1., 1.]), tensor([True, True, True]))
     """
 
@@ -177,8 +172,8 @@ class Probe2(_OneStepProbe):
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 1]), 1)
         >>> first = obs[:, 0]
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> bool(torch.equal(reward, first)), terminated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> bool(torch.equal(out.reward, first)), out.terminated
         (True, tensor([True, True, True]))
     """
 
@@ -191,7 +186,7 @@ class Probe2(_OneStepProbe):
         return obs.clone()
 
 
-class Probe3:
+class Probe3(_Probe):
     """Two-step episodes: observation ``0`` then ``1``; reward ``0`` then ``+1``; one action.
 
     Known answer, with discount ``gamma``: ``V(0) = gamma``, ``V(1) = 1``. Values that are both
@@ -204,36 +199,31 @@ class Probe3:
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 1]), 1)
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
-        >>> reward, terminated
+        >>> out = env.step(jr.key(1), state, torch.zeros(3, dtype=torch.int64), params)
+        >>> out.reward, out.terminated
         (tensor([0., 0., 0.]), tensor([False, False, False]))
     """
 
     id = "Probe3-v0"
-    observation_space = _OBS_SPACE
     action_space = Discrete(1)
 
-    def default_params(self) -> ProbeParams:
-        """No parameters."""
-        return ProbeParams()
+    def reset_env(self, keys: torch.Tensor, params: ProbeParams) -> ProbeState:
+        """Observation ``0``; ``keys`` int64 ``[B, 2]``. Returns a :class:`ProbeState` ``[B]``."""
+        return _fixed_start(keys, 0.0)
 
-    def reset(self, key: torch.Tensor, params: ProbeParams, num_envs: int) -> tuple[torch.Tensor, ProbeState]:
-        """Observation ``0``. Returns ``(obs float32 [B, 1], state)``."""
-        return _fixed_reset(key, num_envs, 0.0)
-
-    def step(self, key: torch.Tensor, state: ProbeState, action: torch.Tensor, params: ProbeParams) -> StepResult:
+    def step_env(
+        self, state: ProbeState, action: torch.Tensor, params: ProbeParams
+    ) -> tuple[ProbeState, torch.Tensor, torch.Tensor]:
         """From ``0``: reward 0, next observation 1. From ``1``: reward +1, terminated.
 
-        ``action``: int64 ``[B]`` (always 0). Shapes as :mod:`functional_rl.envs.base`.
+        ``action``: int64 ``[B]`` (always 0). Returns ``(next_state, reward float32 [B],
+        terminated bool [B])``.
         """
-        _check_action("Probe3", state, action)
         terminated = state.time >= 1
         reward = terminated.to(torch.float32)
         # The observation counts the steps taken; at termination it stays 1 (the last obs).
         nxt = ProbeState(torch.where(terminated, state.obs, state.obs + 1.0), state.time + 1)
-        reset = self.reset(key, params, state.obs.shape[0])
-        obs, new_state, truncated, final_obs = _finish(nxt, terminated, reset)
-        return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
+        return nxt, reward, terminated
 
 
 class Probe4(_OneStepProbe):
@@ -249,8 +239,8 @@ class Probe4(_OneStepProbe):
         >>> obs, state = env.reset(jr.key(0), params, 3)
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 1]), 2)
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, torch.tensor([0, 1, 1]), params)
-        >>> reward, terminated
+        >>> out = env.step(jr.key(1), state, torch.tensor([0, 1, 1]), params)
+        >>> out.reward, out.terminated
         (tensor([-1.,  1.,  1.]), tensor([True, True, True]))
     """
 
@@ -277,8 +267,8 @@ class Probe5(_OneStepProbe):
         >>> obs.shape, env.action_space.n
         (torch.Size([3, 1]), 2)
         >>> action = (obs[:, 0] > 0).long()  # int64 [B]
-        >>> obs, state, reward, terminated, truncated, info = env.step(jr.key(1), state, action, params)
-        >>> reward, terminated
+        >>> out = env.step(jr.key(1), state, action, params)
+        >>> out.reward, out.terminated
         (tensor([1., 1., 1.]), tensor([True, True, True]))
     """
 
