@@ -19,5 +19,5 @@ def test_api_site_builds_without_warnings(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "warn" not in (result.stderr + result.stdout).lower(), result.stderr
     pages = {p.name for p in (tmp_path / "api" / "functional_rl").rglob("*.html")}
-    for module in ("loop.html", "train.html", "checkpoint.html", "advantages.html", "batched.html"):
+    for module in ("loop.html", "iteration.html", "update.html", "checkpoint.html", "advantages.html", "batched.html", "base.html"):
         assert module in pages, sorted(pages)
