@@ -101,7 +101,7 @@ def test_two_processes_equal_one_process_with_all_envs(two_process_run, one_proc
     _assert_states_close(dist_state, one_state, atol=1e-5)
     # every parameter moved, so the comparison is not of untouched initial values
     init = TrainerState.create(small_config(4), make("CartPole-v1"), one_state_policy())
-    assert all(not torch.equal(a, b) for a, b in zip(_leaves(init.learner.params), _leaves(one_state.params)))
+    assert all(not torch.equal(a, b) for a, b in zip(_leaves(init.learner.params), _leaves(one_state.learner.params)))
     # metrics are over the whole run on every process: the same numbers as the one process
     assert len(dist_hist) == len(one_hist) == 4
     for d, o in zip(dist_hist, one_hist):

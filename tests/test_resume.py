@@ -101,5 +101,5 @@ def test_compiled_resume_in_a_fresh_process_is_bit_exact(tmp_path):
     assert_trees_equal(resumed, full)
     # Both processes ran compiled graphs (counted above); compiled agrees with eager to float tolerance.
     eager, _ = frl.functional_training_loop(cfg, compile=False)
-    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(pytree.tree_leaves(eager.params),
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(pytree.tree_leaves(eager.learner.params),
                                                                pytree.tree_leaves(full.learner.params)))
