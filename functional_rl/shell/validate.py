@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,17 +53,42 @@ class ConfigError(ValueError):
     """
 
 
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib.Repr`` with few items per level and no huge-integer conversion, so showing even
+    a value built from nested aliases (exponentially large when expanded) takes bounded time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
+            setattr(self, name, 6)
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = MAX_ECHO
+
+    def repr_int(self, x: int, level: int) -> str:  # noqa: D102 - reprlib hook
+        if x.bit_length() > 1000:
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+
+
 def short(value: Any, limit: int = MAX_ECHO) -> str:
-    """``repr(value)`` cut to ``limit`` characters (with ``...`` and the full length).
+    """A ``repr`` of ``value`` cut to about ``limit`` characters (with ``...`` and the length).
+
+    Containers show a few items per level only, so a value of nested aliases is shown in
+    bounded time and space.
 
     Example:
         >>> short("x" * 1000, limit=12)
         "'xxxxxxxxxx... (1002 chars)"
+        >>> short([[1] * 9] * 9)
+        '[[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], ...]'
     """
-    try:
+    if isinstance(value, str):
         text = repr(value)
-    except RecursionError:
-        return f"<{type(value).__name__} nested too deeply to show>"
+    else:
+        text = _REPR.repr(value)
     return text if len(text) <= limit else f"{text[:limit - 1]}... ({len(text)} chars)"
 
 
