@@ -31,8 +31,12 @@ only rank 0 prints, logs and writes checkpoints (of the whole run's state). ``re
 a run needs the same ``W``; on several machines the run dir must be on a shared filesystem.
 
 Bad arguments (an unknown env or config key, a malformed ``--set``, a missing run dir, a
-run dir without a checkpoint, an unreadable checkpoint) print one line on stderr and exit
-with status 2, without a traceback. ``Ctrl-C`` saves the last good state and exits with 130.
+run dir without a checkpoint, an unreadable checkpoint) and failed file operations print one
+line of at most ``MAX_MESSAGE`` characters on stderr and exit with status 2, without a
+traceback; everything is validated before a run dir is created (:mod:`functional_rl.shell.validate`).
+``train`` uses only a new or empty run dir, and ``train``/``resume`` hold its ``run.lock``
+(:mod:`functional_rl.shell.rundir`): a second process on it exits 2 naming the holder.
+``Ctrl-C`` saves the last good state and exits with 130, ``SIGTERM`` likewise with 143.
 
 Example:
     >>> build_parser().parse_args(["train", "CartPole-v1", "--set", "num_envs=4"]).set
