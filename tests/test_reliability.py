@@ -107,6 +107,7 @@ def test_sigterm_checkpoints_releases_the_lock_and_exits_143(tmp_path):
     (["total_timesteps=9223372036854775807"], "too large"),
     (["num_envs=1", "num_steps=4", "num_minibatches=4", "norm_adv=true"], "standard deviation"),
     (["env_id=Acrobot-v1"], "give the environment once"),
+    (["update_epochs=4611686018427387904"], "passes over each batch"),
     (["learning_rate=" + "9" * 400], "too large for a float"),
 ])
 def test_bad_configs_are_refused_before_the_run_dir_exists(tmp_path, capsys, sets, message):

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ConfigError", "short", "check_config_dict", "check_config", "check_device",
-           "MAX_ECHO", "MAX_TIMESTEPS", "MAX_BATCH", "MAX_PARAMS", "MAX_LAYERS"]
+           "MAX_ECHO", "MAX_TIMESTEPS", "MAX_BATCH", "MAX_PARAMS", "MAX_LAYERS", "MAX_EPOCHS"]
 
 #: Characters of a value's ``repr`` that a message echoes at most.
 MAX_ECHO = 200
@@ -40,6 +40,8 @@ MAX_BATCH = 2**24
 MAX_PARAMS = 50_000_000
 #: The most hidden layers.
 MAX_LAYERS = 64
+#: The most passes over one batch (PPO uses 1 to a few tens; more would run for ever).
+MAX_EPOCHS = 10_000
 _INT64 = 2**63
 
 
@@ -253,6 +255,9 @@ def check_config(config: Any, env: Any = None) -> None:
         raise ConfigError(f"num_envs x num_steps = {config.num_envs} x {config.num_steps} = {config.local_batch_size:,} "
                           f"transitions per iteration is more than the {MAX_BATCH:,} this runner holds in memory; "
                           "lower num_envs or num_steps")
+    if config.update_epochs > MAX_EPOCHS:
+        raise ConfigError(f"update_epochs={config.update_epochs} is more than {MAX_EPOCHS:,} passes over each batch; "
+                          "PPO uses 1 to a few tens")
     per_minibatch = config.num_envs * (config.num_steps // config.num_minibatches)
     if config.norm_adv and per_minibatch == 1:
         raise ConfigError(
