@@ -45,6 +45,7 @@ from typing import Any
 
 from functional_rl.shell import presets as _presets
 from functional_rl.kernel.config import PPOConfig
+from functional_rl.shell.validate import short as _short
 
 __all__ = [
     "AgentConfig",
@@ -77,7 +78,7 @@ def _check_field(path: str, value: Any, annotation: str) -> Any:
 
     def wrong() -> TypeError:
         return TypeError(
-            f"{path}={value!r} has type {type(value).__name__}; expected {_TYPE_NAMES[annotation]}"
+            f"{path}={_short(value)} has type {type(value).__name__}; expected {_TYPE_NAMES[annotation]}"
         )
 
     if annotation == "bool":
@@ -278,7 +279,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.experiment_name, str) or not self.experiment_name:
             raise TypeError(
-                f"experiment_name={self.experiment_name!r} has type {type(self.experiment_name).__name__}; "
+                f"experiment_name={_short(self.experiment_name)} has type {type(self.experiment_name).__name__}; "
                 "expected a non-empty str"
             )
         for section, cls in _SECTIONS.items():
@@ -305,7 +306,9 @@ class TrainingConfig:
             match = _PPO_ERROR.match(str(e))
             if match is None or match.group(1) not in FIELD_PATHS:
                 raise
-            raise ValueError(f"{FIELD_PATHS[match.group(1)]}={match.group(2)}") from None
+            value, _, rule = match.group(2).partition(" is invalid: ")
+            value = value if len(value) <= 200 else f"{value[:199]}... ({len(value)} chars)"
+            raise ValueError(f"{FIELD_PATHS[match.group(1)]}={value} is invalid: {rule}") from None
 
     @classmethod
     def from_ppo_config(cls, config: PPOConfig, experiment_name: str = "default") -> TrainingConfig:
@@ -409,19 +412,43 @@ class TrainingConfig:
     def from_yaml(cls, path: str | os.PathLike[str]) -> TrainingConfig:
         """Read a YAML file in the nested layout (``yaml.safe_load``: no code runs).
 
+        A mapping that repeats a key is refused (YAML would silently keep the last), and every
+        message echoes at most a few hundred characters of a value, so a file of nested
+        aliases ("billion laughs") gives a short error, not one of its expansion.
+
         Raises:
             ImportError: PyYAML is not installed (``pip install pyyaml``).
             FileNotFoundError: ``path`` does not exist.
-            ValueError: the file is not valid YAML, or its content fails :meth:`from_dict`
-                (the message starts with the path).
+            ValueError: the file is not UTF-8 or not valid YAML, repeats a key, or its content
+                fails :meth:`from_dict` (the message starts with the path).
+
+        Example:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     p = Path(d) / "run.yaml"
+            ...     _ = p.write_text("ppo:\\n  gamma: 0.9\\n  gamma: 0.8\\n")
+            ...     TrainingConfig.from_yaml(p)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: ...run.yaml: not valid YAML: key 'gamma' appears twice in a mapping; keep one (line 3, column 3)
         """
         yaml = _import_yaml()
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
         try:
-            d = yaml.safe_load(text)
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        try:
+            d = yaml.load(text, Loader=_strict_loader(yaml))
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a config") from None
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from e
+            problem = str(getattr(e, "problem", None) or e)
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = " ".join(problem.split())
+            problem = problem if len(problem) <= 300 else f"{problem[:299]}..."
+            raise ValueError(f"{path}: not valid YAML: {problem}{where}") from e
         if d is None:
             d = {}
         try:
@@ -446,6 +473,7 @@ class TrainingConfig:
 
 def _unknown_key(key: str, section: str | None, known: list[str]) -> str:
     """The message for an unknown key: its full path and the closest known path, if any."""
+    key = key if len(key) <= 100 else f"{key[:99]}..."
     path = key if section is None else f"{section}.{key}"
     close = difflib.get_close_matches(key, known, n=1)
     if close:
@@ -457,6 +485,27 @@ def _unknown_key(key: str, section: str | None, known: list[str]) -> str:
         return f"unknown key {path!r} (did you mean {elsewhere[0]!r}?)"
     where = "at the top level" if section is None else f"in {section!r}"
     return f"unknown key {path!r}; known keys {where}: {', '.join(known)}"
+
+
+def _strict_loader(yaml: Any) -> type:
+    """A ``yaml.SafeLoader`` that refuses a mapping with a repeated key."""
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so below
+                    break
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {_short(key)} appears twice in a mapping; keep one", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictSafeLoader
 
 
 def _import_yaml() -> Any:

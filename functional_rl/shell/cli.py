@@ -31,8 +31,12 @@ only rank 0 prints, logs and writes checkpoints (of the whole run's state). ``re
 a run needs the same ``W``; on several machines the run dir must be on a shared filesystem.
 
 Bad arguments (an unknown env or config key, a malformed ``--set``, a missing run dir, a
-run dir without a checkpoint, an unreadable checkpoint) print one line on stderr and exit
-with status 2, without a traceback. ``Ctrl-C`` saves the last good state and exits with 130.
+run dir without a checkpoint, an unreadable checkpoint) and failed file operations print one
+line of at most ``MAX_MESSAGE`` characters on stderr and exit with status 2, without a
+traceback; everything is validated before a run dir is created (:mod:`functional_rl.shell.validate`).
+``train`` uses only a new or empty run dir, and ``train``/``resume`` hold its ``run.lock``
+(:mod:`functional_rl.shell.rundir`): a second process on it exits 2 naming the holder.
+``Ctrl-C`` saves the last good state and exits with 130, ``SIGTERM`` likewise with 143.
 
 Example:
     >>> build_parser().parse_args(["train", "CartPole-v1", "--set", "num_envs=4"]).set
@@ -44,13 +48,21 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from functional_rl.shell.rundir import LOCK_FILE, RunDirLock, RunDirLockedError, describe_holder
+from functional_rl.shell.validate import ConfigError, check_config, check_config_dict, short
 
 __all__ = ["main", "build_parser", "plot_learning_curves", "read_metrics", "UsageError"]
 
@@ -59,48 +71,86 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 CURVE_FILE = "learning_curve.png"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REWARD = "overview/reward"
+#: The most characters of an error message (values in it are cut to validate.MAX_ECHO each).
+MAX_MESSAGE = 1000
+#: Upper bounds of options whose size decides memory (``--episodes``) or threads.
+MAX_EPISODES = 100_000
+MAX_THREADS = 1024
 
 
 class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Terminated(Exception):
+    """Raised in the main thread by the CLI's SIGTERM handler, so ``finally`` blocks run (the
+    run dir's lock is released and the last good state checkpointed)."""
+
+
+class _DuplicateKeyError(ValueError):
+    """A JSON object names a key twice."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKeyError(f"key {short(k)} appears twice")
+        out[k] = v
+    return out
+
+
 # ---------------------------------------------------------------------------- config
 def _parse_value(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise UsageError(f"--set value {short(text)} is nested too deeply") from None
+    except _DuplicateKeyError as e:
+        raise UsageError(f"--set value {short(text)}: {e}") from None
+    except ValueError:  # not JSON (or an integer of too many digits): the text itself, e.g. an env id
         return text
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for item in items:
         if "=" not in item or not item.split("=", 1)[0].strip():
-            raise UsageError(f"malformed --set {item!r}: expected key=value, e.g. --set learning_rate=1e-3")
+            raise UsageError(f"malformed --set {short(item)}: expected key=value, e.g. --set learning_rate=1e-3")
         k, v = item.split("=", 1)
-        out[k.strip()] = _parse_value(v.strip())
+        k, value = k.strip(), _parse_value(v.strip())
+        if k in out and json.dumps(out[k]) != json.dumps(value):
+            raise UsageError(f"--set {short(k)} is given twice, as {short(out[k])} and {short(value)}; give it once")
+        out[k] = value
     return out
 
 
 def _load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
+    if not p.exists():
+        raise UsageError(f"config file {short(path)} does not exist")
     if not p.is_file():
-        raise UsageError(f"config file {path!r} does not exist")
+        raise UsageError(f"config file {short(path)} is not a file; give a .json or .toml file")
+    if p.suffix not in (".json", ".toml"):
+        raise UsageError(f"config file {short(path)}: use a .json or .toml file")
+    text = p.read_bytes()
     try:
         if p.suffix == ".json":
-            d = json.loads(p.read_text())
-        elif p.suffix == ".toml":
-            import tomllib
-
-            d = tomllib.loads(p.read_text())
+            d = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
         else:
-            raise UsageError(f"config file {path!r}: use a .json or .toml file")
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise UsageError(f"config file {path!r} is not valid {p.suffix[1:].upper()}: {e}") from e
+            import tomllib  # refuses a key defined twice itself
+
+            d = tomllib.loads(text.decode("utf-8"))
+    except _DuplicateKeyError as e:
+        raise UsageError(f"config file {short(path)}: {e}; keep one (a repeated key would silently take the last)") from e
+    except RecursionError:
+        raise UsageError(f"config file {short(path)} is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        raise UsageError(f"config file {short(path)} is not valid {p.suffix[1:].upper()}: {short(str(e), 300)}") from e
     if not isinstance(d, dict):
-        raise UsageError(f"config file {path!r} must hold a table/object of PPOConfig fields")
+        raise UsageError(f"config file {short(path)} must hold a table/object of PPOConfig fields")
     return d
 
 
@@ -108,17 +158,35 @@ def _config_from_dict(d: dict[str, Any], where: str):
     from functional_rl.kernel.config import PPOConfig
 
     try:
+        check_config_dict(d)
         return PPOConfig.from_dict(d)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise UsageError(f"{where}: {e}") from e
+
+
+def _check_config(config, env=None, where: str = "bad config") -> None:
+    """The shell's checks of a built config (device, sizes, degenerate minibatches), as a UsageError."""
+    try:
+        check_config(config, env)
+    except ConfigError as e:
         raise UsageError(f"{where}: {e}") from e
 
 
 def _make_config(args: argparse.Namespace):
-    d: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        d.update(_load_config_file(args.config))
-    d.update(_parse_sets(args.set or []))
-    d["env_id"] = args.env_id
+    """The run's config from ``--config``, ``--set`` and the flags. ``--set`` and the flags
+    override the file; two sources on the command line that disagree are refused, and so is an
+    ``env_id`` in the file or ``--set`` that differs from the positional ENV_ID."""
+    from_file = _load_config_file(args.config) if getattr(args, "config", None) else {}
+    sets = _parse_sets(args.set or [])
+    for where, given in ((f"config file {short(args.config)}", from_file), ("--set", sets)):
+        if "env_id" in given and given["env_id"] != args.env_id:
+            raise UsageError(f"{where} sets env_id={short(given['env_id'])} but the command line names "
+                             f"{short(args.env_id)}; give the environment once, as the positional ENV_ID")
+    for flag, key in (("--total-timesteps", "total_timesteps"), ("--seed", "seed")):
+        value = getattr(args, key)
+        if value is not None and key in sets and sets[key] != value:
+            raise UsageError(f"--set {key}={short(sets[key])} conflicts with {flag} {value}; give it once")
+    d: dict[str, Any] = {**from_file, **sets, "env_id": args.env_id}
     if args.total_timesteps is not None:
         d["total_timesteps"] = args.total_timesteps
     if args.seed is not None:
@@ -141,9 +209,9 @@ def _make_policy(config, env):
     return default_policy(config, env)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -163,9 +231,61 @@ def _default_run_dir(config) -> Path:
 
 def _existing_run_dir(path: str) -> Path:
     run_dir = Path(path)
+    if not run_dir.exists():
+        raise UsageError(f"run dir {short(path)} does not exist")
     if not run_dir.is_dir():
-        raise UsageError(f"run dir {path!r} does not exist")
+        raise UsageError(f"run dir {short(path)} is a file, not a directory; give the run directory written by train")
     return run_dir
+
+
+def _entries(run_dir: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in ignore)
+
+
+def _new_run_dir(run_dir: Path) -> bool:
+    """Check that ``train`` may use ``run_dir`` (missing, or an empty directory) and create it.
+
+    Returns whether it was created. ``train`` never writes into a directory holding files it
+    did not write: it would overwrite config.json and mix its metrics with older ones.
+    """
+    from functional_rl.shell.checkpoint import latest_checkpoint
+
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UsageError(f"run dir '{run_dir}' is a broken symbolic link; remove it or choose another --run-dir")
+    if not run_dir.exists():
+        run_dir.mkdir(parents=True)
+        return True
+    if not run_dir.is_dir():
+        raise UsageError(f"run dir '{run_dir}' is a file, not a directory; choose another --run-dir")
+    if latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
+        raise UsageError(f"run dir '{run_dir}' already has checkpoints; continue it with "
+                         f"`functional-rl resume {run_dir}` or choose another --run-dir")
+    _refuse_foreign(run_dir, ignore=(LOCK_FILE,))
+    return False
+
+
+def _refuse_foreign(run_dir: Path, ignore: tuple[str, ...]) -> None:
+    found = _entries(run_dir, ignore)
+    if found:
+        names = ", ".join(short(n, 60) for n in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        hint = (f"; it looks like a run whose checkpoints are gone, which cannot be resumed"
+                if CONFIG_FILE in found else "")
+        raise UsageError(f"run dir '{run_dir}' is not empty ({names}) and has no checkpoint{hint}; train writes only "
+                         "into a new or empty directory and never overwrites files it did not write: choose another "
+                         "--run-dir, or move those files away")
+
+
+def _lock(run_dir: Path) -> RunDirLock:
+    """Hold ``run_dir``'s lock (one process per run dir), reporting a lock taken over from a dead process."""
+    lock = RunDirLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirLockedError as e:
+        raise UsageError(str(e)) from e
+    if lock.took_over is not None:
+        print(f"functional-rl: note: took over the lock of '{run_dir}' from {describe_holder(lock.took_over)}, "
+              "which ended without releasing it", file=sys.stderr)
+    return lock
 
 
 def _run_config(run_dir: Path):
@@ -173,16 +293,23 @@ def _run_config(run_dir: Path):
     if not cfg_path.is_file():
         raise UsageError(f"run dir '{run_dir}' has no {CONFIG_FILE}; is it a functional-rl run dir?")
     try:
-        d = json.loads(cfg_path.read_text())
-    except ValueError as e:
-        raise UsageError(f"'{cfg_path}' is not valid JSON: {e}") from e
-    return _config_from_dict(d, str(cfg_path))
+        d = json.loads(cfg_path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise UsageError(f"'{cfg_path}' is nested too deeply to be a config") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a duplicate key
+        raise UsageError(f"'{cfg_path}' is not valid JSON: {short(str(e), 300)}") from e
+    config = _config_from_dict(d, str(cfg_path))
+    _check_config(config, where=str(cfg_path))
+    return config
 
 
 def _latest_state(run_dir: Path, config):
     from functional_rl.shell import checkpoint
 
-    path = checkpoint.latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    folder = run_dir / CHECKPOINT_DIR
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"'{folder}' is a file, not the checkpoint directory; move it away")
+    path = checkpoint.latest_checkpoint(folder)
     if path is None:
         raise UsageError(f"run dir '{run_dir}' has no checkpoint in {run_dir / CHECKPOINT_DIR}; nothing to load")
     try:
@@ -204,8 +331,27 @@ def _check_same_run(path: Path, saved, config) -> None:
                          "only total_timesteps may change on resume (use --total-timesteps)")
 
 
+def _scan_metrics(path: str | Path) -> tuple[list[tuple[bytes, dict[str, Any]]], int]:
+    """``([(raw line, row), ...], unreadable lines)`` of a JSONL file, read as bytes so that a
+    torn line, a non-UTF-8 byte or a non-object line is counted and skipped, never fatal."""
+    rows, bad = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append((raw, row))
+            else:
+                bad += 1
+    return rows, bad
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` file; a torn last line (a killed writer) is skipped.
+    """The rows of a ``metrics.jsonl`` file; a torn last line (a killed writer), a line with a
+    byte that is not UTF-8 or that is not a JSON object is skipped.
 
     Args:
         path: the JSONL file.
@@ -221,30 +367,21 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         ...     read_metrics(p)
         [{'agent_step': 64, 'overview/reward': 20.0}]
     """
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+    return [row for _, row in _scan_metrics(path)[0]]
 
 
-def _truncate_metrics(run_dir: Path, step: int) -> int:
-    """Drop rows logged after ``step`` (by a run killed after its last checkpoint); return how many."""
+def _truncate_metrics(run_dir: Path, step: int) -> tuple[int, int]:
+    """Drop rows logged after ``step`` (by a run killed after its last checkpoint) and unreadable
+    lines (torn or not UTF-8); return ``(rows dropped, unreadable lines dropped)``."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
-        return 0
-    rows = read_metrics(path)
-    keep = [r for r in rows if isinstance(r.get("agent_step"), (int, float)) and r["agent_step"] <= step]
-    with open(path, encoding="utf-8") as f:
-        raw_lines = sum(1 for _ in f)
-    if raw_lines != len(keep):
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
-    return raw_lines - len(keep)
+        return 0, 0
+    rows, bad = _scan_metrics(path)
+    keep = [raw if raw.endswith(b"\n") else raw + b"\n" for raw, r in rows
+            if isinstance(r.get("agent_step"), (int, float)) and r["agent_step"] <= step]
+    if bad or len(keep) != len(rows):
+        _write_atomic(path, b"".join(keep))
+    return len(rows) - len(keep), bad
 
 
 # ---------------------------------------------------------------------------- data parallel
@@ -335,6 +472,11 @@ def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool
             print(f"functional-rl: interrupted; the last good state is checkpointed. Continue with: "
                   f"functional-rl resume {run_dir}", file=sys.stderr)
         return 130
+    except _Terminated:
+        if main:
+            print(f"functional-rl: terminated (SIGTERM); the last good state is checkpointed. Continue with: "
+                  f"functional-rl resume {run_dir}", file=sys.stderr)
+        return 143
     except NonFiniteError as e:
         if main:
             print(f"functional-rl: training failed: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
@@ -350,23 +492,28 @@ def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``functional-rl train``: a new run in a new (or empty) run dir."""
-    from functional_rl.shell.checkpoint import latest_checkpoint
-
+    """``functional-rl train``: a new run in a new (or empty) run dir, held locked while it trains."""
     from functional_rl.shell.distributed import shutdown
 
     config = _make_config(args)
-    _make_env(config.env_id)  # an unknown id fails before anything is written
+    env = _make_env(config.env_id)  # an unknown id fails before anything is written
+    _check_config(config, env)
     replica, config = _join(config, args.argv)
+    locks: list[RunDirLock] = []
 
-    def prepare() -> str:  # rank 0 names and creates the run dir; the others get its name
+    def prepare() -> str:  # rank 0 checks, creates and locks the run dir; the others get its name
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(config)
-        if latest_checkpoint(run_dir / CHECKPOINT_DIR) is not None:
-            raise UsageError(f"run dir '{run_dir}' already has checkpoints; continue it with "
-                             f"`functional-rl resume {run_dir}` or choose another --run-dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        _write_config(run_dir, config)
+        created = _new_run_dir(run_dir)
+        lock = _lock(run_dir)
+        try:
+            _refuse_foreign(run_dir, ignore=(LOCK_FILE,))  # written by another process before we locked
+            _write_config(run_dir, config)
+        except BaseException:
+            lock.release()
+            if created and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            raise
+        locks.append(lock)
         print(f"run dir: {run_dir}", flush=True)
         return str(run_dir)
 
@@ -374,6 +521,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(_on_main(replica, prepare))
         return _train(args, config, run_dir, None, not args.no_compile, None, replica)
     finally:
+        for lock in locks:
+            lock.release()
         shutdown(replica)
 
 
@@ -388,8 +537,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
             config = config.replace(total_timesteps=args.total_timesteps)
         except ValueError as e:
             raise UsageError(f"--total-timesteps: {e}") from e
+        _check_config(config, where="--total-timesteps")
     replica, config = _join(config, args.argv)
+    locks: list[RunDirLock] = []
     try:
+        _on_main(replica, lambda: locks.append(_lock(run_dir)))
         path, state, metadata = _latest_state(run_dir, config)
         step, iteration = int(state.agent_step), int(state.iteration)
         main = _is_main(replica)
@@ -406,11 +558,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return 0
         compile = metadata.get("compile", True) if args.compile is None else args.compile
         if main:
-            dropped = _truncate_metrics(run_dir, step)
+            dropped, unreadable = _truncate_metrics(run_dir, step)
             print(f"resuming {run_dir} from {path.name} (step {step:,}, iteration {iteration}); "
-                  f"dropped {dropped} metric rows logged after it", flush=True)
+                  f"dropped {dropped} metric rows logged after it"
+                  + (f" and {unreadable} unreadable lines (torn or not UTF-8)" if unreadable else ""), flush=True)
         return _train(args, config, run_dir, state, compile, step + 1, replica)
     finally:
+        for lock in locks:
+            lock.release()
         shutdown(replica)
 
 
@@ -421,8 +576,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import functional_rl.kernel.random as jr
     from functional_rl.shell.callbacks import evaluate, state_policy_input
 
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        raise UsageError(f"--episodes must lie in [1, {MAX_EPISODES:,}], got {short(args.episodes)}")
     run_dir = _existing_run_dir(args.run_dir)
     config = _run_config(run_dir)
     path, state, _ = _latest_state(run_dir, config)
@@ -529,11 +684,31 @@ def plot_learning_curves(run_dirs: list[str | Path], out: str | Path, missing_ok
     return out
 
 
+def _plot_target(out: Path) -> Path:
+    """``out`` if ``plot`` may write it: not a directory, and not an existing file other than a PNG
+    (a previous plot), so a user's file is never overwritten."""
+    if out.is_dir():
+        raise UsageError(f"--out '{out}' is a directory; give a file path such as '{out / CURVE_FILE}'")
+    if out.exists():
+        with open(out, "rb") as f:
+            if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                raise UsageError(f"--out '{out}' exists and is not a PNG; plot overwrites only an earlier plot: "
+                                 "choose another --out")
+    return out
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """``functional-rl plot``: a learning-curve PNG of one run, or mean ± std of several."""
     run_dirs = [_existing_run_dir(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else (run_dirs[0] / CURVE_FILE if len(run_dirs) == 1 else Path(CURVE_FILE))
-    print(f"wrote {plot_learning_curves(run_dirs, out)}")
+    written = plot_learning_curves(run_dirs, _plot_target(out))
+    for d in run_dirs:
+        metrics = d / METRICS_FILE
+        unreadable = _scan_metrics(metrics)[1] if metrics.is_file() else 0
+        if unreadable:
+            print(f"functional-rl: note: skipped {unreadable} unreadable lines (torn or not UTF-8) of '{metrics}'",
+                  file=sys.stderr)
+    print(f"wrote {written}")
     return 0
 
 
@@ -559,9 +734,23 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}")
+    return value
+
+
+def _threads(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads, got {value}")
+    return value
+
+
+def _episodes(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_EPISODES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_EPISODES:,} episodes, got {value}")
     return value
 
 
@@ -575,14 +764,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="checkpoints to keep (default 3)")
     p.add_argument("--eval-every", type=_positive, default=None, dest="eval_every", metavar="N",
                    help="greedy evaluation every N iterations, logged as eval/... rows (default off)")
-    p.add_argument("--eval-episodes", type=_positive, default=10, dest="eval_episodes", metavar="E",
+    p.add_argument("--eval-episodes", type=_episodes, default=10, dest="eval_episodes", metavar="E",
                    help="episodes per evaluation (default 10)")
     p.add_argument("--eval-seed", type=int, default=0, dest="eval_seed", metavar="S",
                    help="the evaluator's seed (default 0)")
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                    help="tqdm bar, log lines or nothing (default: a bar on a terminal, else log lines)")
     p.add_argument("--log-every", type=_positive, default=10, metavar="N", help="iterations between log lines")
-    p.add_argument("--threads", type=_positive, default=1, metavar="T",
+    p.add_argument("--threads", type=_threads, default=1, metavar="T",
                    help="torch intra-op threads (default 1: fastest for small nets)")
 
 
@@ -626,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, metavar="N", help="episodes, run in parallel (default 10)")
     ev.add_argument("--seed", type=int, default=0, metavar="S",
                     help="evaluation seed (default 0; the same key as Evaluator(seed=S) at that iteration)")
-    ev.add_argument("--threads", type=_positive, default=1, metavar="T", help="torch intra-op threads")
+    ev.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
     ev.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="learning-curve PNG of one or more run dirs",
@@ -642,16 +831,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FS_ADVICE = {
+    errno.EACCES: "permission denied: check its permissions or choose another location",
+    errno.EPERM: "operation not permitted: check its permissions or choose another location",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: move that file away or choose another path",
+    errno.EISDIR: "it is a directory, not a file: give a file path",
+    errno.EEXIST: "it already exists: choose another path",
+    errno.ENOENT: "it does not exist: check the path",
+    errno.ENOTEMPTY: "the directory is not empty: choose another path",
+    errno.ENOSPC: "no space left on the device: free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or choose another location",
+    errno.ENAMETOOLONG: "the name is too long: use a shorter path",
+    errno.ELOOP: "too many levels of symbolic links: check the path",
+}
+
+
+def _os_error_message(e: OSError) -> str:
+    """One line for a failed file operation: the path(s), what went wrong and what to do."""
+    paths = " -> ".join(short(os.fsdecode(p) if isinstance(p, bytes) else str(p), 300)
+                        for p in (e.filename, e.filename2) if p is not None)
+    advice = _FS_ADVICE.get(e.errno, f"{e.strerror or type(e).__name__}: check the path and try again")
+    return f"cannot use {paths}: {advice}"
+
+
+def _one_line(message: str) -> str:
+    """The message on one line, at most MAX_MESSAGE characters."""
+    text = " | ".join(part.strip() for part in message.splitlines() if part.strip()) or "unknown error"
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text):,} chars)"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """In the main thread, SIGTERM raises _Terminated (so locks are released and the last good
+    state is saved) instead of ending the process at once; the previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    A user error (bad argument, config or run dir) and a failed file operation (a path that is
+    a file, unwritable, read-only, ...) print one line ``functional-rl: error: ...`` of at most
+    ``MAX_MESSAGE`` characters on stderr and return 2; SIGTERM returns 143 after the cleanup.
+    """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)
-        return args.func(args)
+        with _sigterm_raises():
+            args = parser.parse_args(argv)
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            return args.func(args)
     except UsageError as e:
-        print(f"functional-rl: error: {e}", file=sys.stderr)
-        return 2
+        message = str(e)
+    except OSError as e:
+        if e.filename is None:  # not a file operation: not a user error, let it surface
+            raise
+        message = _os_error_message(e)
+    except _Terminated:
+        print("functional-rl: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    print(f"functional-rl: error: {_one_line(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
