@@ -44,8 +44,34 @@ class Categorical:
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """int64 ``[...]`` by the Gumbel-max trick; ``key`` is one key ``[2]`` or one per row
-        ``[*batch, 2]`` (see :func:`functional_rl.kernel.random.categorical`)."""
-        return jr.categorical(key, outputs["logits"])
+        ``[*batch, 2]`` (the same numbers as :func:`functional_rl.kernel.random.categorical`).
+        Equal to ``sample_from_noise(outputs, noise(key, logits.shape))``."""
+        logits = outputs["logits"]
+        return self.sample_from_noise(outputs, self.noise(key, logits.shape, logits.dtype))
+
+    def noise(self, key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The Gumbel noise ``g = -log(-log u)`` of :meth:`sample` for logits of ``shape``
+        ``[..., K]``, drawn ahead of the forward pass (a rollout draws all its steps' noise in
+        one call); ``key`` as in :meth:`sample`.
+
+        Example (drawn ahead or inside ``sample``, the action is the same):
+            >>> import functional_rl.kernel.random as jr
+            >>> d, out, keys = Categorical(), {"logits": torch.randn(4, 3)}, jr.row_keys(jr.key(0), torch.arange(4))
+            >>> bool(torch.equal(d.sample_from_noise(out, d.noise(keys, (4, 3))), d.sample(keys, out)))
+            True
+        """
+        jr._check_key(key)
+        u = jr._open_uniform(key, jr._row_shape(key, shape, "categorical"), dtype)
+        return -torch.log(-torch.log(u))
+
+    def sample_from_noise(self, outputs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """``argmax(logits + noise)``, int64 ``[...]`` for ``noise`` from :meth:`noise`.
+
+        Example:
+            >>> Categorical().sample_from_noise({"logits": torch.zeros(1, 3)}, torch.tensor([[0.0, 2.0, 1.0]]))
+            tensor([1])
+        """
+        return torch.argmax(outputs["logits"] + noise, dim=-1)
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Greedy action ``argmax logits``, int64 ``[...]``."""
@@ -93,7 +119,27 @@ class DiagGaussian:
         ``key`` is one key ``[2]``, or one per row ``[*batch, 2]`` (row ``b`` of the sample
         then depends on ``key[b]`` only)."""
         mean = outputs["mean"]
-        return mean + outputs["log_std"].exp() * jr.normal(key, jr._row_shape(key, mean.shape, "DiagGaussian.sample"), mean.dtype)
+        return self.sample_from_noise(outputs, self.noise(key, mean.shape, mean.dtype))
+
+    def noise(self, key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The standard normal ``z`` of :meth:`sample` for a mean of ``shape`` ``[..., D]``,
+        drawn ahead of the forward pass; ``key`` as in :meth:`sample`.
+
+        Example:
+            >>> import functional_rl.kernel.random as jr
+            >>> DiagGaussian().noise(jr.key(0), (5, 2)).shape
+            torch.Size([5, 2])
+        """
+        return jr.normal(key, jr._row_shape(key, shape, "DiagGaussian.sample"), dtype)
+
+    def sample_from_noise(self, outputs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """``mean + exp(log_std) * noise``, float ``[..., D]`` for ``noise`` from :meth:`noise`.
+
+        Example:
+            >>> DiagGaussian().sample_from_noise({"mean": torch.ones(1, 2), "log_std": torch.zeros(2)}, torch.tensor([[0.5, -1.0]]))
+            tensor([[1.5000, 0.0000]])
+        """
+        return outputs["mean"] + outputs["log_std"].exp() * noise
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The mean, float ``[..., D]``."""

@@ -2,7 +2,7 @@
 
 One iteration (PureJaxRL's shape, with named steps instead of tuple carries)::
 
-    state, traj  = rollout(state)                          # [T, B]
+    state, traj  = rollout(state)                          # [T, B], one compiled call
     batch        = make_batch(traj)                        # GAE, flattened [T * B]
     repeat update_epochs:
         key, mbs = epoch_minibatches(key, batch)           # [M, N / M]
@@ -35,7 +35,6 @@ from functional_rl.kernel.config import PPOConfig
 from functional_rl.kernel.losses import LossFn
 from functional_rl.kernel.metrics import mean_metrics
 from functional_rl.kernel.parallel import AllReduce
-from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
 
 __all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration"]
@@ -49,6 +48,9 @@ class StepFns:
     :func:`functional_rl.shell.build.make_kernel`.
 
     Attributes:
+        rollout: ``state -> (state, trajectory [T, B])``, the iteration's ``num_steps`` steps
+            (:func:`~functional_rl.kernel.rollout.scan_rollout` for pure envs, one compiled
+            call; a loop of ``rollout_step`` for host simulators).
         rollout_step: ``state -> (state, transition)`` (:func:`~functional_rl.kernel.rollout.rollout_step`).
         critic: ``(params, obs [T, B, ...]) -> V [T, B]``.
         make_batch: ``(trajectory [T, B], hparams) -> batch [N]``
@@ -79,6 +81,7 @@ class StepFns:
     env_params: Any
     policy: Any
     custom_losses: tuple[LossFn, ...]
+    rollout: Callable[..., Any]
     rollout_step: Callable[..., Any]
     critic: Callable[..., Any]
     make_batch: Callable[..., Any]
@@ -168,7 +171,7 @@ def train_iteration(state: TrainerState, fns: StepFns) -> tuple[TrainerState, di
         >>> metrics["total_loss"].shape, float(metrics["nonfinite_params"])
         (torch.Size([]), 0.0)
     """
-    state, trajectory = rollout(state, fns.config.num_steps, fns.rollout_step, fns.critic)
+    state, trajectory = fns.rollout(state)
     state, batch, metrics = train_on_trajectory(state, trajectory, fns)
     metrics = fns.finish(metrics, trajectory, batch, state.learner.params)
     if fns.curriculum is not None:

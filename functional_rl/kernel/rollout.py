@@ -28,17 +28,20 @@ steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from tensordict import TensorDict
+from torch._higher_order_ops.scan import scan
+import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
 from functional_rl.kernel import normalize
 from functional_rl.envs.base import Box, EnvStep
 from functional_rl.kernel.parallel import AllReduce
 
-__all__ = ["rollout_step", "rollout", "policy_input", "policy_act", "record_step", "encode_action"]
+__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action"]
 
 def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Tensor | None = None) -> torch.Tensor:
     """What the policy sees: the observation, normalised with ``obs_norm`` if given, with the
@@ -66,7 +69,9 @@ def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Ten
     return obs
 
 
-def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None) -> dict[str, Any]:
+def policy_act(
+    state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """The policy half of a step: normalise the observation, sample an action. Pure.
 
     Returns a dict with the new ``key`` and ``obs_norm``, the per-env keys ``k_env`` for the
@@ -79,6 +84,10 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllRed
     action appended); ``action``/``env_action`` int64 ``[B]`` or float ``[B, D]``;
     ``log_prob``/``value`` float ``[B]`` (detached).
 
+    ``draws`` (from :func:`rollout_draws`, one step's slice) gives this step's random numbers
+    drawn ahead: ``noise`` (the distribution's, ``[B, K]``) and ``k_env`` (``[B, 2]``); the
+    state's key is then left as it is (the caller advanced it).
+
     Example:
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
         >>> sorted(a)
@@ -87,17 +96,21 @@ def policy_act(state: Any, *, policy: Any, action_space: Any, all_reduce: AllRed
         (torch.Size([2, 4]), torch.Size([2]), torch.Size([2]), torch.Size([2]))
     """
     learner, envs = state.learner, state.envs
-    key, k_act, k_env = jr.split(state.key, 3).unbind(0)
-    # One key per env (folding in its global index): env b's draws never depend on the others.
-    k_act = jr.row_keys(k_act, envs.env_ids)
-    k_env = jr.row_keys(k_env, envs.env_ids)
+    if draws is None:
+        key, k_act, k_env = jr.split(state.key, 3).unbind(0)
+        # One key per env (folding in its global index): env b's draws never depend on the others.
+        k_act = jr.row_keys(k_act, envs.env_ids)
+        k_env = jr.row_keys(k_env, envs.env_ids)
+    else:
+        key, k_env = state.key, draws["k_env"]
     obs_norm = learner.obs_norm
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
         obs_norm = normalize.obs_norm_update(obs_norm, envs.obs, all_reduce)
     obs = policy_input(envs.obs, obs_norm, envs.last_action)
     outputs = policy.apply(learner.params, obs)
-    action = policy.distribution.sample(k_act, outputs)
-    log_prob = policy.distribution.log_prob(outputs, action)
+    dist = policy.distribution
+    action = dist.sample(k_act, outputs) if draws is None else dist.sample_from_noise(outputs, draws["noise"])
+    log_prob = dist.log_prob(outputs, action)
     env_action = action
     if isinstance(action_space, Box):
         env_action = torch.clamp(action, action_space.low_tensor(action.device), action_space.high_tensor(action.device))
@@ -203,7 +216,7 @@ def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
 
 def rollout_step(
     state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None, world_size: int = 1,
-    all_reduce: AllReduce | None = None,
+    all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """One step of every pure environment under the current policy. Pure.
 
@@ -216,6 +229,8 @@ def rollout_step(
         curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`): the env runs
             with its per-env parameters, and envs whose episode ended draw their next task.
         world_size, all_reduce: see :func:`record_step` (``None``/1 in one process).
+        draws: this step's random numbers drawn ahead (see :func:`policy_act`); by default
+            they come from splitting ``state.key``.
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
@@ -229,7 +244,7 @@ def rollout_step(
     """
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.curriculum)
-    act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce)
+    act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws)
     step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
     new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce)
     if curriculum is not None:
@@ -268,3 +283,100 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[An
     with torch.no_grad():
         data["next_value"] = value_fn(state.learner.params, data["next_obs"])
     return state, TensorDict(data, batch_size=data["reward"].shape)
+
+
+def _key_chain(key: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The keys ``num_steps`` calls of :func:`policy_act` split off ``key``: ``(key after,
+    k_act [T, 2], k_env [T, 2])``, as a scan (a loop of T splits would unroll when compiled)."""
+
+    def body(k, _):
+        nxt, k_act, k_env = jr.split(k, 3).unbind(0)
+        return nxt.clone(), torch.stack([k_act, k_env])
+
+    key, ks = scan(body, key.clone(), torch.zeros(num_steps))
+    return key, ks[:, 0], ks[:, 1]
+
+
+def rollout_draws(
+    key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, *, distribution: Any, action_space: Any, dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Every random number of ``num_steps`` rollout steps, drawn in a few batched calls before
+    the loop: the numbers the same steps draw one at a time from the same key.
+
+    Returns:
+        ``(key, draws)``: the key after the T steps, and ``draws`` with ``noise`` float
+        ``[T, B, K]`` (the distribution's: Gumbel for ``K`` discrete actions, normal for a
+        ``K``-dim Box) and ``k_env`` int64 ``[T, B, 2]`` (the env's per-row keys).
+
+    Example (step 0's slice is what the first step draws):
+        >>> key, draws = rollout_draws(state.key, state.envs.env_ids, 4, distribution=policy.distribution, action_space=env.action_space)
+        >>> draws["noise"].shape, draws["k_env"].shape  # [T, B, K], [T, B, 2]
+        (torch.Size([4, 2, 2]), torch.Size([4, 2, 2]))
+        >>> a = policy_act(state, policy=policy, action_space=env.action_space)
+        >>> bool(torch.equal(a["k_env"], draws["k_env"][0]))
+        True
+    """
+    key, k_act, k_env = _key_chain(key, num_steps)
+    rows = env_ids.expand(num_steps, env_ids.shape[-1])
+    k_act, k_env = jr.row_keys(k_act, rows), jr.row_keys(k_env, rows)
+    width = (action_space.n,) if hasattr(action_space, "n") else (math.prod(action_space.shape),)
+    return key, {"noise": distribution.noise(k_act, (*rows.shape, *width), dtype), "k_env": k_env}
+
+
+def _moving_part(state: Any) -> tuple[Any, ...]:
+    """What a rollout step changes besides the key (the learner's parameters stay)."""
+    return (state.envs, state.agent_step, state.learner.obs_norm, state.learner.reward_stats, state.curriculum)
+
+
+def scan_rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, *, distribution: Any, action_space: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """:func:`rollout` as one loop that ``torch.compile`` turns into a single graph
+    (``torch._higher_order_ops.scan``): the same keys, actions and transitions as ``num_steps``
+    calls of ``step_fn``.
+
+    The random numbers of all steps are drawn first (:func:`rollout_draws`), so the loop body
+    is the policy's forward pass, the env's dynamics and the bookkeeping. The loop carries only
+    what a step changes (:func:`_moving_part`); parameters are loop inputs.
+
+    Args:
+        step_fn: ``(state, draws=...) -> (state, transition)``, :func:`rollout_step` bound to
+            an env and a policy (``draws`` one step's slice).
+        value_fn: the critic ``(params, obs [T, B, ...]) -> [T, B]``.
+        distribution, action_space: the policy's distribution and the env's action space
+            (they decide the noise's shape).
+
+    Returns:
+        ``(state, trajectory)`` with ``trajectory`` a dict of ``[T, B, ...]`` tensors (the
+        transition fields and ``next_value``).
+
+    Example (equal, bit for bit, to the step-by-step rollout):
+        >>> import functools
+        >>> step = functools.partial(rollout_step, env=env, env_params=env.default_params(), policy=policy)
+        >>> s1, traj = scan_rollout(state, 4, step, policy.value,
+        ...                         distribution=policy.distribution, action_space=env.action_space)
+        >>> s2, ref = rollout(state, 4, step, policy.value)
+        >>> all(bool(torch.equal(traj[k], ref[k])) for k in ref.keys()), bool(torch.equal(s1.key, s2.key))
+        (True, True)
+    """
+    key, draws = rollout_draws(state.key, state.envs.env_ids, num_steps, distribution=distribution, action_space=action_space)
+    leaves, spec = pytree.tree_flatten(_moving_part(state))
+    slots = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]  # absent parts are None
+
+    def rebuild(tensors: list[torch.Tensor]) -> Any:
+        full = list(leaves)
+        for i, t in zip(slots, tensors):
+            full[i] = t
+        envs, agent_step, obs_norm, reward_stats, curriculum = pytree.tree_unflatten(full, spec)
+        learner = state.learner.replace(obs_norm=obs_norm, reward_stats=reward_stats)
+        return state.replace(envs=envs, agent_step=agent_step, learner=learner, curriculum=curriculum)
+
+    def body(carry: list[torch.Tensor], step_draws: dict[str, torch.Tensor]):
+        new_state, transition = step_fn(rebuild(carry), draws=step_draws)
+        moved = [t for t in pytree.tree_leaves(_moving_part(new_state)) if isinstance(t, torch.Tensor)]
+        # The loop's outputs may not alias its inputs or each other: clone.
+        return [t.clone() for t in moved], {k: v.clone() for k, v in transition.items()}
+
+    final, trajectory = scan(body, [leaves[i].clone() for i in slots], draws)
+    state = rebuild(final).replace(key=key)
+    with torch.no_grad():
+        trajectory["next_value"] = value_fn(state.learner.params, trajectory["next_obs"])
+    return state, trajectory

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from tensordict import TensorDict
 
 from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
 from functional_rl.kernel.iteration import StepFns
+from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
 from functional_rl.shell.build import compiler, make_kernel
 
@@ -176,16 +178,30 @@ def make_agents_kernel(
         return update(params, opt_state, minibatch, hparams)
 
     maybe_compile = compiler(compile, compile_options)
+    step, critic = maybe_compile(agents_rollout_step), _vmapped(one.critic, in_dims=(0, 1), out_dims=1)
     return dataclasses.replace(
         one,
-        rollout_step=maybe_compile(agents_rollout_step),
-        critic=_vmapped(one.critic, in_dims=(0, 1), out_dims=1),
+        rollout=functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=critic),
+        rollout_step=step,
+        critic=critic,
         make_batch=_batch_to_tensordict(_vmapped(_as_dict(one.make_batch), in_dims=(1, 0))),
-        epoch_minibatches=_vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1)),
+        epoch_minibatches=_contiguous_key(_vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))),
         update=maybe_compile(agents_update),
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
         compiled=compile,
     )
+
+
+def _contiguous_key(fn: Any) -> Any:
+    """Wrap a vmapped ``epoch_minibatches``: the keys come out of ``vmap`` as a strided view
+    ``[A, 2]`` of ``[A, 2, 2]``, and a key whose stride changes between calls recompiles the
+    next rollout."""
+
+    def minibatches(key, env_ids, batch):
+        key, mbs = fn(key, env_ids, batch)
+        return key.contiguous(), mbs
+
+    return minibatches
 
 
 def _as_dict(fn: Any) -> Any:

@@ -7,10 +7,12 @@ steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tensordict import TensorDict
 
 from functional_rl.compat.losses import adapt_loss
 from functional_rl.envs import make
@@ -21,11 +23,11 @@ from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.policies import make_mlp_policy
-from functional_rl.kernel.rollout import policy_act, record_step, rollout_step
+from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step, scan_rollout
 from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
 
-__all__ = ["make_kernel", "build", "default_policy", "compiler"]
+__all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code"]
 
 
 def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
@@ -37,9 +39,47 @@ def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
         True
     """
     if not compile:
-        return lambda fn: fn
+        return lambda fn, **extra: fn
     opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
-    return lambda fn: torch.compile(fn, **opts)
+    return lambda fn, **extra: torch.compile(own_code(fn), **{**opts, **extra})
+
+
+def own_code(fn: Any) -> Any:
+    """``fn`` behind a wrapper with a code object of its own.
+
+    torch.compile keeps its compiled graphs per code object, at most 8 of them
+    (``torch._dynamo.config.recompile_limit``). Every kernel built in a process compiles the
+    same kernel functions with other bound arguments (env, policy), so without this the ninth
+    kernel of a process (a test session, a notebook, a sweep) would fail to compile. Each
+    wrapper made here has a fresh code object, hence a cache of its own.
+
+    Example:
+        >>> a, b = own_code(len), own_code(len)
+        >>> a([1, 2]), a.__code__ is b.__code__
+        (2, False)
+    """
+
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return types.FunctionType(call.__code__.replace(), call.__globals__, f"compiled_{getattr(fn, '__name__', 'fn')}",
+                              call.__defaults__, call.__closure__)
+
+
+#: Inductor options of the one-call rollout: the C++ wrapper drives the generated loop
+#: without Python between steps (measured: 4.6x less time per step than per-step calls).
+ROLLOUT_OPTIONS = {"cpp_wrapper": True}
+
+
+def _as_trajectory(fn: Any):
+    """Wrap ``state -> (state, dict [T, B, ...])`` to return a TensorDict ``[T, B]`` (the
+    dict crosses the compiled boundary; the TensorDict is built outside it)."""
+
+    def rollout(state):
+        state, data = fn(state)
+        return state, TensorDict(data, batch_size=data["reward"].shape)
+
+    return rollout
 
 
 def _host_env_step(env: Any, env_params: Any, act_fn: Any, record_fn: Any):
@@ -74,10 +114,12 @@ def make_kernel(
     ``all_reduce`` and ``world_size`` make a data-parallel bundle; the collectives then run
     inside the compiled update (functional collectives trace).
 
-    With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
-    compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps).
-    For an impure env (``env.is_pure is False``, e.g. a gymnasium adapter) the step is
-    ``policy_act`` (compiled) -> host ``env.step`` -> ``record_step`` (compiled).
+    With ``compile=True`` the functions are compiled with ``fullgraph=True, dynamic=False``:
+    for a pure env the whole rollout (:func:`~functional_rl.kernel.rollout.scan_rollout`, one
+    graph with a loop inside, C++ wrapper) and ``update_minibatch``; ``rollout_step`` alone is
+    compiled too, lazily, if called. For an impure env (``env.is_pure is False``, e.g. a
+    gymnasium adapter) the rollout is a Python loop of ``policy_act`` (compiled) -> host
+    ``env.step`` -> ``record_step`` (compiled).
 
     Example:
         >>> kernel = make_kernel(cfg, env, policy, compile=False)
@@ -95,18 +137,24 @@ def make_kernel(
     maybe_compile = compiler(compile, compile_options)
     collective = {"world_size": world_size, "all_reduce": all_reduce}
     if pure_env:
-        step = maybe_compile(functools.partial(
-            rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective))
+        one_step = functools.partial(
+            rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective)
+        step = maybe_compile(one_step)
+        whole = functools.partial(
+            scan_rollout, num_steps=config.num_steps, step_fn=one_step, value_fn=policy.value,
+            distribution=policy.distribution, action_space=env.action_space)
+        run_rollout = _as_trajectory(maybe_compile(whole, options={**ROLLOUT_OPTIONS, **(compile_options or {}).get("options", {})}))
     else:  # compile the pure halves, call the simulator between them
         act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
         step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
+        run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
     update = functools.partial(
         update_minibatch, policy=policy, optimizer=make_optimizer(config), clip_vloss=config.clip_vloss,
         norm_adv=config.norm_adv, custom_losses=custom_losses, **collective,
     )
     return StepFns(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
-        rollout_step=step, critic=policy.value, make_batch=make_batch,
+        rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=make_batch,
         epoch_minibatches=functools.partial(
             epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce),
         update=maybe_compile(update), finish=functools.partial(iteration_metrics, **collective),

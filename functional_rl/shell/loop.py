@@ -111,7 +111,7 @@ def _report_failure(callbacks: Sequence[Any], last_good: Any, exc: BaseException
 class _PhaseTimer:
     """Host wall time spent in the kernel's rollout steps and minibatch updates.
 
-    Wraps ``kernel.rollout_step`` and ``kernel.update`` (shell side; the kernel stays pure).
+    Wraps ``kernel.rollout`` and ``kernel.update`` (shell side; the kernel stays pure).
     On a CPU compiled calls are synchronous, so the split is exact. On a GPU it measures
     launch time only: reading it would need a device sync per phase, which the loop avoids.
     """
@@ -126,11 +126,11 @@ class _PhaseTimer:
         return {"timing/rollout_s": self.rollout, "timing/train_s": self.train}
 
     def wrap(self, kernel: StepFns) -> StepFns:
-        step, update = kernel.rollout_step, kernel.update
+        rollout, update = kernel.rollout, kernel.update
 
-        def timed_step(state):
+        def timed_rollout(state):
             t0 = time.perf_counter()
-            out = step(state)
+            out = rollout(state)
             self.rollout += time.perf_counter() - t0
             return out
 
@@ -140,7 +140,7 @@ class _PhaseTimer:
             self.train += time.perf_counter() - t0
             return out
 
-        return dataclasses.replace(kernel, rollout_step=timed_step, update=timed_update)
+        return dataclasses.replace(kernel, rollout=timed_rollout, update=timed_update)
 
 
 def functional_training_loop(
