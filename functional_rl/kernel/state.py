@@ -57,14 +57,8 @@ class LearnerState:
         reward_stats: moments of the discounted return that rewards are scaled by (0-d
             ``RunningMoments``), or ``None``.
 
-    Example:
-        >>> from functional_rl.kernel.config import PPOConfig
-        >>> from functional_rl.envs import make
-        >>> from functional_rl.kernel.policies import make_mlp_policy
-        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,), normalize_obs=True)
-        >>> env = make(cfg.env_id)
-        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
-        >>> learner = TrainerState.create(cfg, env, policy).learner
+    Example (``cfg``, ``env``, ``policy``: the doctest fixture of ``functional_rl/conftest.py``):
+        >>> learner = TrainerState.create(cfg.replace(normalize_obs=True), env, policy).learner
         >>> int(learner.num_updates), learner.obs_norm.mean.shape, learner.reward_stats is None
         (0, torch.Size([4]), True)
     """
@@ -97,14 +91,9 @@ class EnvsState:
         discounted_return: float64 ``[B]``, each env's running discounted return that reward
             scaling tracks (``config.normalize_reward``), or ``None``.
 
-    Example:
-        >>> from functional_rl.kernel.config import PPOConfig
-        >>> from functional_rl.envs import make
-        >>> from functional_rl.kernel.policies import make_mlp_policy
-        >>> cfg = PPOConfig(num_envs=2, hidden_sizes=(8,), last_action=True)
-        >>> env = make(cfg.env_id)
-        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes, obs_dim_extra=2)
-        >>> envs = TrainerState.create(cfg, env, policy).envs
+    Example (``cfg``, ``env``: the doctest fixture of ``functional_rl/conftest.py``):
+        >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,), obs_dim_extra=2)
+        >>> envs = TrainerState.create(cfg.replace(last_action=True), env, policy).envs
         >>> envs.obs.shape, envs.env_ids.tolist(), envs.last_action.shape  # [B, 4], [B], [B, K]
         (torch.Size([2, 4]), [0, 1], torch.Size([2, 2]))
     """
