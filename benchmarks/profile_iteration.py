@@ -55,8 +55,8 @@ from functional_rl.shell.loop import metrics_to_host
     print(f"warm-up (3 iterations incl. compile): {time.perf_counter() - t0:.1f} s")
 
     # split: time spent inside the two step functions vs the glue around them
-    spent = {"rollout_step": 0.0, "update": 0.0}
-    calls = {"rollout_step": 0, "update": 0}
+    spent = {"rollout": 0.0, "update": 0.0}
+    calls = {"rollout": 0, "update": 0}
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -67,7 +67,7 @@ from functional_rl.shell.loop import metrics_to_host
             return out
         return wrapper
 
-    tk = dataclasses.replace(kernel, rollout_step=timed("rollout_step", kernel.rollout_step), update=timed("update", kernel.update))
+    tk = dataclasses.replace(kernel, rollout=timed("rollout", kernel.rollout), update=timed("update", kernel.update))
     t0 = time.perf_counter()
     for _ in range(args.iterations):
         state, m = frl.train_iteration(state, tk)
