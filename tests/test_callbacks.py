@@ -1,9 +1,13 @@
-"""The callbacks: JSONL/TensorBoard names and values, progress bar, wandb, Checkpointer, Evaluator, failures."""
+"""The callbacks: JSONL/TensorBoard names and values, progress bar, wandb, Checkpointer, Evaluator, failures,
+the steady rate (no compile in it) and the compile notice."""
 
 import io
 import json
 import math
+import re
 import sys
+import threading
+import time
 import types
 from types import SimpleNamespace
 
@@ -15,7 +19,8 @@ import functional_rl as frl
 import functional_rl.kernel.random as jr
 from functional_rl.shell import checkpoint
 from functional_rl.shell.callbacks import (
-    Checkpointer, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter, WandbLogger, evaluate, grouped,
+    Checkpointer, CompileNotice, ConsoleLogger, Evaluator, JSONLWriter, ProgressBar, SteadyRate, TensorBoardWriter,
+    WandbLogger, evaluate, grouped,
 )
 from functional_rl.envs import make
 
@@ -126,6 +131,9 @@ def test_checkpointer_keeps_the_last_k_and_the_latest_is_the_final_state(run):
 def test_checkpointer_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="every"):
         Checkpointer(tmp_path, every=0)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "60"):
+        with pytest.raises(ValueError, match="every_s"):
+            Checkpointer(tmp_path, every_s=bad)
     with pytest.raises(ValueError, match="keep_last"):
         Checkpointer(tmp_path, keep_last=0)
 
@@ -298,3 +306,113 @@ def test_evaluator_feeds_the_policy_what_the_rollout_feeds_it():
         done |= term | trunc
     assert ev.results[-1]["eval/mean_return"] == float(ret.double().mean())
     assert ev.run(state) == ev.results[-1]  # the statistics are read, never updated
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t=0.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def _iteration_rows(n, steps=1000):
+    return [{"agent_step": steps * i, "iteration": i, "episodes": 1, "episode_return": 10.0 * i, "entropy": 0.5,
+             "sps": 1.0, "time_s": 1.0} for i in range(1, n + 1)]
+
+
+def test_steady_rate_leaves_out_the_first_iteration():
+    clock = FakeClock()
+    rate = SteadyRate(clock)
+    rate.start()
+    clock.t = 85.0  # a compile of 85 s inside the first iteration
+    rate.update(1000)
+    assert rate.rate is None and rate.eta(10_000) is None and rate.first_s == 85.0
+    for i in range(2, 5):
+        clock.t += 0.1
+        rate.update(1000 * i)
+    assert rate.rate == pytest.approx(10_000) and rate.eta(10_000) == pytest.approx(0.6)
+    # A rate counted from the start, as before, would read 4000 / 85.3 s = 47 steps/s.
+
+
+def test_console_logger_and_progress_bar_agree_and_exclude_the_compile(tmp_path):
+    """Same fake clock, same fake metrics: the same steps/s and ETA; the compile is not in them."""
+    cfg = frl.PPOConfig(num_envs=8, num_steps=125, num_minibatches=1, update_epochs=1, total_timesteps=10_000)
+    state = SimpleNamespace(agent_step=torch.tensor(0), iteration=torch.tensor(0))
+    clock, out, bar_out = FakeClock(), io.StringIO(), io.StringIO()
+    log = ConsoleLogger(every=1, stream=out, clock=clock)
+    bar = ProgressBar(stream=bar_out, disable=False, mininterval=0, clock=clock)
+    log.on_start(state, cfg)
+    bar.on_start(state, cfg)
+    postfixes = []
+    for i, row in enumerate(_iteration_rows(4), start=1):
+        clock.t = 60.0 if i == 1 else clock.t + 0.5  # 60 s of compile, then 1000 steps per 0.5 s
+        log.on_iteration(state, row)
+        bar.on_iteration(state, row)
+        postfixes.append(bar.bar.postfix)
+    bar.close()
+    lines = out.getvalue().splitlines()[1:]
+    assert re.search(r"sps\s+n/a .* eta\s+n/a$", lines[0])
+    for line, postfix in zip(lines[1:], postfixes[1:]):
+        sps, eta = re.search(r"sps\s+(\d+) .* eta\s+(\d+)s$", line).groups()
+        assert sps == "2000" and f"sps={sps}" in postfix and f"eta={eta}s" in postfix
+    assert lines[1].endswith("eta     4s") and lines[3].endswith("eta     3s")  # (10000 - 2000) / 2000, 6000 / 2000
+    assert "sps=n/a" in postfixes[0] and "eta=n/a" in postfixes[0]
+    log.on_end(SimpleNamespace(agent_step=torch.tensor(4000)))
+    assert "in 61.5s (first iteration 60.0s with any compile; then 2000 steps/s)" in out.getvalue()
+
+
+def test_compile_notice_prints_elapsed_seconds_from_a_thread_until_the_first_iteration():
+    clock, out = FakeClock(), io.StringIO()
+    lines_written = threading.Event()
+
+    class Stream(io.StringIO):
+        def write(self, text):
+            if out.getvalue().count("still compiling") >= 2:
+                lines_written.set()
+            return out.write(text)
+
+    notice = CompileNotice(stream=Stream(), every_s=0.01, clock=clock)
+    notice.on_start(None, None)
+    clock.t = 12.0
+    assert lines_written.wait(10), out.getvalue()
+    clock.t = 42.5
+    notice.on_iteration(None, {"iteration": 1})
+    assert not any(t.name == "frl-compile-notice" for t in threading.enumerate())  # stopped and joined
+    text = out.getvalue()
+    assert text.startswith(CompileNotice.MESSAGE + "\n") and "  still compiling: 12 s\n" in text
+    assert text.endswith("first iteration done in 42.5 s (compile included); steps/s from here on leave it out\n")
+    notice.on_iteration(None, {"iteration": 2})  # only the first iteration is announced
+    time.sleep(0.05)
+    assert out.getvalue() == text
+
+
+def test_compile_notice_stops_its_thread_on_failure():
+    notice = CompileNotice(stream=io.StringIO(), every_s=0.01)
+    notice.on_start(None, None)
+    notice.on_failure(None, RuntimeError("compile broke"))
+    assert not any(t.name == "frl-compile-notice" for t in threading.enumerate())
+    with pytest.raises(ValueError, match="every_s"):
+        CompileNotice(every_s=0)
+
+
+def test_time_based_checkpointer_saves_the_start_every_s_seconds_and_never_rewrites_a_resumed_step(tmp_path):
+    env = make("CartPole-v1")
+    state = frl.init_state(TINY, env, _policy(env))
+    clock = FakeClock()
+    ck = Checkpointer(tmp_path, every_s=60, save_on_start=True, clock=clock)
+    ck.on_start(state, TINY)
+    for i, t in enumerate([20.0, 59.9, 60.0, 100.0, 121.0], start=1):  # saves at 60 s and 121 s (61 s later)
+        clock.t = t
+        ck.on_iteration(state.replace(agent_step=torch.tensor(64 * i), iteration=torch.tensor(i)), {"iteration": i})
+    assert [p.name for p in ck.saved] == [checkpoint.checkpoint_path(tmp_path, s).name for s in (0, 192, 320)]
+    assert [checkpoint.load(p)[2]["reason"] for p in ck.saved] == ["start", "periodic", "periodic"]
+    # A resumed run starts from the step it loaded: on_start and an early failure do not rewrite it.
+    resumed = Checkpointer(tmp_path, every_s=60, save_on_start=True, clock=clock)
+    latest = ck.saved[-1]
+    mtime = latest.stat().st_mtime_ns
+    resumed.on_start(state.replace(agent_step=torch.tensor(320), iteration=torch.tensor(5)), TINY)
+    resumed.on_failure(state.replace(agent_step=torch.tensor(320), iteration=torch.tensor(5)), RuntimeError())
+    assert resumed.saved == [] and latest.stat().st_mtime_ns == mtime

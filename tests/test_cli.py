@@ -77,11 +77,11 @@ def test_train_writes_the_run_dir(full_run):
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [r["agent_step"] for r in rows] == [64 * i for i in range(1, 7)]
     assert {"overview/reward", "losses/value_loss", "optimizer/lr", "grad/global_norm"} <= set(rows[0])
-    # Checkpoint every iteration, the last 3 kept; the latest is the final state.
+    # Checkpoints every 60 s by default: this short run saved its start and its end only.
     names = sorted(p.name for p in (full_run / "checkpoints").iterdir())
-    assert names == ["ckpt_000000000256.frl", "ckpt_000000000320.frl", "ckpt_000000000384.frl"]
+    assert names == ["ckpt_000000000000.frl", "ckpt_000000000384.frl"]
     state, cfg, meta = latest_state(full_run)
-    assert int(state.agent_step) == 384 and cfg.seed == 3 and meta["compile"] is False
+    assert int(state.agent_step) == 384 and cfg.seed == 3 and meta["compile"] is False and meta["reason"] == "end"
     assert any(p.name.startswith("events.out.tfevents") for p in (full_run / "tensorboard").iterdir())
     png = (full_run / "learning_curve.png").read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) > 5000
@@ -131,20 +131,26 @@ def test_resume_with_a_new_total_trains_on_from_the_checkpoint(work, full_run):
     assert_trees_equal(resumed, expected)
 
 
-def test_a_sigkilled_run_resumes_from_its_latest_checkpoint(work):
-    run_dir = work / "killed"
+@pytest.mark.parametrize("cadence, rows_before_kill", [
+    (["--checkpoint-every", "1"], 3),    # every iteration: the kill lands just after a save
+    (["--checkpoint-every-s", "0.3"], 8),  # time-based: metric rows beyond the latest checkpoint
+    ([], 3),                             # the default 60 s: only the start is saved when it dies
+], ids=["every-iteration", "every-0.3s", "default-60s"])
+def test_a_sigkilled_run_resumes_exactly_from_its_latest_checkpoint(work, cadence, rows_before_kill):
+    run_dir = work / f"killed{len(cadence)}{rows_before_kill}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "functional_rl", "train", "CartPole-v1", *TINY_SETS, "--total-timesteps", "640000",
-         "--no-compile", "--progress", "none", "--run-dir", str(run_dir), "--checkpoint-every", "1"],
+         "--no-compile", "--progress", "none", "--run-dir", str(run_dir), *cadence],
         cwd=work, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    metrics = run_dir / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
-        while checkpoint.latest_checkpoint(run_dir / "checkpoints") is None:
+        while not (metrics.is_file() and len(metrics.read_bytes().splitlines()) >= rows_before_kill):
             assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.05)
-        time.sleep(0.5)  # a few more iterations, so the kill lands mid-run
+            assert time.monotonic() < deadline, f"not {rows_before_kill} metric rows within 120 s"
+            time.sleep(0.01)
+        time.sleep(0.1 + 0.4 * torch.rand(()).item())  # a random moment mid-run
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -152,13 +158,19 @@ def test_a_sigkilled_run_resumes_from_its_latest_checkpoint(work):
     assert proc.returncode == -signal.SIGKILL
     state, config, _ = latest_state(run_dir)  # loads: the SHA-256 and structure checks pass
     step, iteration = int(state.agent_step), int(state.iteration)
-    assert step == 64 * iteration >= 64 and config.total_timesteps == 640000
+    assert step == 64 * iteration and config.total_timesteps == 640000
+    logged = len(read_metrics(metrics))
+    if not cadence:
+        assert iteration == 0 < logged  # the kill came before the first periodic save: the start is there
     out = ok(cli(work, "resume", run_dir, "--stop-after-iterations", "2", "--progress", "none"))
-    assert f"step {step:,}, iteration {iteration}" in out.stdout
+    assert f"step {step:,}, iteration {iteration}); dropped {logged - iteration} metric rows" in out.stdout
     resumed, _, _ = latest_state(run_dir)
     assert int(resumed.agent_step) == step + 128 and int(resumed.iteration) == iteration + 2
+    # Bit for bit what two more iterations from that checkpoint give in process.
+    expected, _ = frl.functional_training_loop(config, state=state, compile=False, max_iterations=2)
+    assert_trees_equal(resumed, expected)
     # Rows logged after the checkpoint by the killed process were dropped: no gap, no duplicate.
-    assert [r["iteration"] for r in read_metrics(run_dir / "metrics.jsonl")] == list(range(1, iteration + 3))
+    assert [r["iteration"] for r in read_metrics(metrics)] == list(range(1, iteration + 3))
 
 
 def test_ctrl_c_checkpoints_the_last_good_state_and_exits_130(work):
@@ -183,8 +195,9 @@ def test_ctrl_c_checkpoints_the_last_good_state_and_exits_130(work):
             proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and f"functional-rl resume {run_dir}" in stderr
-    # Only the failure hook saved (periodic saves are 100000 iterations apart), and it lost nothing:
-    # the checkpoint is at the last logged iteration, or one later if the kill tore that row.
+    # Only the start and the failure hook saved (periodic saves are 100000 iterations apart), and it
+    # lost nothing: the checkpoint is at the last logged iteration, or one later if the kill tore that row.
+    assert len(list((run_dir / "checkpoints").iterdir())) == 2
     state, _, meta = latest_state(run_dir)
     last_row = read_metrics(metrics)[-1]
     assert meta["reason"] == "failure"
@@ -299,3 +312,30 @@ def test_bad_arguments_exit_2_with_one_line(quick_runs, work, monkeypatch, capsy
 def test_bad_arguments_in_a_subprocess_exit_2_without_traceback(quick_runs, args, message):
     proc = quick_runs[tuple(args)]
     _assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, message)
+
+
+@pytest.mark.parametrize("flags, compile, every, every_s, notice", [
+    ([], True, None, 60.0, True),
+    (["--checkpoint-every-s", "5"], True, None, 5.0, True),
+    (["--checkpoint-every", "7", "--progress", "bar"], True, 7, None, True),
+    (["--progress", "none"], True, None, 60.0, False),
+    ([], False, None, 60.0, False),
+])
+def test_the_cli_checkpoints_every_60_s_by_default_and_announces_the_compile(tmp_path, flags, compile, every, every_s,
+                                                                             notice):
+    from functional_rl.shell import cli as cli_module
+    from functional_rl.shell.callbacks import Checkpointer, CompileNotice
+
+    args = cli_module.build_parser().parse_args(["train", "CartPole-v1", "--progress", "log", *flags])
+    env = frl.envs.make("CartPole-v1")
+    callbacks = cli_module._callbacks(args, tmp_path, env, None, compile, None)
+    ck = callbacks[-1]
+    assert isinstance(ck, Checkpointer) and ck.save_on_start
+    assert (ck.every, ck.every_s) == (every, every_s)
+    notices = [c for c in callbacks if isinstance(c, CompileNotice)]
+    assert len(notices) == notice
+    if notice:
+        assert notices[0].above_bar == ("bar" in flags)
+    with pytest.raises(cli_module.UsageError, match="not allowed with"):
+        cli_module.build_parser().parse_args(["train", "CartPole-v1", "--checkpoint-every", "1",
+                                              "--checkpoint-every-s", "1"])

@@ -84,9 +84,10 @@ def test_sigterm_checkpoints_releases_the_lock_and_exits_143(tmp_path):
     argv = [sys.executable, "-m", "functional_rl", "train", "CartPole-v1", *TINY[:4], "640000", *TINY[5:],
             "--run-dir", str(run_dir)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
-        while checkpoint.latest_checkpoint(run_dir / "checkpoints") is None:
+        while not (metrics.is_file() and len(metrics.read_bytes().splitlines()) >= 2):  # mid-run, before the 60 s save
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         assert (run_dir / LOCK_FILE).exists()
@@ -99,6 +100,10 @@ def test_sigterm_checkpoints_releases_the_lock_and_exits_143(tmp_path):
     assert proc.returncode == 143, err
     assert "Traceback" not in err and f"functional-rl resume {run_dir}" in err
     assert not (run_dir / LOCK_FILE).exists()
+    # The handler saved the last good state: at the last logged iteration (or one later if the signal tore its row).
+    state, _, meta = checkpoint.load(checkpoint.latest_checkpoint(run_dir / "checkpoints"))
+    assert meta["reason"] == "failure"
+    assert int(state.iteration) in (len(read_metrics(metrics)), len(read_metrics(metrics)) + 1)
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -15,10 +15,12 @@ The callbacks here, all plain objects:
 ==========================  =============================================================================
 :class:`ConsoleLogger`      one progress line every N iterations (for logs and non-TTYs)
 :class:`ProgressBar`        a tqdm bar: steps, SPS, mean return, ETA
+:class:`CompileNotice`      says that the first iteration is compiling, with the elapsed seconds
+:class:`SteadyRate`         (a helper) steps/s and ETA that leave out the first iteration (the compile)
 :class:`JSONLWriter`        one JSON row per iteration, grouped metric names
 :class:`TensorBoardWriter`  scalars under grouped names, ``step = agent_step``
 :class:`WandbLogger`        Weights & Biases, offline by default (``pip install 'functional-rl[wandb]'``)
-:class:`Checkpointer`       periodic, final and on-failure checkpoints; keeps the last K
+:class:`Checkpointer`       periodic (every N iterations or S seconds), final and on-failure checkpoints
 :class:`Evaluator`          greedy evaluation episodes on the evaluator's own PRNG stream
 ==========================  =============================================================================
 
@@ -43,6 +45,7 @@ import json
 import math
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,11 +59,13 @@ from functional_rl.shell import checkpoint as ckpt_io
 __all__ = [
     "Callback",
     "Checkpointer",
+    "CompileNotice",
     "ConsoleLogger",
     "Evaluator",
     "JSONLWriter",
     "METRIC_GROUPS",
     "ProgressBar",
+    "SteadyRate",
     "TensorBoardWriter",
     "WandbLogger",
     "evaluate",
@@ -141,60 +146,141 @@ def _fmt(x: float) -> str:
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:7.1f}"
 
 
+class SteadyRate:
+    """Steps per second and the ETA of a run, leaving out its first iteration.
+
+    The first iteration of a process includes ``torch.compile`` (a minute on a small CPU
+    with an empty cache) and eager warm-up, so a rate counted from the start reads far too
+    low early on ("sps 161 ... eta 3035s" for an 85 s run). Here the clock starts when the
+    first iteration *ends*: the rate is ``(steps since then) / (seconds since then)``, the
+    steady rate of every later iteration, callbacks included (the wall time a user waits).
+    Until a second iteration has ended there is no rate: :attr:`rate` and :meth:`eta` are
+    ``None``. :class:`ConsoleLogger` and :class:`ProgressBar` both use it, so they agree.
+
+    Args:
+        clock: seconds as a float; default :func:`time.perf_counter` (a fake one in tests).
+
+    Attributes:
+        first_s: seconds from :meth:`start` to the end of the first iteration (compile
+            included), or ``None`` before.
+
+    Example (a fake clock: a 60 s compile, then 1,000 steps every 0.5 s):
+        >>> t = iter([0.0, 60.0, 60.5, 61.0]).__next__
+        >>> r = SteadyRate(clock=t)
+        >>> r.start()
+        >>> r.update(1000)
+        >>> r.rate, r.first_s
+        (None, 60.0)
+        >>> r.update(2000); r.update(3000)
+        >>> r.rate, r.eta(total=10_000)
+        (2000.0, 3.5)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.t0: float | None = None
+        self.first_s: float | None = None
+        self._base: tuple[float, float] | None = None  # (agent_step, time) at the end of the first iteration
+        self._last: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        """Start the clock (at the run's start, before the first iteration)."""
+        self.t0 = self.clock()
+
+    def update(self, agent_step: float) -> None:
+        """Record that an iteration ended at ``agent_step`` steps."""
+        now = self.clock()
+        if self._base is None:
+            self._base = (agent_step, now)
+            self.first_s = None if self.t0 is None else now - self.t0
+        self._last = (agent_step, now)
+
+    @property
+    def rate(self) -> float | None:
+        """Steps per second since the first iteration ended; ``None`` until a second one ended."""
+        if self._base is None or self._last is None:
+            return None
+        steps, seconds = self._last[0] - self._base[0], self._last[1] - self._base[1]
+        return steps / seconds if steps > 0 and seconds > 0 else None
+
+    def eta(self, total: float) -> float | None:
+        """Seconds left to reach ``total`` steps at :attr:`rate`; ``None`` without a rate."""
+        rate = self.rate
+        if rate is None or self._last is None:
+            return None
+        return max(0.0, total - self._last[0]) / rate
+
+
+def _rate_text(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.0f}"
+
+
 class ConsoleLogger:
     """Prints one progress line every ``every`` iterations and a summary at the end.
 
-    The line shows steps done / total, SPS, the mean episodic return of the iterations since
-    the last line, and the ETA.
+    The line shows steps done / total, steps per second, the mean episodic return of the
+    iterations since the last line, and the ETA. Steps/s and the ETA are :class:`SteadyRate`'s:
+    measured from the end of the first iteration, so compile time does not count (``n/a``
+    until a second iteration ended). The summary gives the first iteration's seconds
+    (with the compile, if any) and the steady rate separately.
 
-    Example (hooks called by hand; the loop calls them during training):
+    Args:
+        every: iterations between lines.
+        stream: where to print; default ``sys.stdout``.
+        clock: seconds as a float; default :func:`time.perf_counter`.
+
+    Example (hooks called by hand with a fake clock: 60 s of compile, then 0.5 s per iteration):
         >>> import io
         >>> import functional_rl as frl
         >>> from functional_rl.envs import make
-        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=48, hidden_sizes=(8,))
         >>> env = make(cfg.env_id)
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=cfg.hidden_sizes)
         >>> state = frl.init_state(cfg, env, policy)
         >>> out = io.StringIO()
-        >>> log = ConsoleLogger(every=1, stream=out)
+        >>> log = ConsoleLogger(every=1, stream=out, clock=iter([0.0, 60.0, 60.5, 61.0, 61.0]).__next__)
         >>> log.on_start(state, cfg)
-        >>> log.on_iteration(state, {"agent_step": 16, "iteration": 1, "episodes": 0, "episode_return": float("nan"), "entropy": 0.693})
+        >>> for i in (1, 2, 3):
+        ...     log.on_iteration(state, {"agent_step": 16 * i, "iteration": i, "episodes": 0, "episode_return": float("nan"), "entropy": 0.693})
+        >>> log.on_end(state.replace(agent_step=torch.tensor(48)))
         >>> print(out.getvalue())
-        training CartPole-v1: 32 steps, 2 envs x 8 steps per iteration
-        step        16/32  sps ...  return    n/a  entropy 0.693  eta ...s
+        training CartPole-v1: 48 steps, 2 envs x 8 steps per iteration
+        step        16/48  sps      n/a  return    n/a  entropy 0.693  eta   n/a
+        step        32/48  sps       32  return    n/a  entropy 0.693  eta    0s
+        step        48/48  sps       32  return    n/a  entropy 0.693  eta    0s
+        done: 48 steps in 61.0s (first iteration 60.0s with any compile; then 32 steps/s); final mean episodic return n/a (episodes of the last 10 iterations)
         >>> ConsoleLogger.mean_return([(10.0, 1), (20.0, 3)])  # weighted by episode counts
         17.5
     """
 
-    def __init__(self, every: int = 10, stream: TextIO | None = None):
+    def __init__(self, every: int = 10, stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter):
         self.every = max(1, every)
         self.stream = stream or sys.stdout
+        self.clock = clock
+        self.steady = SteadyRate(clock)
         self._returns: list[tuple[float, float]] = []
         self.recent_returns: list[tuple[float, float]] = []
 
     def on_start(self, state: Any, config: Any) -> None:
         """Print the run's size and start the clock."""
         self.total = config.num_iterations * config.batch_size
-        self.t0 = time.perf_counter()
-        self.start_step = None
+        self.steady = SteadyRate(self.clock)
+        self.steady.start()
         print(f"training {config.env_id}: {self.total:,} steps, {config.num_envs} envs x {config.num_steps} steps per iteration",
               file=self.stream, flush=True)
 
     def on_iteration(self, state: Any, m: dict[str, float]) -> None:
         """Print a progress line every ``every`` iterations."""
-        if self.start_step is None:
-            self.start_step = m["agent_step"] - m.get("sps", 0) * m.get("time_s", 0)
+        self.steady.update(m["agent_step"])
         if m.get("episodes", 0) > 0 and not math.isnan(m["episode_return"]):
             self._returns.append((m["episode_return"], m["episodes"]))
             self.recent_returns = (self.recent_returns + [(m["episode_return"], m["episodes"])])[-10:]
         if m["iteration"] % self.every == 0:
-            elapsed = time.perf_counter() - self.t0
-            done = m["agent_step"] - self.start_step
-            rate = done / max(elapsed, 1e-9)
-            eta = (self.total - m["agent_step"]) / max(rate, 1e-9)
+            eta = self.steady.eta(self.total)
             print(
-                f"step {int(m['agent_step']):>9,}/{self.total:,}  sps {rate:8.0f}  return {_fmt(self.mean_return(self._returns))}"
-                f"  entropy {m['entropy']:.3f}  eta {eta:5.0f}s",
+                f"step {int(m['agent_step']):>9,}/{self.total:,}  sps {_rate_text(self.steady.rate):>8}"
+                f"  return {_fmt(self.mean_return(self._returns))}"
+                f"  entropy {m['entropy']:.3f}  eta {'  n/a' if eta is None else f'{eta:5.0f}s'}",
                 file=self.stream, flush=True,
             )
             self._returns = []
@@ -206,10 +292,13 @@ class ConsoleLogger:
         return sum(r * c for r, c in pairs) / n if n else float("nan")
 
     def on_end(self, state: Any) -> None:
-        """Print the summary line."""
-        elapsed = time.perf_counter() - self.t0
+        """Print the summary line: wall time, the first iteration's seconds, the steady rate, the return."""
+        elapsed = self.clock() - self.steady.t0
+        first = "" if self.steady.first_s is None else f" (first iteration {self.steady.first_s:.1f}s with any compile"
+        if first:
+            first += ")" if self.steady.rate is None else f"; then {self.steady.rate:.0f} steps/s)"
         print(
-            f"done: {int(state.agent_step):,} steps in {elapsed:.1f}s; "
+            f"done: {int(state.agent_step):,} steps in {elapsed:.1f}s{first}; "
             f"final mean episodic return {_fmt(self.mean_return(self.recent_returns)).strip()} "
             f"(episodes of the last 10 iterations)",
             file=self.stream, flush=True,
@@ -218,6 +307,102 @@ class ConsoleLogger:
     def on_failure(self, state: Any, exc: BaseException) -> None:
         """Print which iteration failed and why; the loop re-raises."""
         print(f"training failed at iteration {int(state.iteration) + 1}: {exc}", file=self.stream, flush=True)
+
+
+class CompileNotice:
+    """Says, while the first iteration runs (compiles), that it is compiling and for how long.
+
+    ``on_start`` prints :attr:`MESSAGE`; then a daemon thread prints the elapsed seconds every
+    ``every_s`` seconds until the first iteration ends, when ``on_iteration`` prints how long
+    it took. The thread reads only the clock and writes text: it touches no tensor, so it adds
+    no host sync, and the GIL is free for the compiler between its lines (a wake-up every few
+    seconds). Only the first iteration of the call is announced; ``on_end``/``on_failure``
+    stop the thread if that iteration never ended.
+
+    Args:
+        stream: where to write; default ``sys.stdout``.
+        every_s: seconds between "still compiling" lines; ``None`` for none (only the first
+            and the last line).
+        above_bar: write with ``tqdm.write`` so that a :class:`ProgressBar` on the same terminal
+            is redrawn below the line instead of torn.
+        clock: seconds as a float; default :func:`time.monotonic`.
+
+    Example (no thread, a fake clock; :meth:`tick` is what the thread calls):
+        >>> import io
+        >>> out = io.StringIO()
+        >>> notice = CompileNotice(stream=out, every_s=None, clock=iter([0.0, 5.0, 42.0]).__next__)
+        >>> notice.on_start(None, None)
+        >>> notice.tick()
+        >>> notice.on_iteration(None, {"iteration": 1})
+        >>> print(out.getvalue())
+        compiling the training step (first run only; cached for the next)...
+          still compiling: 5 s
+        first iteration done in 42.0 s (compile included); steps/s from here on leave it out
+    """
+
+    MESSAGE = "compiling the training step (first run only; cached for the next)..."
+
+    def __init__(self, stream: TextIO | None = None, every_s: float | None = 5.0, above_bar: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        if every_s is not None and not (isinstance(every_s, (int, float)) and math.isfinite(every_s) and every_s > 0):
+            raise ValueError(f"CompileNotice: every_s must be None or a positive number of seconds, got {every_s!r}")
+        self.stream = stream
+        self.every_s = every_s
+        self.above_bar = above_bar
+        self.clock = clock
+        self.t0: float | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self, line: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stdout
+        if self.above_bar:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=stream)
+            stream.flush()
+        else:
+            print(line, file=stream, flush=True)
+
+    def on_start(self, state: Any, config: Any) -> None:
+        """Print the message and start the thread that prints the elapsed seconds."""
+        self.t0 = self.clock()
+        self._done.clear()
+        self._write(self.MESSAGE)
+        if self.every_s is not None:
+            self._thread = threading.Thread(target=self._run, name="frl-compile-notice", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every_s):
+            self.tick()
+
+    def tick(self) -> None:
+        """Print the seconds since ``on_start`` (the thread calls this every ``every_s`` seconds)."""
+        if self.t0 is not None and not self._done.is_set():
+            self._write(f"  still compiling: {self.clock() - self.t0:.0f} s")
+
+    def _stop(self) -> None:
+        self._done.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        """After the first iteration: stop the thread and print how long it took."""
+        if self.t0 is None or self._done.is_set():
+            return
+        self._stop()
+        self._write(f"first iteration done in {self.clock() - self.t0:.1f} s (compile included); "
+                    "steps/s from here on leave it out")
+
+    def on_end(self, state: Any) -> None:
+        """Stop the thread (if the first iteration never ended)."""
+        self._stop()
+
+    def on_failure(self, state: Any, exc: BaseException) -> None:
+        """Stop the thread; the loop re-raises ``exc``."""
+        self._stop()
 
 
 class JSONLWriter:
@@ -288,15 +473,18 @@ def _finite_items(row: dict[str, Any]) -> list[tuple[str, float]]:
 class ProgressBar:
     """A tqdm progress bar over environment steps, with SPS, the mean return and the ETA.
 
-    The bar counts ``agent_step`` up to ``num_iterations * batch_size`` (tqdm shows the rate
-    and the ETA); the postfix shows the SPS of the last iteration and the mean episodic
-    return of the last ``window`` iterations that finished an episode.
+    The bar counts ``agent_step`` up to ``num_iterations * batch_size``; the postfix shows
+    steps/s and the ETA of :class:`SteadyRate` (from the end of the first iteration on, so
+    compile time does not count; the same numbers as :class:`ConsoleLogger`, instead of
+    tqdm's own rate, which would count it) and the mean episodic return of the last
+    ``window`` iterations that finished an episode.
 
     Args:
         stream: where to draw; default ``sys.stderr``.
         disable: ``None`` (tqdm's default: off when ``stream`` is not a TTY), ``True`` or ``False``.
         window: iterations in the running mean return.
         mininterval: least seconds between redraws.
+        clock: seconds as a float for :class:`SteadyRate`; default :func:`time.perf_counter`.
 
     Example:
         >>> import io
@@ -309,12 +497,17 @@ class ProgressBar:
         True
     """
 
+    #: tqdm's layout without its own rate and ETA (the postfix carries the steady ones).
+    BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
     def __init__(self, stream: TextIO | None = None, disable: bool | None = None, window: int = 10,
-                 mininterval: float = 0.5):
+                 mininterval: float = 0.5, clock: Callable[[], float] = time.perf_counter):
         self.stream = stream
         self.disable = disable
         self.window = max(1, window)
         self.mininterval = mininterval
+        self.clock = clock
+        self.steady = SteadyRate(clock)
         self.bar: Any = None
         self._step = 0
         self._returns: list[tuple[float, float]] = []
@@ -324,10 +517,13 @@ class ProgressBar:
         from tqdm import tqdm
 
         self._step = int(state.agent_step)
+        self.total = config.num_iterations * config.batch_size
+        self.steady = SteadyRate(self.clock)
+        self.steady.start()
         self.bar = tqdm(
-            total=config.num_iterations * config.batch_size, initial=self._step, unit="step",
+            total=self.total, initial=self._step, unit="step", bar_format=self.BAR_FORMAT,
             desc=config.env_id, file=self.stream if self.stream is not None else sys.stderr, disable=self.disable,
-            mininterval=self.mininterval, dynamic_ncols=True,
+            mininterval=self.mininterval, dynamic_ncols=True, postfix="sps=n/a, eta=n/a",
         )
 
     def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
@@ -335,11 +531,13 @@ class ProgressBar:
         if self.bar is None:
             return
         step = int(metrics["agent_step"])
+        self.steady.update(step)
         if metrics.get("episodes", 0) > 0 and math.isfinite(metrics.get("episode_return", math.nan)):
             self._returns = (self._returns + [(metrics["episode_return"], metrics["episodes"])])[-self.window:]
         ret = ConsoleLogger.mean_return(self._returns)
-        self.bar.set_postfix(sps=f"{metrics.get('sps', math.nan):.0f}", ret="n/a" if math.isnan(ret) else f"{ret:.1f}",
-                             refresh=False)
+        eta = self.steady.eta(self.total)
+        self.bar.set_postfix({"sps": _rate_text(self.steady.rate), "eta": "n/a" if eta is None else f"{eta:.0f}s",
+                              "ret": "n/a" if math.isnan(ret) else f"{ret:.1f}"}, refresh=False)
         self.bar.update(step - self._step)
         self._step = step
 
@@ -523,24 +721,38 @@ _CKPT_NAME = re.compile(r"^ckpt_(\d{12,})" + re.escape(ckpt_io.EXTENSION) + r"$"
 
 
 class Checkpointer:
-    """Saves the training state every ``every`` iterations, at the end, and on failure.
+    """Saves the training state periodically (every ``every`` iterations or ``every_s`` seconds), at the end, and on failure.
 
     Files are :func:`functional_rl.shell.checkpoint.checkpoint_path` ``(directory, agent_step)``,
     written atomically by :func:`functional_rl.shell.checkpoint.save` with the config and the
     metadata ``{"agent_step", "iteration", "reason", **metadata}``; ``reason`` is
-    ``"periodic"``, ``"end"`` or ``"failure"``. A step already saved is not written twice.
-    After each save only the ``keep_last`` highest-step checkpoints in ``directory`` are kept.
+    ``"start"``, ``"periodic"``, ``"end"`` or ``"failure"``. A step already saved is not
+    written twice. After each save only the ``keep_last`` highest-step checkpoints in
+    ``directory`` are kept.
+
+    Cadence: with ``every_s`` a periodic save happens after the first iteration that ends at
+    least ``every_s`` seconds after the previous save (or the start); with ``every`` after
+    every ``every``-th iteration; given both, whichever comes first; given neither, every
+    iteration (``every=1``). A save hashes, fsyncs and renames every tensor (tens of ms for
+    a small net), so saving every iteration can cost a fifth of a fast run's time; a
+    time-based cadence bounds both that cost and the work a ``SIGKILL`` can lose.
 
     ``on_failure`` saves the last good state the loop hands it (the state after the last
-    iteration that completed and passed the finite checks), so a crash or a ``Ctrl-C`` loses
-    nothing; the loop then re-raises the exception.
+    iteration that completed and passed the finite checks), so a crash, a ``Ctrl-C`` or a
+    ``SIGTERM`` turned into an exception loses nothing; the loop then re-raises. With
+    ``save_on_start`` the starting state is saved too (unless a checkpoint of its step is
+    already there, as when resuming from it), so a run killed before its first periodic save
+    still has a checkpoint to resume from.
 
     Args:
         directory: the checkpoint folder (created on the first save).
-        every: iterations between periodic saves (>= 1).
+        every: iterations between periodic saves (>= 1), or ``None``.
         keep_last: how many checkpoints to keep; ``None`` keeps all.
         config: the config stored in each file; default the one given to ``on_start``.
         metadata: extra JSON-able metadata stored in each file.
+        every_s: seconds between periodic saves (> 0), or ``None``.
+        save_on_start: also save the state ``on_start`` hands over (reason ``"start"``).
+        clock: seconds as a float for ``every_s``; default :func:`time.monotonic`.
 
     Attributes:
         saved: paths written by this object, in order (pruned files included).
@@ -566,31 +778,66 @@ class Checkpointer:
         (['ckpt_000000000032.frl', 'ckpt_000000000064.frl'], 2)
         >>> int(restored.iteration), config == cfg, meta
         (4, True, {'agent_step': 64, 'iteration': 4, 'reason': 'periodic'})
+
+    Example (``every_s=60`` with a fake clock: the start, then a save once 60 s have passed):
+        >>> times = iter([0.0, 30.0, 61.0, 61.0, 90.0]).__next__
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ckpt = Checkpointer(d, every_s=60, save_on_start=True, clock=times)
+        ...     ckpt.on_start(state, cfg)
+        ...     for i in range(1, 4):
+        ...         ckpt.on_iteration(state.replace(agent_step=torch.tensor(16 * i), iteration=torch.tensor(i)), {"iteration": i})
+        ...     [p.name for p in ckpt.checkpoints()]
+        ['ckpt_000000000000.frl', 'ckpt_000000000032.frl']
     """
 
-    def __init__(self, directory: str | Path, every: int = 1, keep_last: int | None = None, config: Any = None,
-                 metadata: dict[str, Any] | None = None):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"Checkpointer: every must be an int >= 1, got {every!r}")
+    def __init__(self, directory: str | Path, every: int | None = None, keep_last: int | None = None, config: Any = None,
+                 metadata: dict[str, Any] | None = None, *, every_s: float | None = None, save_on_start: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        if every is None and every_s is None:
+            every = 1
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"Checkpointer: every must be None or an int >= 1, got {every!r}")
+        if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
+                                    or not math.isfinite(every_s) or every_s <= 0):
+            raise ValueError(f"Checkpointer: every_s must be None or a finite number of seconds > 0, got {every_s!r}")
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
             raise ValueError(f"Checkpointer: keep_last must be None or an int >= 1, got {keep_last!r}")
         self.directory = Path(directory)
         self.every = every
+        self.every_s = every_s
+        self.save_on_start = save_on_start
+        self.clock = clock
         self.keep_last = keep_last
         self.config = config
         self.metadata = dict(metadata or {})
         self.saved: list[Path] = []
         self._last_step: int | None = None
+        self._last_t: float | None = None
 
     def on_start(self, state: Any, config: Any) -> None:
-        """Remember the run's config (unless one was given)."""
+        """Remember the run's config (unless one was given), start the clock of ``every_s``, and
+        with ``save_on_start`` save the starting state unless its step has a checkpoint already."""
         if self.config is None:
             self.config = config
+        if self.save_on_start:
+            step = int(state.agent_step)
+            if ckpt_io.checkpoint_path(self.directory, step).exists():
+                self._last_step = step  # resumed from it: never rewritten
+            else:
+                self.save(state, "start")
+        self._last_t = self.clock()
 
     def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
-        """Save when the iteration count is a multiple of ``every``."""
-        if int(metrics["iteration"]) % self.every == 0:
+        """Save when the iteration count is a multiple of ``every`` or ``every_s`` seconds have passed."""
+        due = self.every is not None and int(metrics["iteration"]) % self.every == 0
+        if not due and self.every_s is not None:
+            if self._last_t is None:
+                self._last_t = self.clock()
+            due = self.clock() - self._last_t >= self.every_s
+        if due:
             self.save(state, "periodic")
+            if self.every_s is not None:
+                self._last_t = self.clock()
 
     def on_end(self, state: Any) -> None:
         """Save the final state."""

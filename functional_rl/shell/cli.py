@@ -4,7 +4,7 @@
 
     functional-rl train ENV_ID [--config FILE.toml|.json] [--set key=value ...]
                                [--total-timesteps N] [--seed S] [--run-dir DIR] [--no-compile]
-                               [--checkpoint-every N] [--keep-last K] [--eval-every N]
+                               [--checkpoint-every-s SECONDS | --checkpoint-every N] [--keep-last K] [--eval-every N]
                                [--stop-after-iterations K]
     functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
     functional-rl eval RUN_DIR [--episodes N] [--seed S]
@@ -15,7 +15,8 @@ Every ``train`` writes a run directory (default ``runs/{env_id}-{seed}-{YYYYmmdd
 
     config.json          the PPOConfig (rewritten by ``resume --total-timesteps``)
     metrics.jsonl        one row of grouped metrics per iteration (+ ``eval/...`` rows)
-    checkpoints/         ckpt_{agent_step:012d}.frl, every iteration by default, last 3 kept
+    checkpoints/         ckpt_{agent_step:012d}.frl: at the start, every 60 s, at the end, on failure,
+                         Ctrl-C and SIGTERM; the last 3 kept
     tensorboard/         TensorBoard event files (x-axis: agent_step)
     learning_curve.png   overview/reward against agent_step, written when training stops
 
@@ -37,6 +38,12 @@ traceback; everything is validated before a run dir is created (:mod:`functional
 ``train`` uses only a new or empty run dir, and ``train``/``resume`` hold its ``run.lock``
 (:mod:`functional_rl.shell.rundir`): a second process on it exits 2 naming the holder.
 ``Ctrl-C`` saves the last good state and exits with 130, ``SIGTERM`` likewise with 143.
+A ``SIGKILL`` loses at most the iterations since the last checkpoint (60 s by default): ``resume``
+continues bit for bit from it and drops the ``metrics.jsonl`` rows logged after it.
+
+While the first iteration compiles, ``train``/``resume`` say so (``compiling the training step
+(first run only; cached for the next)...``, then the elapsed seconds every 5 s), and the
+steps/s and ETA they print leave that iteration out (:class:`~functional_rl.shell.callbacks.SteadyRate`).
 
 Example:
     >>> build_parser().parse_args(["train", "CartPole-v1", "--set", "num_envs=4"]).set
@@ -78,6 +85,11 @@ MAX_MESSAGE = 1000
 #: Upper bounds of options whose size decides memory (``--episodes``) or threads.
 MAX_EPISODES = 100_000
 MAX_THREADS = 1024
+#: The default seconds between periodic checkpoints (``--checkpoint-every-s``), and the most.
+CHECKPOINT_EVERY_S = 60.0
+MAX_CHECKPOINT_EVERY_S = 1e9
+#: Seconds between the "still compiling" lines of the first iteration.
+COMPILE_NOTICE_EVERY_S = 5.0
 
 
 class UsageError(Exception):
@@ -430,7 +442,7 @@ def _is_main(replica) -> bool:
 # ---------------------------------------------------------------------------- training
 def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bool, purge_step: int | None) -> list[Any]:
     from functional_rl.shell.callbacks import (
-        Checkpointer, ConsoleLogger, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter,
+        Checkpointer, CompileNotice, ConsoleLogger, Evaluator, JSONLWriter, ProgressBar, TensorBoardWriter,
     )
 
     callbacks: list[Any] = []
@@ -441,6 +453,9 @@ def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bo
         callbacks.append(ProgressBar())
     elif progress == "log":
         callbacks.append(ConsoleLogger(every=args.log_every))
+    if compile and progress in ("bar", "log"):  # after the bar or the header line, before any other output
+        callbacks.append(CompileNotice(stream=sys.stderr if progress == "bar" else sys.stdout,
+                                       every_s=COMPILE_NOTICE_EVERY_S, above_bar=progress == "bar"))
     jsonl = JSONLWriter(run_dir / METRICS_FILE)
     tb = TensorBoardWriter(run_dir / TENSORBOARD_DIR, purge_step=purge_step)
     callbacks += [jsonl, tb]
@@ -448,8 +463,11 @@ def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bo
         callbacks.append(Evaluator(env, policy, every=args.eval_every, episodes=args.eval_episodes,
                                    seed=args.eval_seed, writer=[jsonl, tb]))
     # Last, so a kill between the two leaves extra metric rows (dropped by resume), never a gap.
-    callbacks.append(Checkpointer(run_dir / CHECKPOINT_DIR, every=args.checkpoint_every, keep_last=args.keep_last,
-                                  metadata={"compile": compile}))
+    # Time-based by default (a save every iteration cost 20-40 ms of a ~100 ms iteration); the
+    # start is saved too, so a run killed before its first periodic save can be resumed.
+    every_s = None if args.checkpoint_every is not None else (args.checkpoint_every_s or CHECKPOINT_EVERY_S)
+    callbacks.append(Checkpointer(run_dir / CHECKPOINT_DIR, every=args.checkpoint_every, every_s=every_s,
+                                  keep_last=args.keep_last, metadata={"compile": compile}, save_on_start=True))
     return callbacks
 
 
@@ -740,6 +758,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {short(text)}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_CHECKPOINT_EVERY_S):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 and at most {MAX_CHECKPOINT_EVERY_S:g}, got {short(text)}")
+    return value
+
+
 def _threads(text: str) -> int:
     value = _positive(text)
     if value > MAX_THREADS:
@@ -758,8 +786,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after-iterations", type=_positive, dest="stop_after_iterations", metavar="K",
                    help="stop after K iterations of this call, with a final checkpoint; continue later with "
                         "`resume` (the learning-rate schedule still follows total_timesteps)")
-    p.add_argument("--checkpoint-every", type=_positive, default=1, dest="checkpoint_every", metavar="N",
-                   help="iterations between checkpoints (default 1); one is also written at the end and on failure")
+    cadence = p.add_mutually_exclusive_group()
+    cadence.add_argument("--checkpoint-every-s", type=_seconds, default=None, dest="checkpoint_every_s",
+                         metavar="SECONDS", help=f"seconds between checkpoints (default {CHECKPOINT_EVERY_S:g}); "
+                         "one is also written at the start, at the end, on failure, Ctrl-C and SIGTERM")
+    cadence.add_argument("--checkpoint-every", type=_positive, default=None, dest="checkpoint_every", metavar="N",
+                         help="iterations between checkpoints instead (e.g. 1: every iteration, the old default)")
     p.add_argument("--keep-last", type=_positive, default=3, dest="keep_last", metavar="K",
                    help="checkpoints to keep (default 3)")
     p.add_argument("--eval-every", type=_positive, default=None, dest="eval_every", metavar="N",
