@@ -213,7 +213,7 @@ def check_loss_output(fn: LossFn, out: Any) -> tuple[torch.Tensor, Mapping[str, 
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"custom loss {name} returned {type(out).__name__}; {rule}")
     if not out.dtype.is_floating_point:
-        raise TypeError(f"custom loss {name} returned a {str(out.dtype).replace('torch.', '')} tensor; a loss must "
+        raise TypeError(f"custom loss {name} returned a tensor of dtype {str(out.dtype).replace('torch.', '')}; a loss must "
                         "be floating-point (an integer has no gradient): compute it in float")
     if out.dim() != 0:
         raise ValueError(f"custom loss {name} returned a tensor of shape {list(out.shape)}; a loss must be a 0-d "
