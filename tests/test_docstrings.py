@@ -33,6 +33,7 @@ CORE_MODULES = (
     "shell.batched",
     "shell.build",
     "shell.loop",
+    "shell.checks",
     "compat.losses",
 )
 

@@ -39,6 +39,7 @@ from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
 from functional_rl.kernel.iteration import train_on_trajectory
 from functional_rl.shell.build import make_kernel
+from functional_rl.shell.checks import check_params, check_policy, check_state, reference_state
 
 __all__ = [
     "RolloutCollector",
@@ -73,7 +74,15 @@ class RolloutCollector:
     """
 
     def __init__(self, env: Any, policy: Any, config: PPOConfig, *, compile: bool = False, env_params: Any = None, curriculum: Any = None):
+        check_policy(env, policy, config=config)
         self.kernel = make_kernel(config, env, policy, env_params=env_params, compile=compile, curriculum=curriculum)
+        self._reference: TrainerState | None = None
+
+    def _check(self, state: TrainerState) -> None:
+        k = self.kernel
+        if self._reference is None:
+            self._reference = reference_state(k.config, k.env, k.policy, curriculum=k.curriculum, env_params=k.env_params)
+        check_state(k.config, k.env, k.policy, state, curriculum=k.curriculum, env_params=k.env_params, reference=self._reference)
 
     def collect(self, state: TrainerState) -> tuple[TrainerState, TensorDict, dict[str, float]]:
         """Run ``num_steps`` steps from ``state``.
@@ -82,7 +91,12 @@ class RolloutCollector:
             ``(state, trajectory, stats)``: the advanced state, a TensorDict of batch size
             ``[T, B]`` (the transition fields of :mod:`functional_rl.kernel.rollout` plus ``next_value``)
             and the stats as Python numbers.
+
+        Raises:
+            ValueError: ``state`` does not fit the collector's config, env and policy
+                (:func:`~functional_rl.shell.checks.check_state`).
         """
+        self._check(state)
         t0 = time.perf_counter()
         steps_before = state.agent_step
         state, trajectory = rollout(state, self.kernel.config.num_steps, self.kernel.rollout_step, self.kernel.critic)
@@ -128,7 +142,9 @@ class PPOOptimizer:
 
         self.policy, self.config, self.compile = policy, config, compile
         self.env = env if env is not None else make(config.env_id)
+        check_policy(self.env, policy, config=config)
         self._kernels: dict[tuple, Any] = {}
+        self._reference: TrainerState | None = None
 
     def compute_ppo_loss(
         self,
@@ -170,8 +186,23 @@ class PPOOptimizer:
         ``learning_rate`` and ``timing/train_s``).
 
         Raises:
+            ValueError: ``state`` does not fit the config, env and policy
+                (:func:`~functional_rl.shell.checks.check_state`), or ``experience`` is not a
+                trajectory of ``[num_steps, num_envs]``.
+            TypeError: ``experience`` is not a TensorDict; a custom loss breaks its contract.
             NonFiniteError: a loss or gradient became NaN/inf.
         """
+        if self._reference is None:
+            self._reference = reference_state(self.config, self.env, self.policy)
+        check_state(self.config, self.env, self.policy, state, reference=self._reference)
+        want = (self.config.num_steps, self.config.num_envs)
+        if not isinstance(experience, TensorDict):
+            raise TypeError(f"experience must be the TensorDict [num_steps, num_envs] that RolloutCollector.collect "
+                            f"returns, got {type(experience).__name__}")
+        if tuple(experience.batch_size) != want:
+            raise ValueError(f"experience has batch size {list(experience.batch_size)} but this optimizer's config "
+                             f"needs [num_steps, num_envs] = {list(want)}: collect it with a RolloutCollector of the "
+                             "same config")
         t0 = time.perf_counter()
         kernel = self._kernel(custom_loss_fns)
         state, _, metrics = train_on_trajectory(state, experience, kernel)
@@ -208,6 +239,7 @@ class PolicyEvaluator:
         self.env, self.policy, self.seed, self.max_steps = env, policy, seed, max_steps
         self.last_action_size = last_action_size
         self.calls = 0
+        self._reference_params: Any = None
 
     def evaluate(self, params: Any, episodes: int = 10, env_params: Any = None, obs_transform: Any = None) -> dict[str, float]:
         """``episodes`` greedy episodes with ``params``, one per parallel env
@@ -223,8 +255,15 @@ class PolicyEvaluator:
 
         Returns:
             ``{"mean", "std", "min", "max", "episodes"}`` of the episode returns, Python floats.
+
+        Raises:
+            ValueError: ``params`` do not have the shapes of the evaluator's policy.
         """
         from functional_rl.shell.callbacks import evaluate
+
+        if self._reference_params is None:
+            self._reference_params = self.policy.init(jr.key(0))
+        check_params(self.policy, params, reference=self._reference_params)
 
         key = jr.fold_in(jr.key(self.seed), self.calls)
         self.calls += 1
@@ -290,7 +329,12 @@ class TrainingCheckpointer:
 
         ``epoch`` and ``agent_step`` come from the state; a record of the same name is replaced.
         Returns the :class:`~functional_rl.shell.policy_store.PolicyRecord`.
+
+        Raises:
+            ValueError: the state's params do not have ``policy``'s shapes (a record would
+                not load back into it).
         """
+        check_params(policy, state.learner.params, where="state.learner.params")
         meta = {"epoch": int(state.iteration), "agent_step": int(state.agent_step), **(metadata or {})}
         # Saving twice at the same step saves the same parameters: replace the record.
         return self.store.save(name or f"policy_{int(state.agent_step):012d}", state.learner.params, policy, meta, env=env, overwrite=True)
@@ -336,7 +380,9 @@ def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, p
 
     Raises:
         ValueError: the checkpoint was written with different static sizes (``num_envs``,
-            ``num_steps``, network sizes) than ``config``.
+            ``num_steps``, network sizes) than ``config``, or its state does not fit the
+            config, env and policy (:func:`~functional_rl.shell.checks.check_state`); the
+            policy does not fit the env.
 
     Example (fresh in an empty run dir; the checkpoint once one exists; a size change is refused):
         >>> import tempfile
@@ -370,6 +416,13 @@ def load_or_create(run_dir: str | Path, config: PPOConfig, *, env: Any = None, p
             diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in static if getattr(saved, k) != getattr(config, k)]
             if diff:
                 raise ValueError(f"{run_dir}: the checkpoint was made with a different config ({'; '.join(diff)}); use a new run dir")
+        policy = default_policy(config, env) if policy is None else policy
+        try:
+            check_state(config, env, policy, state, curriculum=create_kwargs.get("curriculum"),
+                        env_params=create_kwargs.get("env_params"))
+        except ValueError as e:
+            raise ValueError(f"{run_dir}: the latest checkpoint does not fit this run: {e}") from e
         return state
     policy = default_policy(config, env) if policy is None else policy
+    check_policy(env, policy, config=config)
     return TrainerState.create(config, env, policy, **create_kwargs)

@@ -27,13 +27,55 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 from typing import Any
 
 import torch
 
 from functional_rl.kernel.struct import pytree_dataclass
 
-__all__ = ["PPOConfig", "Hyperparams", "HYPERPARAM_NAMES", "learning_rate_at"]
+__all__ = ["PPOConfig", "Hyperparams", "HYPERPARAM_NAMES", "learning_rate_at", "short", "MAX_ECHO"]
+
+#: Characters of a value's ``repr`` that an error message echoes at most.
+MAX_ECHO = 200
+
+
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib.Repr`` with few items per level and no huge-integer conversion, so showing even
+    a value built from nested aliases (exponentially large when expanded) takes bounded time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
+            setattr(self, name, 6)
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = MAX_ECHO
+
+    def repr_int(self, x: int, level: int) -> str:  # noqa: D102 - reprlib hook
+        if x.bit_length() > 1000:
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _BoundedRepr()
+
+
+def short(value: Any, limit: int = MAX_ECHO) -> str:
+    """A ``repr`` of ``value`` cut to about ``limit`` characters (with ``...`` and the length).
+
+    Containers show a few items per level only, so a value of nested aliases is shown in
+    bounded time and space. Every error message of the library that echoes a value uses it.
+
+    Example:
+        >>> short("x" * 1000, limit=12)
+        "'xxxxxxxxxx... (1002 chars)"
+        >>> short([[1] * 9] * 9)
+        '[[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], ...]'
+        >>> short(10 ** 5000)
+        '<an integer of about 5000 digits>'
+    """
+    text = repr(value) if isinstance(value, str) else _REPR.repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 1]}... ({len(text)} chars)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +179,22 @@ class PPOConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field that breaks its rule."""
+        """Raise ``ValueError`` naming the first field that breaks its rule (values echoed in the
+        message are cut to about 200 characters).
+
+        Example:
+            >>> PPOConfig(hidden_sizes=(64, True))
+            Traceback (most recent call last):
+                ...
+            ValueError: PPOConfig.hidden_sizes=(64, True) is invalid: must be a non-empty tuple of positive integers (not bools)
+            >>> PPOConfig(num_envs=1, num_steps=4, num_minibatches=4)
+            Traceback (most recent call last):
+                ...
+            ValueError: PPOConfig.norm_adv=True is invalid: a minibatch holds one sample (num_envs=1 x num_steps=4 x world_size=1 / num_minibatches=4) and norm_adv=True normalises advantages by their standard deviation, which is 0 for one sample: raise num_envs or num_steps, lower num_minibatches, or set norm_adv=False
+        """
 
         def bad(name: str, rule: str) -> None:
-            raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r} is invalid: {rule}")
+            raise ValueError(f"PPOConfig.{name}={short(getattr(self, name))} is invalid: {rule}")
 
         ints = ("seed", "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "world_size")
         for name in ints:
@@ -159,7 +213,13 @@ class PPOConfig:
         floats = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "adam_eps")
         for name in floats:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad(name, "must be a finite number")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an int too large for a float
+                finite = False
+            if not finite:
                 bad(name, "must be a finite number")
         for name in ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps"):
             if getattr(self, name) <= 0:
@@ -170,15 +230,25 @@ class PPOConfig:
         for name in ("ent_coef", "vf_coef"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        if not self.hidden_sizes or not all(isinstance(h, int) and h > 0 for h in self.hidden_sizes):
-            bad("hidden_sizes", "must be a non-empty sequence of positive integers")
-        if self.activation not in ("tanh", "relu"):
+        sizes = self.hidden_sizes
+        if (not isinstance(sizes, tuple) or not sizes
+                or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in sizes)):
+            bad("hidden_sizes", "must be a non-empty tuple of positive integers (not bools)")
+        if not isinstance(self.activation, str) or self.activation not in ("tanh", "relu"):
             bad("activation", "must be 'tanh' or 'relu'")
         for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
         if not isinstance(self.env_id, str) or not self.env_id:
             bad("env_id", "must be a non-empty string")
+        if self.norm_adv and self.minibatch_size == 1:
+            bad(
+                "norm_adv",
+                f"a minibatch holds one sample (num_envs={self.num_envs} x num_steps={self.num_steps} x "
+                f"world_size={self.world_size} / num_minibatches={self.num_minibatches}) and norm_adv=True "
+                "normalises advantages by their standard deviation, which is 0 for one sample: raise num_envs or "
+                "num_steps, lower num_minibatches, or set norm_adv=False",
+            )
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

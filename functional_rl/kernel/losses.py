@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses"]
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output"]
 
 LossFn = Callable[..., Any]
 
@@ -160,6 +160,76 @@ def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tens
     return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
 
 
+def _loss_label(fn: LossFn) -> str:
+    """The user's function as a message names it: its ``__qualname__`` (an adapted
+    reference-signature loss's wrapped function's), else :func:`loss_name`."""
+    inner = getattr(fn, "fn", None)
+    target = inner if callable(inner) else fn
+    name = getattr(target, "__qualname__", None)
+    return name if isinstance(name, str) else loss_name(fn)
+
+
+def check_loss_output(fn: LossFn, out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
+    """``(value, extra metrics)`` of what a custom loss returned, checked against its contract:
+    a 0-d floating-point tensor, or a pair ``(that tensor, dict of metrics)`` whose metrics are
+    strings mapped to tensors or Python numbers of one value each.
+
+    The checks read only Python types and tensor metadata (dtype, shape), which are static
+    under ``torch.func.grad``, ``vmap`` and ``torch.compile``: no host sync, nothing traced.
+
+    Raises:
+        TypeError: a Python number, a non-tensor, an integer/bool tensor, a tuple that is not
+            a pair or whose second item is not a dict, a metric that is not a number; the
+            message names the loss function.
+        ValueError: a tensor (or metric) with more than one value.
+
+    Example:
+        >>> def per_sample(params, batch, outputs, hparams):
+        ...     return outputs["value"] ** 2
+        >>> check_loss_output(per_sample, torch.zeros(3))
+        Traceback (most recent call last):
+        ...
+        ValueError: custom loss per_sample returned a tensor of shape [3]; a loss must be a 0-d tensor: reduce it, e.g. with .mean()
+        >>> check_loss_output(per_sample, 0.5)
+        Traceback (most recent call last):
+        ...
+        TypeError: custom loss per_sample returned float; a loss must be a 0-d floating-point tensor computed from params or outputs (a Python number has no gradient)
+        >>> check_loss_output(per_sample, (torch.tensor(0.5), {"raw": 5.0}))
+        (tensor(0.5000), {'raw': 5.0})
+    """
+    name = _loss_label(fn)
+    rule = "return a 0-d floating-point tensor, or a pair (tensor, dict of metrics)"
+    extra: Any = {}
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise TypeError(f"custom loss {name} returned a tuple of {len(out)} items; {rule}")
+        out, extra = out
+        if not isinstance(extra, Mapping):
+            raise TypeError(f"custom loss {name} returned (loss, {type(extra).__name__}); the second item must be a "
+                            "dict of metric name -> tensor or number")
+    if isinstance(out, (bool, int, float)):
+        raise TypeError(f"custom loss {name} returned {type(out).__name__}; a loss must be a 0-d floating-point tensor "
+                        "computed from params or outputs (a Python number has no gradient)")
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"custom loss {name} returned {type(out).__name__}; {rule}")
+    if not out.dtype.is_floating_point:
+        raise TypeError(f"custom loss {name} returned a tensor of dtype {str(out.dtype).replace('torch.', '')}; a loss must "
+                        "be floating-point (an integer has no gradient): compute it in float")
+    if out.dim() != 0:
+        raise ValueError(f"custom loss {name} returned a tensor of shape {list(out.shape)}; a loss must be a 0-d "
+                         "tensor: reduce it, e.g. with .mean()")
+    for k, v in extra.items():
+        if not isinstance(k, str):
+            raise TypeError(f"custom loss {name} reports a metric named {type(k).__name__} {k!r:.60}; names must be strings")
+        if isinstance(v, bool) or not isinstance(v, (int, float, torch.Tensor)):
+            raise TypeError(f"custom loss {name} reports metric {k!r:.60} as {type(v).__name__}; a metric must be a "
+                            "tensor or a number")
+        if isinstance(v, torch.Tensor) and v.numel() != 1:
+            raise ValueError(f"custom loss {name} reports metric {k!r:.60} of shape {list(v.shape)}; a metric holds "
+                             "one value: reduce it, e.g. with .mean()")
+    return out, extra
+
+
 def add_custom_losses(
     total: torch.Tensor, metrics: dict[str, torch.Tensor], custom_losses: Sequence[LossFn],
     params: Any, batch: Mapping[str, torch.Tensor], outputs: Any, hparams: Any,
@@ -168,7 +238,8 @@ def add_custom_losses(
     extra metrics to ``metrics`` (a new dict), under the loss's name.
 
     Raises:
-        ValueError: a custom loss reports a metric name that is already taken.
+        ValueError: a custom loss reports a metric name that is already taken, or breaks its
+            contract (:func:`check_loss_output`: also ``TypeError``).
 
     Example:
         >>> def l2(params, batch, outputs, hparams):
@@ -179,15 +250,12 @@ def add_custom_losses(
     """
     metrics = dict(metrics)
     for fn in custom_losses:
-        out = fn(params, batch, outputs, hparams)
-        extra: dict[str, torch.Tensor] = {}
-        if isinstance(out, tuple):
-            out, extra = out
+        out, extra = check_loss_output(fn, fn(params, batch, outputs, hparams))
         name = loss_name(fn)
         for k in (name, *extra):
             if k in metrics or k == "total_loss":
                 raise ValueError(f"custom loss {name!r} reports metric {k!r}, which is already taken; rename it")
         total = total + out
         metrics[name] = out.detach()
-        metrics.update({k: torch.as_tensor(v).detach() for k, v in extra.items()})
+        metrics.update({k: torch.as_tensor(v).detach().reshape(()) for k, v in extra.items()})
     return total, metrics

@@ -26,6 +26,7 @@ from functional_rl.kernel.policies import make_mlp_policy
 from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step, scan_rollout
 from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
+from functional_rl.shell.checks import check_policy, check_state, require_policy
 
 __all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code"]
 
@@ -41,7 +42,7 @@ def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
     if not compile:
         return lambda fn, **extra: fn
     opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
-    return lambda fn, **extra: torch.compile(own_code(fn), **{**opts, **extra})
+    return lambda fn, **extra: _user_errors_surfaced(fn, torch.compile(own_code(fn), **{**opts, **extra}))
 
 
 def own_code(fn: Any) -> Any:
@@ -80,6 +81,28 @@ def _as_trajectory(fn: Any):
         return state, TensorDict(data, batch_size=data["reward"].shape)
 
     return rollout
+
+
+def _user_errors_surfaced(fn: Any, compiled: Any):
+    """``compiled`` (``torch.compile(fn, fullgraph=True)``), except that an exception raised by
+    user code while tracing (a custom loss breaking its contract) is raised as itself.
+
+    With ``fullgraph=True`` dynamo reports such an exception as ``Unsupported("Observed
+    exception")``; the same pure call is then run eagerly, which raises the user code's own
+    ``ValueError``/``TypeError`` (chained to dynamo's report). Only the failing call pays for it.
+    """
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except torch._dynamo.exc.Unsupported as e:
+            if not isinstance(e.__cause__, torch._dynamo.exc.ObservedException):
+                raise
+            fn(*args, **kwargs)  # eager and pure: raises what dynamo observed
+            raise
+
+    return call
 
 
 def _host_env_step(env: Any, env_params: Any, act_fn: Any, record_fn: Any):
@@ -130,6 +153,10 @@ def make_kernel(
         (torch.Size([2]), torch.Size([2]), 2)
     """
     env_params = env.default_params() if env_params is None else env_params
+    if custom_losses is None:
+        custom_losses = ()
+    elif callable(custom_losses):  # one loss given without a list
+        custom_losses = (custom_losses,)
     custom_losses = tuple(adapt_loss(fn, policy) for fn in custom_losses)
     pure_env = getattr(env, "is_pure", True)
     if curriculum is not None and not pure_env:
@@ -190,6 +217,15 @@ def build(
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the step functions. Returns ``(state, kernel)``.
 
+    The policy is checked against the env, and a given ``state`` against the config, the env
+    and the policy (:mod:`functional_rl.shell.checks`), before anything is compiled.
+
+    Raises:
+        ValueError: the state or the policy does not fit the config or the env (the message
+            names the mismatch: env count, observation shape, action head, parameter shapes,
+            last action, normalisation statistics).
+        TypeError: ``state`` is not a ``TrainerState`` or ``policy`` not a ``Policy``.
+
     With a :class:`~functional_rl.shell.distributed.Replica` (one process of a data-parallel
     run; ``config`` from :func:`~functional_rl.shell.distributed.check_config`) the fresh state
     holds this process's envs and the kernel reduces over the process group.
@@ -206,7 +242,11 @@ def build(
 
         offset, all_reduce, world_size = replica.env_offset(config.num_envs), distributed.process_group_sum(), replica.world_size
     if state is None:
+        require_policy(policy)
         state = TrainerState.create(config, env, policy, env_params=env_params, curriculum=curriculum, env_offset=offset)
+    else:
+        check_state(config, env, policy, state, curriculum=curriculum, env_params=env_params)
+    check_policy(env, policy, config=config, params=state.learner.params, obs=state.envs.obs[:1])
     kernel = make_kernel(
         config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
         compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,

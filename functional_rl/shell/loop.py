@@ -20,6 +20,7 @@ from functional_rl.kernel.iteration import StepFns, train_iteration
 from functional_rl.kernel.losses import LossFn, loss_name
 from functional_rl.kernel.state import TrainerState
 from functional_rl.shell.build import build, resolve_env_policy
+from functional_rl.shell.checks import check_callbacks, check_policy, check_step_output, require_state
 
 __all__ = [
     "functional_training_loop",
@@ -88,11 +89,13 @@ def _check_finite_row(iteration: int, host: dict[str, float], custom: Sequence[s
 
 
 def _fire(callbacks: Sequence[Any], name: str, *args: Any) -> None:
-    """Call hook ``name`` on every callback that has it."""
+    """Call hook ``name`` on every callback that has it. A dict argument (the iteration's
+    metrics) is copied for each callback, so one that changes it changes neither the history
+    nor what the next callback sees."""
     for cb in callbacks:
         hook = getattr(cb, name, None)
         if hook is not None:
-            hook(*args)
+            hook(*(dict(a) if isinstance(a, dict) else a for a in args))
 
 
 def _report_failure(callbacks: Sequence[Any], last_good: Any, exc: BaseException) -> None:
@@ -168,7 +171,10 @@ def functional_training_loop(
         step_fn: ``(state, kernel) -> (state, metrics)``; default :func:`train_iteration`.
         custom_losses: extra ``loss(params, batch, outputs, hparams)`` terms.
         callbacks: objects with any of ``on_start(state, config)``,
-            ``on_iteration(state, metrics)``, ``on_end(state)``, ``on_failure(state, exc)``.
+            ``on_iteration(state, metrics)``, ``on_end(state)``, ``on_failure(state, exc)``, or
+            plain functions ``fn(state, metrics)`` called as ``on_iteration``; ``None`` is none.
+            Each callback gets its own copy of the metrics. An object with none of the hooks
+            (e.g. a misspelled ``on_iter``) is refused (:func:`~functional_rl.shell.checks.check_callbacks`).
         compile: ``torch.compile`` the rollout step and the minibatch update.
         env_params: environment parameters; default ``env.default_params()``.
         max_iterations: stop after this many iterations in this call (the schedule still
@@ -190,6 +196,12 @@ def functional_training_loop(
         the loss diagnostics, ``explained_variance`` and ``learning_rate``.
 
     Raises:
+        ValueError: ``state`` or ``policy`` does not fit the config or the env (env count,
+            observation shape, action head, parameter shapes, last action, normalisation
+            statistics: :mod:`functional_rl.shell.checks`), checked before training.
+        TypeError: a callback without hooks, a ``step_fn`` that is not callable or returns
+            something other than ``(TrainerState, dict of tensors)``, a custom loss breaking
+            its contract (the messages name the user's function).
         NonFiniteError: a loss, gradient, parameter or observation became NaN/inf (the
             message names the iteration and the metric). Any exception from a step or a
             callback is re-raised after every callback's ``on_failure`` ran with the last good state.
@@ -204,6 +216,11 @@ def functional_training_loop(
     """
     from functional_rl.shell import distributed
 
+    callbacks = check_callbacks(callbacks)
+    if step_fn is not None and not callable(step_fn):
+        raise TypeError(f"step_fn must be a function (state, kernel) -> (state, metrics), got {type(step_fn).__name__}")
+    if state is not None:
+        require_state(state)
     replica = distributed.setup(config.device)
     try:
         if replica is not None:
@@ -261,7 +278,7 @@ def _run(
         while iteration < stop:
             t0 = time.perf_counter()
             timer.reset()
-            state, metrics = step_fn(state, kernel)
+            state, metrics = check_step_output(step_fn, step_fn(state, kernel), None if agents is None else len(agents))
             rows = _host_rows({**metrics, "agent_step": state.agent_step}, agents)
             elapsed = time.perf_counter() - t0
             for a, host in enumerate(rows):
@@ -314,13 +331,20 @@ def train_many(
         hparams: ``None``, a grid ``{"learning_rate": [...], ...}`` or a list of points.
         env, policy, custom_losses, compile, env_params, max_iterations: as in
             :func:`functional_training_loop` (the env must be pure).
-        callbacks: called once per agent per iteration with that agent's metrics, which carry
+        callbacks: as in :func:`functional_training_loop` (checked the same way), called once
+            per agent per iteration with that agent's metrics, which carry
             ``agent`` (its index), ``seed`` and the swept values as ``sweep/<name>``; ``sps``
             counts that agent's steps.
 
     Returns:
         ``(states, histories)``: the stacked final state (use
         :func:`functional_rl.shell.batched.unstack_state`) and one history per agent.
+
+    Raises:
+        ValueError: the policy does not fit the env (input width, action head), checked
+            before training; a swept value breaks its ``PPOConfig`` rule.
+        TypeError: a callback without hooks, a policy that is not a ``Policy``, a custom loss
+            breaking its contract (named).
 
     Example:
         >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, total_timesteps=64)
@@ -330,9 +354,16 @@ def train_many(
     """
     from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states
 
+    from functional_rl.shell.batched import unstack_state
+    from functional_rl.shell.checks import require_policy
+
+    callbacks = check_callbacks(callbacks)
     env, policy = resolve_env_policy(config, env, policy)
     agents = agent_grid(seeds, hparams)
+    require_policy(policy)
     states = stack_states(config, env, policy, agents, env_params=env_params)
+    first = unstack_state(states, 0)
+    check_policy(env, policy, config=config, params=first.learner.params, obs=first.envs.obs[:1])
     kernel = make_agents_kernel(config, env, policy, env_params=env_params,
                                 custom_losses=custom_losses, compile=compile)
     return _run(config, states, kernel, train_iteration, callbacks, max_iterations, agents=agents)

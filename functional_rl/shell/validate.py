@@ -3,8 +3,8 @@
 :meth:`~functional_rl.kernel.config.PPOConfig.validate` enforces each field's rule. The
 shell adds what only a runner can know or what would otherwise fail late, after a run dir
 was made: the raw types of a config read from a file or ``--set`` (a JSON ``true`` is not an
-integer), whether the ``device`` exists on this machine, sizes the int64 counters, the memory
-and the advantage normalisation can hold, and a bound on every value echoed in a message.
+integer), whether the ``device`` exists on this machine, sizes the int64 counters and the
+memory can hold, and a bound on every value echoed in a message.
 
 Example:
     >>> from functional_rl.kernel.config import PPOConfig
@@ -12,10 +12,13 @@ Example:
     Traceback (most recent call last):
     ...
     functional_rl.shell.validate.ConfigError: hidden_sizes=[True, True] has type list of bool; expected a list of positive integers
-    >>> check_config(PPOConfig(num_envs=1, num_steps=4, num_minibatches=4))
+    >>> check_config(PPOConfig(total_timesteps=2**63 - 1))
     Traceback (most recent call last):
     ...
-    functional_rl.shell.validate.ConfigError: a minibatch holds one sample (num_envs=1 x num_steps=4 / num_minibatches=4) and norm_adv=true normalises advantages by their standard deviation, which is 0 for one sample: raise num_envs or num_steps, lower num_minibatches, or set norm_adv=false
+    functional_rl.shell.validate.ConfigError: total_timesteps=9223372036854775807 is too large: the int64 step counter holds at most 4611686018427387904
+
+A minibatch of one sample with ``norm_adv`` (the std of one sample is 0) is a rule of
+:meth:`~functional_rl.kernel.config.PPOConfig.validate`, which the CLI reports the same way.
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import reprlib
 from collections.abc import Mapping
 from typing import Any
+
+from functional_rl.kernel.config import MAX_ECHO, short  # one bounded repr for the config's and the CLI's messages
 
 __all__ = ["ConfigError", "short", "check_config_dict", "check_config", "check_device",
            "MAX_ECHO", "MAX_TIMESTEPS", "MAX_BATCH", "MAX_PARAMS", "MAX_LAYERS", "MAX_EPOCHS"]
 
-#: Characters of a value's ``repr`` that a message echoes at most.
-MAX_ECHO = 200
 #: The largest ``total_timesteps``: the int64 step counter must hold it plus one more batch.
 MAX_TIMESTEPS = 2**62
 #: The largest batch (``num_envs * num_steps``) of one process.
@@ -53,45 +55,6 @@ class ConfigError(ValueError):
         >>> issubclass(ConfigError, ValueError)
         True
     """
-
-
-class _BoundedRepr(reprlib.Repr):
-    """``reprlib.Repr`` with few items per level and no huge-integer conversion, so showing even
-    a value built from nested aliases (exponentially large when expanded) takes bounded time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        for name in ("maxlist", "maxtuple", "maxdict", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
-            setattr(self, name, 6)
-        self.maxlevel = 3
-        self.maxstring = self.maxother = self.maxlong = MAX_ECHO
-
-    def repr_int(self, x: int, level: int) -> str:  # noqa: D102 - reprlib hook
-        if x.bit_length() > 1000:
-            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
-        return super().repr_int(x, level)
-
-
-_REPR = _BoundedRepr()
-
-
-def short(value: Any, limit: int = MAX_ECHO) -> str:
-    """A ``repr`` of ``value`` cut to about ``limit`` characters (with ``...`` and the length).
-
-    Containers show a few items per level only, so a value of nested aliases is shown in
-    bounded time and space.
-
-    Example:
-        >>> short("x" * 1000, limit=12)
-        "'xxxxxxxxxx... (1002 chars)"
-        >>> short([[1] * 9] * 9)
-        '[[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], [1, 1, 1, 1, 1, 1, ...], ...]'
-    """
-    if isinstance(value, str):
-        text = repr(value)
-    else:
-        text = _REPR.repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 1]}... ({len(text)} chars)"
 
 
 def _type_name(value: Any) -> str:
@@ -237,8 +200,8 @@ def check_config(config: Any, env: Any = None) -> None:
 
     Raises:
         ConfigError: the device does not exist here, ``total_timesteps`` or the batch would
-            overflow the counters or memory, the policy is too large, or a minibatch holds one
-            sample while ``norm_adv`` is on (the std of one sample is 0).
+            overflow the counters or memory, or the policy is too large. (A minibatch of one
+            sample with ``norm_adv`` is refused by ``PPOConfig`` itself.)
 
     Example:
         >>> from functional_rl.kernel.config import PPOConfig
@@ -258,13 +221,6 @@ def check_config(config: Any, env: Any = None) -> None:
     if config.update_epochs > MAX_EPOCHS:
         raise ConfigError(f"update_epochs={config.update_epochs} is more than {MAX_EPOCHS:,} passes over each batch; "
                           "PPO uses 1 to a few tens")
-    per_minibatch = config.num_envs * (config.num_steps // config.num_minibatches)
-    if config.norm_adv and per_minibatch == 1:
-        raise ConfigError(
-            f"a minibatch holds one sample (num_envs={config.num_envs} x num_steps={config.num_steps} / "
-            f"num_minibatches={config.num_minibatches}) and norm_adv=true normalises advantages by their standard "
-            "deviation, which is 0 for one sample: raise num_envs or num_steps, lower num_minibatches, or set "
-            "norm_adv=false")
     if env is not None:
         params = _policy_params(config, env)
         if params > MAX_PARAMS:
