@@ -78,11 +78,6 @@ def _run(argv: list[str], cwd: Path) -> tuple[int, str, str]:
 
 def _check_outcome(rc: int, stdout: str, stderr: str, argv: list[str]) -> None:
     assert "Traceback" not in stderr
-    if rc == 1:  # a valid but absurd hyperparameter (learning_rate=2**62) diverges: the loop's documented failure
-        lines = stderr.strip().splitlines()
-        assert lines[-1].startswith("functional-rl: training failed: ")
-        assert "is inf" in lines[-1] or "is nan" in lines[-1], lines[-1]
-        return
     assert rc in (0, 2), f"exit {rc} for {argv!r}: {stderr[-2000:]}"
     if rc == 2:
         lines = stderr.strip().splitlines()

@@ -180,3 +180,12 @@ def test_yaml_nested_aliases_give_a_short_message_and_duplicate_keys_are_refused
     path.write_text("ppo:\n  gamma: 0.9\n  gamma: 0.8\n")
     with pytest.raises(ValueError, match="appears twice"):
         TrainingConfig.from_yaml(path)
+
+
+def test_a_config_that_diverges_is_a_bad_input_with_one_line_and_a_checkpoint(tmp_path, capsys):
+    """learning_rate=1e30 passes every range check but blows the parameters up: exit 2, one
+    line naming the metric, and the last good state is on disk for a resume with a saner value."""
+    line = refused(capsys, "train", "CartPole-v1", *TINY, "--set", "learning_rate=1e30", "--run-dir", tmp_path / "d",
+                   message="training diverged")
+    assert "is nan" in line or "is inf" in line or "NaN/inf" in line, line
+    assert list((tmp_path / "d" / "checkpoints").glob("*.frl")), "the start checkpoint is kept"

@@ -495,11 +495,11 @@ def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool
             print(f"functional-rl: terminated (SIGTERM); the last good state is checkpointed. Continue with: "
                   f"functional-rl resume {run_dir}", file=sys.stderr)
         return 143
-    except NonFiniteError as e:
+    except NonFiniteError as e:  # the config made training diverge: a bad input like any other (exit 2)
         if main:
-            print(f"functional-rl: training failed: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
+            print(f"functional-rl: error: training diverged: {e} (last good state checkpointed in {run_dir / CHECKPOINT_DIR})",
                   file=sys.stderr)
-        return 1
+        return 2
     except DistributedError as e:
         print(f"functional-rl: training failed: {e}", file=sys.stderr)
         return 1
