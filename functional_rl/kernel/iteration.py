@@ -2,7 +2,7 @@
 
 One iteration (PureJaxRL's shape, with named steps instead of tuple carries)::
 
-    state, traj  = rollout(state)                          # [T, B], one compiled call
+    state, traj  = rollout(state)                          # [T, B]
     batch        = make_batch(traj)                        # GAE, flattened [T * B]
     repeat update_epochs:
         key, mbs = epoch_minibatches(key, batch)           # [M, N / M]
@@ -49,8 +49,8 @@ class StepFns:
 
     Attributes:
         rollout: ``state -> (state, trajectory [T, B])``, the iteration's ``num_steps`` steps
-            (:func:`~functional_rl.kernel.rollout.scan_rollout` for pure envs, one compiled
-            call; a loop of ``rollout_step`` for host simulators).
+            (a loop of ``rollout_step``, or for a pure env on request one compiled call of
+            :func:`~functional_rl.kernel.rollout.scan_rollout`).
         rollout_step: ``state -> (state, transition)`` (:func:`~functional_rl.kernel.rollout.rollout_step`).
         critic: ``(params, obs [T, B, ...]) -> V [T, B]``.
         make_batch: ``(trajectory [T, B], hparams) -> batch [N]``

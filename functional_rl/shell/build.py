@@ -23,7 +23,8 @@ from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.policies import make_mlp_policy
-from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step, scan_rollout
+from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step
+from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
 from functional_rl.shell.checks import check_policy, check_state, require_policy
@@ -129,6 +130,7 @@ def make_kernel(
     curriculum: Any = None,
     all_reduce: AllReduce | None = None,
     world_size: int = 1,
+    scan_rollout: bool = False,
 ) -> StepFns:
     """Bind the static parts into a :class:`~functional_rl.kernel.iteration.StepFns` and
     optionally ``torch.compile`` the per-step functions.
@@ -137,12 +139,19 @@ def make_kernel(
     ``all_reduce`` and ``world_size`` make a data-parallel bundle; the collectives then run
     inside the compiled update (functional collectives trace).
 
-    With ``compile=True`` the functions are compiled with ``fullgraph=True, dynamic=False``:
-    for a pure env the whole rollout (:func:`~functional_rl.kernel.rollout.scan_rollout`, one
-    graph with a loop inside, C++ wrapper) and ``update_minibatch``; ``rollout_step`` alone is
-    compiled too, lazily, if called. For an impure env (``env.is_pure is False``, e.g. a
-    gymnasium adapter) the rollout is a Python loop of ``policy_act`` (compiled) -> host
+    With ``compile=True`` the per-step ``rollout_step`` and ``update_minibatch`` are each
+    compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps), and
+    the rollout is a Python loop of compiled steps. For an impure env (``env.is_pure is
+    False``, e.g. a gymnasium adapter) a step is ``policy_act`` (compiled) -> host
     ``env.step`` -> ``record_step`` (compiled).
+
+    ``scan_rollout=True`` (pure envs) makes the whole rollout one call instead
+    (:func:`~functional_rl.kernel.rollout.scan_rollout`, compiled with the C++ wrapper), with
+    the same keys, actions and transitions. Measured on a 2-core CPU (benchmarks/RESULTS.md):
+    1.8x the steps/s of the per-step loop on the default CartPole config, but its compiled
+    graph is not reused from the inductor cache by a new process (the scan is traced again,
+    about a minute there), where the per-step functions load in seconds. So it pays for long
+    runs and is off by default.
 
     Example:
         >>> kernel = make_kernel(cfg, env, policy, compile=False)
@@ -167,10 +176,14 @@ def make_kernel(
         one_step = functools.partial(
             rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective)
         step = maybe_compile(one_step)
-        whole = functools.partial(
-            scan_rollout, num_steps=config.num_steps, step_fn=one_step, value_fn=policy.value,
-            distribution=policy.distribution, action_space=env.action_space)
-        run_rollout = _as_trajectory(maybe_compile(whole, options={**ROLLOUT_OPTIONS, **(compile_options or {}).get("options", {})}))
+        run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
+        if scan_rollout:
+            whole = functools.partial(
+                scan_rollout_fn, num_steps=config.num_steps, step_fn=one_step, value_fn=policy.value,
+                distribution=policy.distribution, action_space=env.action_space)
+            run_rollout = _as_trajectory(maybe_compile(whole, options={**ROLLOUT_OPTIONS, **(compile_options or {}).get("options", {})}))
+    elif scan_rollout:
+        raise ValueError(f"scan_rollout needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
     else:  # compile the pure halves, call the simulator between them
         act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
         step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
@@ -213,6 +226,7 @@ def build(
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
     replica: Any = None,
+    scan_rollout: bool = False,
 ) -> tuple[TrainerState, StepFns]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the step functions. Returns ``(state, kernel)``.
@@ -250,6 +264,7 @@ def build(
     kernel = make_kernel(
         config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
         compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,
+        scan_rollout=scan_rollout,
     )
     return state, kernel
 

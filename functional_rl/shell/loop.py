@@ -160,6 +160,7 @@ def functional_training_loop(
     max_iterations: int | None = None,
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
+    scan_rollout: bool = False,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -183,6 +184,8 @@ def functional_training_loop(
             for CUDA graphs on a GPU (``config.device="cuda"``).
         curriculum: a task sampler (:mod:`functional_rl.kernel.curriculum`) choosing env params per
             episode; its state lives in ``state.curriculum``.
+        scan_rollout: run a pure env's rollout as one compiled call
+            (:func:`~functional_rl.shell.build.make_kernel`): faster per step, slower to start.
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
     the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
@@ -232,6 +235,7 @@ def functional_training_loop(
         state, kernel = build(
             config, env=env, policy=policy, state=state, custom_losses=custom_losses, compile=compile,
             env_params=env_params, compile_options=compile_options, curriculum=curriculum, replica=replica,
+            scan_rollout=scan_rollout,
         )
         return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica=replica)
     finally:
