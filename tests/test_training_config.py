@@ -175,7 +175,7 @@ def test_wrong_types_name_the_path_and_expected_type(d, message):
         ({"trainer": {"num_envs": 0}}, "trainer.num_envs=0 is invalid: must be >= 1"),
         ({"trainer": {"env_id": ""}}, "trainer.env_id='' is invalid: must be a non-empty string"),
         ({"agent": {"activation": "gelu"}}, "agent.activation='gelu' is invalid: must be 'tanh' or 'relu'"),
-        ({"agent": {"hidden_sizes": []}}, "agent.hidden_sizes=() is invalid: must be a non-empty sequence of positive integers"),
+        ({"agent": {"hidden_sizes": []}}, "agent.hidden_sizes=() is invalid: must be a non-empty sequence of positive integers (not bools)"),
         # 8 envs x 128 steps = 1024 transitions: 3 minibatches do not divide it.
         ({"ppo": {"num_minibatches": 3}}, "ppo.num_minibatches=3 is invalid: must divide num_steps = 128 (each minibatch takes num_steps / num_minibatches steps of every env)"),
     ],

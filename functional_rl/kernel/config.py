@@ -186,7 +186,7 @@ class PPOConfig:
             >>> PPOConfig(hidden_sizes=(64, True))
             Traceback (most recent call last):
                 ...
-            ValueError: PPOConfig.hidden_sizes=(64, True) is invalid: must be a non-empty tuple of positive integers (not bools)
+            ValueError: PPOConfig.hidden_sizes=(64, True) is invalid: must be a non-empty sequence of positive integers (not bools)
             >>> PPOConfig(num_envs=1, num_steps=4, num_minibatches=4)
             Traceback (most recent call last):
                 ...
@@ -233,7 +233,7 @@ class PPOConfig:
         sizes = self.hidden_sizes
         if (not isinstance(sizes, tuple) or not sizes
                 or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in sizes)):
-            bad("hidden_sizes", "must be a non-empty tuple of positive integers (not bools)")
+            bad("hidden_sizes", "must be a non-empty sequence of positive integers (not bools)")
         if not isinstance(self.activation, str) or self.activation not in ("tanh", "relu"):
             bad("activation", "must be 'tanh' or 'relu'")
         for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action"):
