@@ -132,6 +132,7 @@ def test_duplicate_keys_in_a_json_config_are_refused(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text('{"gamma": 0.9, "gamma": 0.8}')
     refused(capsys, "train", "CartPole-v1", "--config", cfg, "--run-dir", tmp_path / "r", message="appears twice")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_file_system_errors_are_one_line(tmp_path, capsys, trained, monkeypatch):
