@@ -43,7 +43,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete
+from functional_rl.envs.base import Discrete
 from functional_rl.kernel.config import PPOConfig, short
 from functional_rl.kernel.distributions import Categorical, DiagGaussian
 from functional_rl.kernel.rollout import policy_input

@@ -280,7 +280,7 @@ def _refuse_foreign(run_dir: Path, ignore: tuple[str, ...]) -> None:
     found = _entries(run_dir, ignore)
     if found:
         names = ", ".join(short(n, 60) for n in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        hint = (f"; it looks like a run whose checkpoints are gone, which cannot be resumed"
+        hint = ("; it looks like a run whose checkpoints are gone, which cannot be resumed"
                 if CONFIG_FILE in found else "")
         raise UsageError(f"run dir '{run_dir}' is not empty ({names}) and has no checkpoint{hint}; train writes only "
                          "into a new or empty directory and never overwrites files it did not write: choose another "
