@@ -7,7 +7,11 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from functional_rl.kernel.struct import OPTREE_NAMESPACE, pytree_dataclass, static_field
+import collections
+
+from hypothesis import given, settings, strategies as st
+
+from functional_rl.kernel.struct import OPTREE_NAMESPACE, map_fields, pytree_dataclass, static_field, tensor_leaves
 
 
 @pytree_dataclass
@@ -61,3 +65,55 @@ def test_vmap_and_compile_see_through_it():
     assert out.b.tolist() == [1.0, 6.0, 11.0]
     f = torch.compile(lambda o: o.replace(b=o.b * o.n), fullgraph=True)
     assert float(f(make()).b) == 15.0
+
+
+def test_replace_keeps_static_fields_and_refuses_unknown_names():
+    o = make()
+    p = o.replace(n=5)
+    assert p.n == 5 and p.inner.tag == "inner" and p.b is o.b
+    with pytest.raises(TypeError, match="unexpected field 'c'"):
+        o.replace(c=torch.tensor(1.0))
+
+
+Pair = collections.namedtuple("Pair", ["x", "y"])
+
+
+def _trees(depth):
+    """Trees of the kinds a kernel step carries: tensors, None, dataclasses, (named) tuples,
+    lists and dicts, nested."""
+    leaf = st.one_of(st.none(), st.integers(1, 3).map(lambda n: torch.arange(float(n))))
+    if depth == 0:
+        return leaf
+    sub = _trees(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(sub, sub),
+        st.builds(Pair, sub, sub),
+        st.lists(sub, max_size=3),
+        st.dictionaries(st.sampled_from("abc"), sub, max_size=3),
+        st.builds(lambda a, b: Outer(Inner(a if a is not None else torch.zeros(1)), b), sub.filter(lambda t: isinstance(t, torch.Tensor)), sub),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(_trees(3))
+def test_map_fields_and_tensor_leaves_agree_with_torch_pytree(tree):
+    fn = lambda x: x * 2 + 1  # noqa: E731
+    got, want = map_fields(fn, tree), pytree.tree_map(lambda x: fn(x) if isinstance(x, torch.Tensor) else x, tree)
+    g_leaves, g_spec = pytree.tree_flatten(got)
+    w_leaves, w_spec = pytree.tree_flatten(want)
+    assert g_spec == w_spec
+    assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(g_leaves, w_leaves))
+    want_tensors = [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+    assert [id(x) for x in tensor_leaves(tree)] == [id(x) for x in want_tensors]
+
+
+def test_map_fields_over_two_trees_and_under_compile():
+    o, p = make(), make().replace(b=torch.tensor(1.0))
+
+    def select(mask, a, b):
+        return map_fields(lambda x, y: torch.where(mask, x, y), a, b)
+
+    eager = select(torch.tensor(True), o, p)
+    compiled = torch.compile(select, fullgraph=True, dynamic=False)(torch.tensor(False), o, p)
+    assert float(eager.b) == 5.0 and float(compiled.b) == 1.0 and compiled.n == 3

@@ -41,9 +41,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
-import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
+from functional_rl.kernel.struct import map_fields, tensor_leaves
 
 __all__ = [
     "EnvStep",
@@ -227,7 +227,8 @@ class Env(Protocol):
 
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``mask`` bool ``[B]`` reshaped to ``[B, 1, ...]`` to broadcast against ``like`` ``[B, ...]``."""
-    return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))
+    extra = like.dim() - mask.dim()
+    return mask.reshape(mask.shape + (1,) * extra) if extra else mask
 
 
 def _shape_spec(shape: tuple[int, ...]) -> str:
@@ -395,13 +396,13 @@ class Environment:
         final_obs = self.get_obs(nxt, params)
         reset_obs, reset_state = self.reset(key, params, terminated.shape[0])
         done = terminated | truncated
-        new_state = pytree.tree_map(lambda r, n: torch.where(_rows(done, n), r, n), reset_state, nxt)
+        new_state = map_fields(lambda r, n: torch.where(_rows(done, n), r, n), reset_state, nxt)
         obs = torch.where(_rows(done, final_obs), reset_obs, final_obs)
         return EnvStep(obs, new_state, reward, terminated, truncated, final_obs)
 
     def _check_action(self, state: Any, action: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless ``action`` is ``[B, *action_space.shape]`` (``B`` from ``state``)."""
-        leaves = [x for x in pytree.tree_leaves(state) if isinstance(x, torch.Tensor) and x.dim() > 0]
+        leaves = [x for x in tensor_leaves(state) if x.dim() > 0]
         if not leaves:
             return
         expected = (leaves[0].shape[0], *self.action_space.shape)

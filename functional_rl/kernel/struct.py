@@ -30,9 +30,10 @@ import dataclasses
 from typing import Any, TypeVar
 
 import optree
+import torch
 import torch.utils._pytree as pytree
 
-__all__ = ["OPTREE_NAMESPACE", "pytree_dataclass", "static_field", "field"]
+__all__ = ["OPTREE_NAMESPACE", "pytree_dataclass", "static_field", "field", "map_fields", "tensor_leaves"]
 
 OPTREE_NAMESPACE = "functional_rl"
 
@@ -75,9 +76,24 @@ def field(**kwargs: Any) -> Any:
     return dataclasses.field(**kwargs)
 
 
-def _replace(self: T, **changes: Any) -> T:
-    """Return a copy with ``changes`` applied (the only way to "modify" a frozen state)."""
-    return dataclasses.replace(self, **changes)
+def _make_replace(cls: type, names: tuple[str, ...]):
+    """``replace(self, **changes)`` for ``cls``: a copy with ``changes`` applied (the only way
+    to "modify" a frozen state).
+
+    It calls the class with every field named, rather than ``dataclasses.replace``: inside
+    ``torch.compile`` the latter walks ``__dataclass_fields__`` and dynamo guards on four
+    attributes of every field, checks that then run on each call of the compiled function.
+    """
+    if any(not f.init for f in dataclasses.fields(cls)):
+        return lambda self, **changes: dataclasses.replace(self, **changes)
+
+    def replace(self, **changes):
+        for name in changes:
+            if name not in names:
+                raise TypeError(f"{cls.__name__}.replace() got an unexpected field {name!r}; its fields are {names}")
+        return self.__class__(**{n: changes[n] if n in changes else getattr(self, n) for n in names})
+
+    return replace
 
 
 def pytree_dataclass(cls: type[T]) -> type[T]:
@@ -134,7 +150,71 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
         lambda meta, children: unflatten(list(children), meta),
         namespace=OPTREE_NAMESPACE,
     )
-    cls.replace = _replace  # type: ignore[attr-defined]
+    cls.replace = _make_replace(cls, tuple(f.name for f in fields))  # type: ignore[attr-defined]
     cls.__data_fields__ = data_names  # type: ignore[attr-defined]
     cls.__static_fields__ = meta_names  # type: ignore[attr-defined]
     return cls
+
+
+def map_fields(fn: Any, tree: Any, *rest: Any) -> Any:
+    """``pytree.tree_map(fn, tree, *rest)`` for the trees a kernel step carries, without the
+    pytree registry.
+
+    Tensors, ``None``, ``@pytree_dataclass`` instances, tuples (named ones too), lists and
+    dicts are walked here; anything else falls back to ``torch.utils._pytree.tree_map``.
+    Why: inside ``torch.compile``, ``tree_map`` reads the registry of pytree node types, and
+    dynamo then guards on every registered type (about a hundred identity checks run on each
+    call of the compiled function). Walking the fields directly traces to the same graph with
+    none of those guards.
+
+    Example:
+        >>> import torch
+        >>> @pytree_dataclass
+        ... class P:
+        ...     a: torch.Tensor
+        ...     b: tuple
+        >>> p = P(torch.ones(2), (torch.zeros(1), None))
+        >>> q = map_fields(lambda x, y: x + y, p, p)
+        >>> q.a, q.b
+        (tensor([2., 2.]), (tensor([0.]), None))
+    """
+    if isinstance(tree, torch.Tensor):
+        return fn(tree, *rest)
+    if tree is None:
+        return None
+    kind = type(tree)
+    names = getattr(kind, "__data_fields__", None)
+    if names is not None:
+        return tree.replace(**{n: map_fields(fn, getattr(tree, n), *(getattr(r, n) for r in rest)) for n in names})
+    if kind in (tuple, list):
+        return kind(map_fields(fn, *xs) for xs in zip(tree, *rest, strict=True))
+    if isinstance(tree, tuple) and hasattr(kind, "_fields"):
+        return kind(*(map_fields(fn, *xs) for xs in zip(tree, *rest, strict=True)))
+    if kind is dict:
+        return {k: map_fields(fn, v, *(r[k] for r in rest)) for k, v in tree.items()}
+    return pytree.tree_map(fn, tree, *rest)
+
+
+def tensor_leaves(tree: Any) -> list:
+    """The tensor leaves of ``tree`` in pytree order (see :func:`map_fields` for why not
+    ``pytree.tree_leaves`` inside a compiled step).
+
+    Example:
+        >>> import torch
+        >>> tensor_leaves({"a": torch.ones(1), "b": (None, torch.zeros(2), 3)})
+        [tensor([1.]), tensor([0., 0.])]
+    """
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    names = getattr(type(tree), "__data_fields__", None)
+    if names is not None:
+        children = [getattr(tree, n) for n in names]
+    elif type(tree) in (tuple, list) or (isinstance(tree, tuple) and hasattr(type(tree), "_fields")):
+        children = list(tree)
+    elif type(tree) is dict:
+        children = list(tree.values())
+    elif tree is None:
+        return []
+    else:
+        return [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+    return [leaf for child in children for leaf in tensor_leaves(child)]
