@@ -71,3 +71,35 @@ def test_compiled_agents_match_eager_and_never_recompile(compiled_agents):
         s2, m = frl.train_iteration(swept, kernel)
         s3, m = frl.train_iteration(s2, kernel)
     assert m["learning_rate"].shape == (4,) and int(s3.iteration[0]) == 3
+
+
+def test_the_one_call_rollout_trains_the_same_agents():
+    """``scan_rollout=True`` vmaps the one-call rollout: same keys, actions and env steps bit
+    for bit, floats to rounding (the critic's batched matmuls)."""
+    a, ha = frl.train_many(CFG, seeds=[0, 1], hparams={"learning_rate": [1e-3, 3e-4]}, compile=False)
+    b, hb = frl.train_many(CFG, seeds=[0, 1], hparams={"learning_rate": [1e-3, 3e-4]}, compile=False, scan_rollout=True)
+    for x, y in zip(tensors(a), tensors(b)):
+        if x.is_floating_point():
+            assert torch.allclose(x, y, atol=1e-6, rtol=1e-5)
+        else:
+            assert torch.equal(x, y)
+    assert [h[-1]["episode_return"] for h in ha] == [h[-1]["episode_return"] for h in hb]
+
+
+@pytest.mark.slow
+def test_compiled_one_call_rollout_of_agents_matches_eager_and_never_recompiles():
+    env = frl.envs.make(CFG.env_id)
+    policy = frl.make_mlp_policy(env.observation_space, env.action_space)
+    states = stack_states(CFG, env, policy, agent_grid([0, 1, 2]))
+    compiled = make_agents_kernel(CFG, env, policy, compile=True, scan_rollout=True)
+    eager = make_agents_kernel(CFG, env, policy, compile=False, scan_rollout=True)
+    s_c, traj_c = compiled.rollout(states)
+    s_e, traj_e = eager.rollout(states)
+    assert traj_c.batch_size == (CFG.num_steps, 3, CFG.num_envs)
+    assert torch.equal(traj_c["action"], traj_e["action"]) and torch.equal(s_c.key, s_e.key)
+    for k in traj_e.keys():
+        assert torch.allclose(traj_c[k].double(), traj_e[k].double(), atol=1e-5, rtol=1e-4), k
+    swept = s_c.replace(learner=s_c.learner.replace(hparams=s_c.learner.hparams.replace(learning_rate=torch.tensor([1e-3, 2e-3, 3e-3]))))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        s2, _ = compiled.rollout(swept)
+    assert s2.agent_step.tolist() == [2 * CFG.batch_size] * 3

@@ -34,7 +34,7 @@ from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
 from functional_rl.kernel.iteration import StepFns
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
-from functional_rl.shell.build import compiler, make_kernel
+from functional_rl.shell.build import as_trajectory, compiler, make_kernel, one_call_rollout, rollout_options
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
 
@@ -142,6 +142,7 @@ def make_agents_kernel(
     custom_losses: Sequence[Any] = (),
     compile: bool = True,
     compile_options: dict[str, Any] | None = None,
+    scan_rollout: bool = False,
 ) -> StepFns:
     """The one-learner step functions, each wrapped in ``torch.func.vmap`` over a leading
     agent axis of the state: batch by wrapping, so the kernel's glue
@@ -153,6 +154,10 @@ def make_agents_kernel(
     ``make_batch`` map over axis 1 of a ``[T, A, B]`` trajectory, and ``epoch_minibatches``
     returns ``[M, A, N / M]`` minibatches. Compiled as ``compile(vmap(f))`` (never
     ``vmap(compile(f))``, which torch does not support).
+
+    ``scan_rollout=True`` vmaps the one-call rollout
+    (:func:`~functional_rl.kernel.rollout.scan_rollout`) instead of the step: one compiled
+    call per iteration for all agents, returning ``[T, A, B]`` trajectories.
 
     Example (two agents trained for one iteration in lockstep, uncompiled):
         >>> from functional_rl.kernel.iteration import train_iteration
@@ -179,9 +184,21 @@ def make_agents_kernel(
 
     maybe_compile = compiler(compile, compile_options)
     step, critic = maybe_compile(agents_rollout_step), _vmapped(one.critic, in_dims=(0, 1), out_dims=1)
+    run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=critic)
+    if scan_rollout:
+        whole = one_call_rollout(config, env, policy, one.rollout_step)
+
+        def agents_rollout(state):
+            dims = _tensor_dims(state, 0)
+            new_state, trajectory = torch.func.vmap(whole, in_dims=(dims,), out_dims=(dims, 1))(state)
+            return new_state.replace(key=new_state.key.contiguous()), trajectory
+
+        # The C++ wrapper's code for the vmapped scan segfaults when called (torch 2.13, CPU):
+        # the agents' rollout keeps inductor's Python wrapper.
+        run_rollout = as_trajectory(maybe_compile(agents_rollout, options=rollout_options(compile_options, cpp_wrapper=False)))
     return dataclasses.replace(
         one,
-        rollout=functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=critic),
+        rollout=run_rollout,
         rollout_step=step,
         critic=critic,
         make_batch=_batch_to_tensordict(_vmapped(_as_dict(one.make_batch), in_dims=(1, 0))),

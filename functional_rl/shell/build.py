@@ -29,12 +29,15 @@ from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
 from functional_rl.shell.checks import check_policy, check_state, require_policy
 
-__all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code"]
+__all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code", "allow_scan_in_compile_cache"]
 
 
 def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
     """``fn -> torch.compile(fn, fullgraph=True, dynamic=False, **compile_options)``, or the
     identity when ``compile`` is false.
+
+    Compiling also lets inductor's caches keep graphs holding a ``scan``
+    (:func:`allow_scan_in_compile_cache`), so every compiled kernel of a process is keyed alike.
 
     Example:
         >>> compiler(False)(len) is len
@@ -42,6 +45,7 @@ def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
     """
     if not compile:
         return lambda fn, **extra: fn
+    allow_scan_in_compile_cache()
     opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
     return lambda fn, **extra: _user_errors_surfaced(fn, torch.compile(own_code(fn), **{**opts, **extra}))
 
@@ -68,12 +72,71 @@ def own_code(fn: Any) -> Any:
                               call.__defaults__, call.__closure__)
 
 
-#: Inductor options of the one-call rollout: the C++ wrapper drives the generated loop
-#: without Python between steps (measured: 4.6x less time per step than per-step calls).
-ROLLOUT_OPTIONS = {"cpp_wrapper": True}
+#: Inductor options of the one-call rollout. The C++ wrapper drives the generated loop without
+#: Python between steps. A low ``realize_opcount_threshold`` (inductor's CPU default is 50) stores
+#: intermediate results instead of recomputing them in every kernel that reads them: the keyed
+#: hashes of the random draws were inlined into many kernels, and generating that code was
+#: most of the compile. Measured on the default CartPole config on a 2-core CPU
+#: (benchmarks/RESULTS.md): the rollout's cold compile fell from about 120 s to 42 s, at
+#: 0.96-1.03x the steps/s (30: a little slower to compile, same speed); 4 compiled no faster
+#: and ran 0.92x. Turning vectorisation off (``cpp.simdlen=1``) cut the compile by a third but
+#: ran at 0.59x.
+ROLLOUT_OPTIONS = {"cpp_wrapper": True, "realize_opcount_threshold": 8}
+
+#: Inductor options of the minibatch update next to the one-call rollout: the C++ wrapper
+#: (1.06x the steps/s; a low realize threshold made its compile longer, 41 s against 24 s).
+UPDATE_OPTIONS = {"cpp_wrapper": True}
+
+#: The name inductor's caches know the scan operator by (``f"{op.__module__}.{op.__name__}"``).
+SCAN_OP_NAME = "torch.ops.higher_order.scan"
 
 
-def _as_trajectory(fn: Any):
+def allow_scan_in_compile_cache() -> None:
+    """Let inductor's FX graph cache and AOT autograd cache store graphs holding a ``scan``.
+
+    Both caches refuse every higher-order operator not marked cacheable, and ``scan`` is not
+    (torch 2.13), so without this a new process compiles the one-call rollout from scratch
+    (measured: about as long as a cold compile, a minute or more here) where the per-step
+    functions load from the cache in seconds. The mark is safe for ``scan`` because the cache
+    key pickles the whole graph module, the scanned body included (a submodule): two scans
+    that differ only inside the body get different keys (``tests/test_compile_cache.py``
+    checks it in fresh processes). The entry's value (torch's version) is part of the key.
+
+    A process-wide setting of ``torch._inductor.config``; entries already there are kept.
+
+    Example:
+        >>> import torch._inductor.config as inductor_config
+        >>> allow_scan_in_compile_cache()
+        >>> SCAN_OP_NAME in inductor_config.unsafe_marked_cacheable_functions
+        True
+    """
+    import torch._inductor.config as inductor_config
+
+    marked = dict(inductor_config.unsafe_marked_cacheable_functions)
+    marked.setdefault(SCAN_OP_NAME, torch.__version__)
+    inductor_config.unsafe_marked_cacheable_functions = marked
+
+
+def rollout_options(compile_options: dict[str, Any] | None, base: dict[str, Any] = ROLLOUT_OPTIONS, **defaults: Any) -> dict[str, Any]:
+    """Inductor options for a function of the one-call path: ``base`` (default
+    :data:`ROLLOUT_OPTIONS`), then ``defaults``, then the user's own
+    ``compile_options["options"]`` (the user's values win).
+
+    Example:
+        >>> rollout_options({"options": {"cpp_wrapper": False}}, UPDATE_OPTIONS)
+        {'cpp_wrapper': False}
+    """
+    return {**base, **defaults, **(compile_options or {}).get("options", {})}
+
+
+def one_call_rollout(config: PPOConfig, env: Any, policy: Any, step: Any) -> Any:
+    """:func:`~functional_rl.kernel.rollout.scan_rollout` bound to a run: ``state -> (state,
+    dict of [T, B, ...] tensors)`` over ``config.num_steps`` steps of the eager ``step``."""
+    return functools.partial(scan_rollout_fn, num_steps=config.num_steps, step_fn=step, value_fn=policy.value,
+                             distribution=policy.distribution, action_space=env.action_space)
+
+
+def as_trajectory(fn: Any):
     """Wrap ``state -> (state, dict [T, B, ...])`` to return a TensorDict ``[T, B]`` (the
     dict crosses the compiled boundary; the TensorDict is built outside it)."""
 
@@ -130,7 +193,7 @@ def make_kernel(
     curriculum: Any = None,
     all_reduce: AllReduce | None = None,
     world_size: int = 1,
-    scan_rollout: bool = False,
+    scan_rollout: bool | None = None,
 ) -> StepFns:
     """Bind the static parts into a :class:`~functional_rl.kernel.iteration.StepFns` and
     optionally ``torch.compile`` the per-step functions.
@@ -145,13 +208,18 @@ def make_kernel(
     False``, e.g. a gymnasium adapter) a step is ``policy_act`` (compiled) -> host
     ``env.step`` -> ``record_step`` (compiled).
 
-    ``scan_rollout=True`` (pure envs) makes the whole rollout one call instead
-    (:func:`~functional_rl.kernel.rollout.scan_rollout`, compiled with the C++ wrapper), with
-    the same keys, actions and transitions. Measured on a 2-core CPU (benchmarks/RESULTS.md):
-    1.8x the steps/s of the per-step loop on the default CartPole config, but its compiled
-    graph is not reused from the inductor cache by a new process (the scan is traced again,
-    about a minute there), where the per-step functions load in seconds. So it pays for long
-    runs and is off by default.
+    ``scan_rollout`` chooses how a pure env's rollout runs when compiled: ``True`` as one
+    call (:func:`~functional_rl.kernel.rollout.scan_rollout`, compiled with inductor's C++
+    wrapper), ``False`` as a Python loop of compiled steps, ``None`` (the default) one call
+    when that is known to pay: compiled, a pure env, one process, on the CPU. Both give the
+    same keys, actions and transitions. Measured side by side on a 2-core CPU
+    (``benchmarks/compile_modes.py``, default CartPole config): 2.0x the steps/s of the
+    per-step loop, a first iteration of 63 s against 149 s with an empty inductor cache
+    (:data:`ROLLOUT_OPTIONS`), and 12 s against 10 s with a warm one (its graph is stored in
+    inductor's cache: :func:`allow_scan_in_compile_cache`). With the one-call rollout the
+    minibatch update also gets the C++ wrapper (:data:`UPDATE_OPTIONS`).
+    An impure env (a gymnasium adapter) always steps per call; asking it for ``True`` is an
+    error.
 
     Example:
         >>> kernel = make_kernel(cfg, env, policy, compile=False)
@@ -170,20 +238,22 @@ def make_kernel(
     pure_env = getattr(env, "is_pure", True)
     if curriculum is not None and not pure_env:
         raise ValueError(f"a curriculum needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
+    if scan_rollout and not pure_env:
+        raise ValueError(f"scan_rollout needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
+    if scan_rollout is None:
+        scan_rollout = compile and pure_env and all_reduce is None and torch.device(config.device).type == "cpu"
     maybe_compile = compiler(compile, compile_options)
     collective = {"world_size": world_size, "all_reduce": all_reduce}
+    # With the one-call rollout the update gets the C++ wrapper too (same options).
+    update_extra = {"options": rollout_options(compile_options, UPDATE_OPTIONS)} if scan_rollout else {}
     if pure_env:
         one_step = functools.partial(
             rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective)
         step = maybe_compile(one_step)
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
         if scan_rollout:
-            whole = functools.partial(
-                scan_rollout_fn, num_steps=config.num_steps, step_fn=one_step, value_fn=policy.value,
-                distribution=policy.distribution, action_space=env.action_space)
-            run_rollout = _as_trajectory(maybe_compile(whole, options={**ROLLOUT_OPTIONS, **(compile_options or {}).get("options", {})}))
-    elif scan_rollout:
-        raise ValueError(f"scan_rollout needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
+            whole = one_call_rollout(config, env, policy, one_step)
+            run_rollout = as_trajectory(maybe_compile(whole, options=rollout_options(compile_options)))
     else:  # compile the pure halves, call the simulator between them
         act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
         step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
@@ -197,7 +267,7 @@ def make_kernel(
         rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=make_batch,
         epoch_minibatches=functools.partial(
             epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce),
-        update=maybe_compile(update), finish=functools.partial(iteration_metrics, **collective),
+        update=maybe_compile(update, **update_extra), finish=functools.partial(iteration_metrics, **collective),
         learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, **collective,
     )
 
@@ -226,7 +296,7 @@ def build(
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
     replica: Any = None,
-    scan_rollout: bool = False,
+    scan_rollout: bool | None = None,
 ) -> tuple[TrainerState, StepFns]:
     """Resolve defaults (env from ``config.env_id``, CleanRL MLP policy, fresh state) and
     build the step functions. Returns ``(state, kernel)``.

@@ -160,7 +160,7 @@ def functional_training_loop(
     max_iterations: int | None = None,
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
-    scan_rollout: bool = False,
+    scan_rollout: bool | None = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -184,8 +184,9 @@ def functional_training_loop(
             for CUDA graphs on a GPU (``config.device="cuda"``).
         curriculum: a task sampler (:mod:`functional_rl.kernel.curriculum`) choosing env params per
             episode; its state lives in ``state.curriculum``.
-        scan_rollout: run a pure env's rollout as one compiled call
-            (:func:`~functional_rl.shell.build.make_kernel`): faster per step, slower to start.
+        scan_rollout: run a pure env's rollout as one compiled call (``True``), as a loop of
+            compiled steps (``False``), or choose (``None``: one call when compiled on the CPU
+            in one process; :func:`~functional_rl.shell.build.make_kernel`).
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
     the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
@@ -319,6 +320,7 @@ def train_many(
     compile: bool = True,
     env_params: Any = None,
     max_iterations: int | None = None,
+    scan_rollout: bool = False,
 ) -> tuple[TrainerState, list[list[dict[str, float]]]]:
     """Train many independent agents in one process, vmapped over a leading agent axis.
 
@@ -333,7 +335,7 @@ def train_many(
         config: the shared config (static sizes; default hyperparameter values).
         seeds: seeds of the runs.
         hparams: ``None``, a grid ``{"learning_rate": [...], ...}`` or a list of points.
-        env, policy, custom_losses, compile, env_params, max_iterations: as in
+        env, policy, custom_losses, compile, env_params, max_iterations, scan_rollout: as in
             :func:`functional_training_loop` (the env must be pure).
         callbacks: as in :func:`functional_training_loop` (checked the same way), called once
             per agent per iteration with that agent's metrics, which carry
@@ -369,5 +371,5 @@ def train_many(
     first = unstack_state(states, 0)
     check_policy(env, policy, config=config, params=first.learner.params, obs=first.envs.obs[:1])
     kernel = make_agents_kernel(config, env, policy, env_params=env_params,
-                                custom_losses=custom_losses, compile=compile)
+                                custom_losses=custom_losses, compile=compile, scan_rollout=scan_rollout)
     return _run(config, states, kernel, train_iteration, callbacks, max_iterations, agents=agents)
