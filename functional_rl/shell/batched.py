@@ -34,7 +34,7 @@ from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
 from functional_rl.kernel.iteration import StepFns
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
-from functional_rl.shell.build import as_trajectory, compiler, make_kernel, one_call_rollout, rollout_options
+from functional_rl.shell.build import ROLLOUT_OPTIONS, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
 
@@ -195,7 +195,7 @@ def make_agents_kernel(
 
         # The C++ wrapper's code for the vmapped scan segfaults when called (torch 2.13, CPU):
         # the agents' rollout keeps inductor's Python wrapper.
-        run_rollout = as_trajectory(maybe_compile(agents_rollout, options=rollout_options(compile_options, cpp_wrapper=False)))
+        run_rollout = as_trajectory(maybe_compile(agents_rollout, options=inductor_options({**ROLLOUT_OPTIONS, "cpp_wrapper": False}, compile_options)))
     return dataclasses.replace(
         one,
         rollout=run_rollout,

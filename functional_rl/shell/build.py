@@ -117,16 +117,15 @@ def allow_scan_in_compile_cache() -> None:
     inductor_config.unsafe_marked_cacheable_functions = marked
 
 
-def rollout_options(compile_options: dict[str, Any] | None, base: dict[str, Any] = ROLLOUT_OPTIONS, **defaults: Any) -> dict[str, Any]:
-    """Inductor options for a function of the one-call path: ``base`` (default
-    :data:`ROLLOUT_OPTIONS`), then ``defaults``, then the user's own
-    ``compile_options["options"]`` (the user's values win).
+def inductor_options(base: dict[str, Any], compile_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Inductor options for one compiled function: ``base`` (e.g. :data:`ROLLOUT_OPTIONS`)
+    under the user's own ``compile_options["options"]`` (the user's values win).
 
     Example:
-        >>> rollout_options({"options": {"cpp_wrapper": False}}, UPDATE_OPTIONS)
+        >>> inductor_options(UPDATE_OPTIONS, {"options": {"cpp_wrapper": False}})
         {'cpp_wrapper': False}
     """
-    return {**base, **defaults, **(compile_options or {}).get("options", {})}
+    return {**base, **(compile_options or {}).get("options", {})}
 
 
 def one_call_rollout(config: PPOConfig, env: Any, policy: Any, step: Any) -> Any:
@@ -244,8 +243,8 @@ def make_kernel(
         scan_rollout = compile and pure_env and all_reduce is None and torch.device(config.device).type == "cpu"
     maybe_compile = compiler(compile, compile_options)
     collective = {"world_size": world_size, "all_reduce": all_reduce}
-    # With the one-call rollout the update gets the C++ wrapper too (same options).
-    update_extra = {"options": rollout_options(compile_options, UPDATE_OPTIONS)} if scan_rollout else {}
+    # With the one-call rollout the update gets the C++ wrapper too (UPDATE_OPTIONS).
+    update_extra = {"options": inductor_options(UPDATE_OPTIONS, compile_options)} if scan_rollout else {}
     if pure_env:
         one_step = functools.partial(
             rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective)
@@ -253,7 +252,7 @@ def make_kernel(
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
         if scan_rollout:
             whole = one_call_rollout(config, env, policy, one_step)
-            run_rollout = as_trajectory(maybe_compile(whole, options=rollout_options(compile_options)))
+            run_rollout = as_trajectory(maybe_compile(whole, options=inductor_options(ROLLOUT_OPTIONS, compile_options)))
     else:  # compile the pure halves, call the simulator between them
         act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
         step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
