@@ -103,7 +103,8 @@ def child_frl(spec: dict) -> dict:
 from functional_rl.shell.loop import metrics_to_host
 
     tracker = Tracker(spec["t_spawn"])
-    cfg = frl.PPOConfig(total_timesteps=TOTAL)
+    # spec["config"]: PPOConfig overrides (benchmarks.default_config); the comparison uses 8 envs.
+    cfg = frl.PPOConfig(**{"num_envs": 8, "total_timesteps": TOTAL, **spec.get("config", {})})
     agents = spec.get("agents")
     if not agents:
         state, kernel = build(cfg, compile=spec["compile"])
@@ -113,6 +114,8 @@ from functional_rl.shell.loop import metrics_to_host
             h = metrics_to_host({"r": m["episode_return"], "n": m["episodes"]})  # the shell's one sync
             n = h["n"]
             tracker.add(h["r"] * n if n else 0.0, n)
+            if spec.get("stop_when_solved") and tracker.t475 is not None:
+                break
         return _finish(spec, tracker, t_start, cfg.batch_size)
 
     from functional_rl.shell.batched import agent_grid, make_agents_kernel, stack_states

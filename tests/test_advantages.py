@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from functional_rl import compute_advantages, compute_advantages_reference
+from functional_rl.kernel.advantages import reverse_linear_recurrence
 
 
 @st.composite
@@ -33,6 +34,49 @@ def test_fast_equals_reference(traj, gamma, lam):
     ref = compute_advantages_reference(**traj, gamma=gamma, gae_lambda=lam)
     for f, r in zip(fast, ref):
         assert torch.allclose(f, r, atol=1e-4, rtol=1e-4)
+
+
+@given(st.integers(1, 300), st.integers(1, 3), st.integers(0, 2**31 - 1), st.floats(0.0, 0.5))
+def test_doubling_equals_the_sequential_recurrence(T, B, seed, p_zero):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, generator=g, dtype=torch.float64)
+    c = torch.rand(T, B, generator=g, dtype=torch.float64) * (torch.rand(T, B, generator=g) >= p_zero)
+    expected, running = torch.zeros_like(x), torch.zeros(B, dtype=torch.float64)
+    for t in reversed(range(T)):
+        running = x[t] + c[t] * running
+        expected[t] = running
+    assert torch.allclose(reverse_linear_recurrence(x, c), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gae_under_vmap_equals_each_agent_alone():
+    g = torch.Generator().manual_seed(3)
+    A, T, B = 3, 37, 2
+    traj = dict(
+        reward=torch.randn(A, T, B, generator=g), value=torch.randn(A, T, B, generator=g),
+        next_value=torch.randn(A, T, B, generator=g), terminated=torch.rand(A, T, B, generator=g) < 0.1,
+        truncated=torch.rand(A, T, B, generator=g) < 0.05,
+    )
+    gammas = torch.tensor([0.9, 0.99, 0.5])
+    adv, ret = torch.func.vmap(lambda tr, gam: compute_advantages(**tr, gamma=gam, gae_lambda=0.95))(traj, gammas)
+    for a in range(A):
+        one = compute_advantages(**{k: v[a] for k, v in traj.items()}, gamma=float(gammas[a]), gae_lambda=0.95)
+        assert torch.allclose(adv[a], one[0], atol=1e-6) and torch.allclose(ret[a], one[1], atol=1e-6)
+
+
+def test_compiled_gae_equals_eager_and_the_reference():
+    g = torch.Generator().manual_seed(4)
+    traj = dict(
+        reward=torch.randn(128, 4, generator=g), value=torch.randn(128, 4, generator=g),
+        next_value=torch.randn(128, 4, generator=g), terminated=torch.rand(128, 4, generator=g) < 0.05,
+        truncated=torch.rand(128, 4, generator=g) < 0.02,
+    )
+    gamma, lam = torch.tensor(0.99), torch.tensor(0.95)
+    compiled = torch.compile(compute_advantages, fullgraph=True, dynamic=False)
+    adv_c, ret_c = compiled(**traj, gamma=gamma, gae_lambda=lam)
+    adv_e, ret_e = compute_advantages(**traj, gamma=gamma, gae_lambda=lam)
+    adv_r, _ = compute_advantages_reference(**traj, gamma=0.99, gae_lambda=0.95)
+    assert torch.allclose(adv_c, adv_e, atol=1e-5) and torch.allclose(ret_c, ret_e, atol=1e-5)
+    assert torch.allclose(adv_c, adv_r, atol=1e-4)
 
 
 @given(trajectories(), unit)

@@ -45,6 +45,21 @@ def test_eager_equals_compiled(compiled):
     assert int(s_c.agent_step) == 3 * TINY.batch_size and int(s_c.iteration) == 3
 
 
+def test_compiled_batch_and_minibatches_equal_eager(compiled):
+    state, ckernel = compiled
+    _, ekernel = build(TINY, compile=False)
+    state, trajectory = ekernel.rollout(state)
+    hp = state.learner.hparams
+    b_e, b_c = ekernel.make_batch(trajectory, hp), ckernel.make_batch(trajectory, hp)
+    assert b_c.batch_size == b_e.batch_size == (TINY.batch_size,) and set(b_c.keys()) == set(b_e.keys())
+    for k in b_e.keys():
+        assert torch.allclose(b_c[k].float(), b_e[k].float(), atol=1e-5), k
+    (key_e, mb_e), (key_c, mb_c) = (kern.epoch_minibatches(state.key, state.envs.env_ids, b_e) for kern in (ekernel, ckernel))
+    assert torch.equal(key_e, key_c) and set(mb_e) == set(mb_c)
+    for k in mb_e:  # same order (integer keys), same statistics
+        assert torch.allclose(mb_c[k].float(), mb_e[k].float(), atol=1e-5), k
+
+
 def test_no_recompile_with_a_changed_learning_rate(compiled):
     state, kernel = compiled
     state, _ = run(state, kernel, 1)  # warm: everything compiled once

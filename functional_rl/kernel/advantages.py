@@ -10,16 +10,28 @@ Layout is time-major ``[T, B]``. For each step ``t``:
   truncated_t`` and ``A_T = 0`` (nothing leaks across an episode boundary);
 * ``returns_t = A_t + value_t`` (the lambda-return, the value target).
 
-:func:`compute_advantages` is the fast, vectorised version (one reverse pass of two fused
-ops per step over the whole batch); :func:`compute_advantages_reference` is the slow loop over
-every ``(t, b)`` in Python floats that the tests compare it with.
+:func:`compute_advantages` is the fast, vectorised version; :func:`compute_advantages_reference`
+is the slow loop over every ``(t, b)`` in Python floats that the tests compare it with.
+
+The fast version solves the reverse linear recurrence ``A_t = delta_t + c_t A_{t+1}`` (``c_t =
+gamma * lambda * (1 - done_t)``) by recursive doubling instead of a loop over ``t``: after the
+round with span ``k`` each ``a_t`` holds ``sum_{j=t}^{t+k-1} (prod_{i=t}^{j-1} c_i) delta_j`` and
+each ``c_t`` holds ``prod_{i=t}^{t+k-1} c_i``, and one round doubles the span:
+
+    a_t <- a_t + c_t * a_{t+k},    c_t <- c_t * c_{t+k}    (terms past T are 0)
+
+so ``ceil(log2 T)`` rounds of three whole-tensor ops give every ``A_t`` (7 rounds for T = 128,
+against 128 dependent steps). There is no Python loop over time to unroll and no ``scan``
+operator, so the same code runs eagerly, under ``torch.compile`` (a small graph that compiles
+in seconds) and under ``vmap``. It sums the same terms as the loop in another order, so the
+two agree to float rounding (``tests/test_advantages.py``).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["compute_advantages", "compute_advantages_reference"]
+__all__ = ["compute_advantages", "compute_advantages_reference", "reverse_linear_recurrence"]
 
 
 def _check(reward, value, next_value, terminated, truncated) -> None:
@@ -77,14 +89,42 @@ def compute_advantages(
     not_term = 1.0 - terminated.to(dtype)
     not_done = 1.0 - (terminated.bool() | truncated.bool()).to(dtype)
     delta = reward.to(dtype) + gamma * not_term * next_value - value
-    decay = gamma * gae_lambda * not_done
-    steps = []
-    running = torch.zeros_like(delta[0])
-    for t in range(delta.shape[0] - 1, -1, -1):
-        running = delta[t] + decay[t] * running
-        steps.append(running)
-    advantage = torch.stack(steps[::-1])
+    decay = (gamma * gae_lambda) * not_done
+    advantage = reverse_linear_recurrence(delta, decay)
     return advantage, advantage + value
+
+
+def reverse_linear_recurrence(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``y_t = x_t + c_t * y_{t+1}`` with ``y_T = 0``, over the leading (time) axis, by recursive
+    doubling (module docstring): ``ceil(log2 T)`` rounds, no loop over ``t``.
+
+    Args:
+        x: float ``[T, ...]``.
+        c: float ``[T, ...]``, same shape.
+
+    Returns:
+        ``y``, float ``[T, ...]``.
+
+    Example (a discounted reward-to-go that stops at the episode end after step 1):
+        >>> x = torch.tensor([1.0, 1.0, 1.0, 1.0])
+        >>> c = torch.tensor([0.5, 0.0, 0.5, 0.5])
+        >>> reverse_linear_recurrence(x, c).tolist()
+        [1.5, 1.0, 1.5, 1.0]
+    """
+    if x.shape != c.shape:
+        raise ValueError(f"reverse_linear_recurrence: x and c must share a shape, got {tuple(x.shape)} and {tuple(c.shape)}")
+    T, span = x.shape[0], 1
+    while span < T:
+        x = x + c * _shift_up(x, span)
+        if 2 * span < T:  # the last round's products are never read
+            c = c * _shift_up(c, span)
+        span *= 2
+    return x
+
+
+def _shift_up(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``out[t] = x[t + k]`` for ``t + k < T``, else 0 (leading axis)."""
+    return torch.cat([x[k:], torch.zeros_like(x[:k])])
 
 
 def compute_advantages_reference(reward, value, next_value, terminated, truncated, *, gamma, gae_lambda):

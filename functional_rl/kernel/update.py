@@ -28,7 +28,7 @@ from functional_rl.kernel.optim import GradientTransformation, apply_updates, gl
 from functional_rl.kernel.parallel import AllReduce, sum_over_processes
 
 __all__ = [
-    "MINIBATCH_KEYS", "make_batch", "minibatch_order", "advantage_stats", "epoch_minibatches",
+    "MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
     "update_minibatch", "gradient_stats",
 ]
 
@@ -37,7 +37,7 @@ MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", 
 
 def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDict:
     """Add ``advantage`` and ``returns`` (GAE) to a ``[T, B]`` trajectory and flatten to ``[T*B]``
-    (index ``t * B + b``).
+    (index ``t * B + b``): :func:`batch_arrays` as a TensorDict.
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -46,6 +46,29 @@ def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDi
         >>> batch.batch_size, batch["advantage"].shape  # [T * B]
         (torch.Size([8]), torch.Size([8]))
     """
+    data = batch_arrays(trajectory, hparams)
+    return TensorDict(data, batch_size=data["reward"].shape[:1])
+
+
+def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[str, torch.Tensor]:
+    """:func:`make_batch` as a plain dict of ``[T * B, ...]`` tensors (what a compiled or vmapped
+    call returns; the TensorDict is built outside it).
+
+    Args:
+        trajectory: ``[T, B, ...]`` tensors with at least ``reward``, ``value``,
+            ``next_value``, ``terminated``, ``truncated``.
+        hparams: with 0-d (or ``[B]``-broadcastable) ``gamma`` and ``gae_lambda``.
+
+    Returns:
+        every trajectory entry and ``advantage``, ``returns`` (GAE), reshaped to ``[T * B, ...]``.
+
+    Example:
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> _, trajectory = frl.rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic)
+        >>> data = batch_arrays(trajectory, state.learner.hparams)
+        >>> data["advantage"].shape, data["obs"].shape  # [T * B], [T * B, obs_dim]
+        (torch.Size([8]), torch.Size([8, 4]))
+    """
     names = ("reward", "value", "next_value", "terminated", "truncated")
     advantage, returns = compute_advantages(
         *(trajectory[k] for k in names), gamma=hparams.gamma, gae_lambda=hparams.gae_lambda,
@@ -53,7 +76,7 @@ def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDi
     data = {k: trajectory[k] for k in trajectory.keys()}
     data.update(advantage=advantage, returns=returns)
     T, B = trajectory["reward"].shape
-    return TensorDict({k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}, batch_size=[T * B])
+    return {k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}
 
 
 def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, num_minibatches: int) -> torch.Tensor:

@@ -34,7 +34,10 @@ from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
 from functional_rl.kernel.iteration import StepFns
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
-from functional_rl.shell.build import ROLLOUT_OPTIONS, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout
+from functional_rl.kernel.update import batch_arrays
+from functional_rl.shell.build import (
+    ROLLOUT_OPTIONS, as_batch, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout, plain_args,
+)
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
 
@@ -201,8 +204,9 @@ def make_agents_kernel(
         rollout=run_rollout,
         rollout_step=step,
         critic=critic,
-        make_batch=_batch_to_tensordict(_vmapped(_as_dict(one.make_batch), in_dims=(1, 0))),
-        epoch_minibatches=_contiguous_key(_vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))),
+        make_batch=as_batch(maybe_compile(_vmapped(batch_arrays, in_dims=(1, 0))), batch_ndim=2),
+        epoch_minibatches=plain_args(maybe_compile(_contiguous_key(
+            _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))))),
         update=maybe_compile(agents_update),
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
         compiled=compile,
@@ -220,23 +224,3 @@ def _contiguous_key(fn: Any) -> Any:
 
     return minibatches
 
-
-def _as_dict(fn: Any) -> Any:
-    """``fn`` returning a plain dict instead of a TensorDict (whose batch size would not
-    survive ``vmap``)."""
-
-    def plain(*args):
-        return dict(fn(*args).items())
-
-    return plain
-
-
-def _batch_to_tensordict(fn: Any) -> Any:
-    """Wrap a vmapped ``make_batch`` so it returns a TensorDict ``[A, N]`` like the one-learner
-    version returns ``[N]``."""
-
-    def make_batch(trajectory, hparams):
-        data = fn(trajectory, hparams)
-        return TensorDict(data, batch_size=data["reward"].shape[:2])
-
-    return make_batch

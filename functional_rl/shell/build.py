@@ -26,7 +26,7 @@ from functional_rl.kernel.policies import make_mlp_policy
 from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
-from functional_rl.kernel.update import epoch_minibatches, make_batch, update_minibatch
+from functional_rl.kernel.update import batch_arrays, epoch_minibatches, make_batch, update_minibatch
 from functional_rl.shell.checks import check_policy, check_state, require_policy
 
 __all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code", "allow_scan_in_compile_cache"]
@@ -146,6 +146,29 @@ def as_trajectory(fn: Any):
     return rollout
 
 
+def plain_args(fn: Any) -> Any:
+    """``fn`` called with every TensorDict argument as a plain dict of its tensors (what a
+    compiled function is given: dicts of tensors trace and guard cheaply)."""
+
+    def call(*args):
+        return fn(*(dict(a.items()) if isinstance(a, TensorDict) else a for a in args))
+
+    return call
+
+
+def as_batch(fn: Any, batch_ndim: int) -> Any:
+    """Wrap ``fn(trajectory, hparams) -> dict`` (:func:`~functional_rl.kernel.update.batch_arrays`,
+    compiled or vmapped) to take a TensorDict trajectory and return a TensorDict batch whose
+    batch size is the leading ``batch_ndim`` dims (``[N]``; ``[A, N]`` for many agents)."""
+    plain = plain_args(fn)
+
+    def make_batch(trajectory, hparams):
+        data = plain(trajectory, hparams)
+        return TensorDict(data, batch_size=data["reward"].shape[:batch_ndim])
+
+    return make_batch
+
+
 def _user_errors_surfaced(fn: Any, compiled: Any):
     """``compiled`` (``torch.compile(fn, fullgraph=True)``), except that an exception raised by
     user code while tracing (a custom loss breaking its contract) is raised as itself.
@@ -216,7 +239,10 @@ def make_kernel(
     per-step loop, a first iteration of 63 s against 149 s with an empty inductor cache
     (:data:`ROLLOUT_OPTIONS`), and 12 s against 10 s with a warm one (its graph is stored in
     inductor's cache: :func:`allow_scan_in_compile_cache`). With the one-call rollout the
-    minibatch update also gets the C++ wrapper (:data:`UPDATE_OPTIONS`).
+    minibatch update also gets the C++ wrapper (:data:`UPDATE_OPTIONS`). Compiled kernels also
+    compile the batch (GAE, :func:`~functional_rl.kernel.update.batch_arrays`) and each
+    epoch's minibatches (order and advantage statistics), so the whole iteration runs as a few
+    compiled calls: rollout, batch, then per epoch minibatches and ``num_minibatches`` updates.
     An impure env (a gymnasium adapter) always steps per call; asking it for ``True`` is an
     error.
 
@@ -261,11 +287,16 @@ def make_kernel(
         update_minibatch, policy=policy, optimizer=make_optimizer(config), clip_vloss=config.clip_vloss,
         norm_adv=config.norm_adv, custom_losses=custom_losses, **collective,
     )
+    minibatches = functools.partial(
+        epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce)
+    batch_fn = make_batch
+    if compile:  # GAE and the epoch's order and advantage statistics as compiled calls too
+        batch_fn = as_batch(maybe_compile(batch_arrays), batch_ndim=1)
+        minibatches = plain_args(maybe_compile(minibatches))
     return StepFns(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
-        rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=make_batch,
-        epoch_minibatches=functools.partial(
-            epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce),
+        rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=batch_fn,
+        epoch_minibatches=minibatches,
         update=maybe_compile(update, **update_extra), finish=functools.partial(iteration_metrics, **collective),
         learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, **collective,
     )
