@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import functional_rl as frl
     from functional_rl.shell.build import build
-from functional_rl.shell.loop import metrics_to_host
+    from functional_rl.shell.loop import metrics_to_host
 
     proc = psutil.Process()
     rss = lambda: proc.memory_info().rss / 2**20  # noqa: E731

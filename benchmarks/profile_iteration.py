@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import functional_rl as frl
     from functional_rl.shell.build import build
-from functional_rl.shell.loop import metrics_to_host
+    from functional_rl.shell.loop import metrics_to_host
 
     cfg = frl.PPOConfig()
     if args.agents == 1:

@@ -100,7 +100,7 @@ def child_frl(spec: dict) -> dict:
     torch.set_num_threads(1)
     import functional_rl as frl
     from functional_rl.shell.build import build
-from functional_rl.shell.loop import metrics_to_host
+    from functional_rl.shell.loop import metrics_to_host
 
     tracker = Tracker(spec["t_spawn"])
     # spec["config"]: PPOConfig overrides (benchmarks.default_config); the comparison uses 8 envs.

@@ -42,7 +42,7 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(1)
     import functional_rl as frl
     from functional_rl.shell.build import build
-from functional_rl.shell.loop import metrics_to_host
+    from functional_rl.shell.loop import metrics_to_host
 
     cfg = frl.PPOConfig(num_envs=spec["num_envs"], num_steps=spec["num_steps"], total_timesteps=10_000_000)
     agents = spec["agents"]

@@ -16,6 +16,7 @@ import pytest
 import functional_rl as frl
 
 PACKAGE = pathlib.Path(frl.__file__).parent
+ROOT = PACKAGE.parent
 PURE = ("kernel", "envs")
 FORBIDDEN = ("functional_rl.shell", "functional_rl.compat")
 
@@ -77,3 +78,9 @@ def test_the_public_names_are_kept():
         "train_iteration", "train_many", "update_minibatch",
     }
     assert before <= set(frl.__all__) and all(hasattr(frl, n) for n in frl.__all__)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_every_benchmark_script_compiles(path):
+    """The benchmarks run outside the test suite; a syntax error there would go unseen."""
+    compile(path.read_text(encoding="utf-8"), str(path), "exec")
