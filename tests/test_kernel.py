@@ -143,3 +143,20 @@ def test_scan_rollout_equals_the_step_loop_eager_and_compiled():
     with torch.compiler.set_stance("fail_on_recompile"):
         s2, _ = compiled.rollout(moved)
     assert int(s2.agent_step) == 2 * cfg.batch_size
+
+
+@pytest.mark.parametrize("env_id", frl.envs.list_envs())
+def test_scan_rollout_equals_the_step_loop_for_every_pure_env(env_id):
+    """Every registered pure env (discrete and continuous actions, envs that end every step),
+    with the last action fed back and observation normalisation: the one-call rollout draws
+    the same keys and produces the same transitions as the per-step loop, bit for bit."""
+    cfg = TINY.replace(env_id=env_id, last_action=True, normalize_obs=True)
+    state, loop_kernel = build(cfg, compile=False)
+    _, scan_kernel = build(cfg, state=state, compile=False, scan_rollout=True)
+    s_ref, ref = loop_kernel.rollout(state)
+    s_scan, traj = scan_kernel.rollout(state)
+    assert set(traj.keys()) == set(ref.keys())
+    for k in ref.keys():
+        assert torch.equal(traj[k], ref[k]), k
+    for a, b in zip(leaves(s_scan), leaves(s_ref)):
+        assert torch.equal(a, b)
