@@ -19,6 +19,8 @@ from functional_rl.envs.base import (
 from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
 from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, from_gymnasium
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
+from functional_rl.envs.catch import Catch, CatchParams, CatchState
+from functional_rl.envs.memory import CartPoleNoVelocity, MemoryCue, MemoryCueParams, MemoryCueState
 from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous, MountainCarParams, MountainCarState
 from functional_rl.envs.pendulum import Pendulum, PendulumParams, PendulumState
 from functional_rl.envs.probes import Probe1, Probe2, Probe3, Probe4, Probe5, ProbeParams, ProbeState
@@ -43,6 +45,13 @@ __all__ = [
     "CartPole",
     "CartPoleParams",
     "CartPoleState",
+    "CartPoleNoVelocity",
+    "Catch",
+    "CatchParams",
+    "CatchState",
+    "MemoryCue",
+    "MemoryCueParams",
+    "MemoryCueState",
     "MountainCar",
     "MountainCarContinuous",
     "MountainCarParams",
