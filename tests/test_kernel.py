@@ -70,6 +70,20 @@ def test_no_recompile_with_a_changed_learning_rate(compiled):
     assert int(s2.iteration) == int(state.iteration) + 2
 
 
+def test_fifty_iterations_with_the_learning_rate_annealing_never_recompile(compiled):
+    """After the first iteration, 50 more run on the compiled graphs as they are: the annealed
+    learning rate, the keys, the statistics and the parameters are all graph inputs."""
+    state, kernel = compiled
+    state, first = run(state, kernel, 1)
+    rates = []
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for _ in range(50):
+            state, m = frl.train_iteration(state, kernel)
+            rates.append(float(m["learning_rate"]))
+    assert len(set(rates)) == 50 and rates[-1] < rates[0] < float(first["learning_rate"])
+    assert int(state.iteration) == 51 + int(compiled[0].iteration)
+
+
 def test_train_iteration_is_pure_and_deterministic(compiled):
     _, kernel = build(TINY, compile=False)
     state = frl.TrainerState.create(TINY, kernel.env, kernel.policy)
