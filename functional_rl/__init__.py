@@ -17,7 +17,7 @@ from functional_rl.kernel import curriculum, optim, random
 from functional_rl.shell import callbacks, checkpoint, distributed, policy_store, presets
 from functional_rl.kernel.advantages import compute_advantages, compute_advantages_reference
 from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
-from functional_rl.kernel.distributions import Categorical, DiagGaussian
+from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
 from functional_rl.kernel.losses import ppo_loss
 from functional_rl.kernel.policies import Policy, make_mlp_policy
@@ -43,6 +43,7 @@ __all__ = [
     "training_config",
     "Categorical",
     "DiagGaussian",
+    "MultiCategorical",
     "Hyperparams",
     "EnvsState",
     "Kernel",

@@ -7,6 +7,8 @@ See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract and the
 from functional_rl.envs.base import (
     Box,
     Discrete,
+    MultiDiscrete,
+    action_width,
     Env,
     Environment,
     EnvStep,
@@ -31,6 +33,8 @@ __all__ = [
     "from_gymnasium",
     "Box",
     "Discrete",
+    "MultiDiscrete",
+    "action_width",
     "Env",
     "Environment",
     "EnvStep",

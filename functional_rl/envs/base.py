@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -48,7 +49,9 @@ from functional_rl.kernel.struct import map_fields, tensor_leaves
 __all__ = [
     "EnvStep",
     "Discrete",
+    "MultiDiscrete",
     "Box",
+    "action_width",
     "Env",
     "Environment",
     "register",
@@ -136,6 +139,53 @@ class Discrete:
     def shape(self) -> tuple[int, ...]:
         """``()``: a discrete action is a scalar (int64 ``[B]`` for ``B`` envs)."""
         return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiDiscrete:
+    """``K`` discrete choices made together, choice ``k`` among ``nvec[k]`` values
+    ``{0, ..., nvec[k]-1}``: int64 ``[K]`` per env (gymnasium's ``MultiDiscrete`` with a 1-D
+    ``nvec``).
+
+    Example:
+        >>> space = MultiDiscrete((3, 2))
+        >>> space.nvec, space.shape, action_width(space)
+        ((3, 2), (2,), 5)
+        >>> MultiDiscrete((3, 0))
+        Traceback (most recent call last):
+            ...
+        ValueError: MultiDiscrete needs a non-empty nvec of positive ints, got (3, 0)
+    """
+
+    nvec: tuple[int, ...]
+    dtype: torch.dtype = torch.int64
+
+    def __post_init__(self):
+        nvec = tuple(int(n) for n in self.nvec)
+        if not nvec or min(nvec) < 1:
+            raise ValueError(f"MultiDiscrete needs a non-empty nvec of positive ints, got {tuple(self.nvec)}")
+        object.__setattr__(self, "nvec", nvec)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(K,)``: one int per choice (int64 ``[B, K]`` for ``B`` envs)."""
+        return (len(self.nvec),)
+
+
+def action_width(space: Any) -> int:
+    """Width of an action space's policy head, one-hot encoding and sampling noise: ``n`` for
+    :class:`Discrete`, ``sum(nvec)`` for :class:`MultiDiscrete` (one block of logits per
+    choice), ``prod(shape)`` for :class:`Box`.
+
+    Example:
+        >>> action_width(Discrete(4)), action_width(MultiDiscrete((3, 2))), action_width(Box((0.0,) * 6, (1.0,) * 6, (2, 3)))
+        (4, 5, 6)
+    """
+    if hasattr(space, "nvec"):
+        return sum(space.nvec)
+    if hasattr(space, "n"):
+        return int(space.n)
+    return math.prod(space.shape)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete, EnvStep, env_keys
+from functional_rl.envs.base import Box, Discrete, EnvStep, MultiDiscrete, env_keys
 
 __all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
 
@@ -53,20 +53,24 @@ class EnvInputError(ValueError):
     """
 
 
-def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete:
+def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete | MultiDiscrete:
     import gymnasium as gym
 
     if isinstance(space, gym.spaces.Discrete):
         if int(space.start) != 0:
             raise EnvInputError(f"{env_id}: {what} space Discrete(start={space.start}) is unsupported; only start=0")
         return Discrete(int(space.n))
+    if isinstance(space, gym.spaces.MultiDiscrete) and what == "action":
+        if space.nvec.ndim != 1 or np.any(space.start != 0):
+            raise EnvInputError(f"{env_id}: action space {space} is unsupported; only a 1-D nvec starting at 0")
+        return MultiDiscrete(tuple(int(n) for n in space.nvec))
     if isinstance(space, gym.spaces.Box):
         low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel()
         high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel()
         return Box(low=tuple(low.tolist()), high=tuple(high.tolist()), shape=tuple(space.shape))
     raise EnvInputError(
         f"{env_id}: {what} space {type(space).__name__} is unsupported; supported spaces are "
-        f"Box and Discrete (flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)"
+        f"Box and Discrete, and MultiDiscrete for actions (flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)"
     )
 
 
@@ -155,6 +159,12 @@ class GymnasiumEnv:
                 raise EnvInputError(f"{self.id}: actions {a.tolist()} out of bounds for Discrete({self.action_space.n}) "
                                     f"with {self.num_envs} envs")
             return a.astype(np.int64)
+        if isinstance(self.action_space, MultiDiscrete):
+            nvec = np.array(self.action_space.nvec)
+            if a.shape != (self.num_envs, len(nvec)) or (a < 0).any() or (a >= nvec).any():
+                raise EnvInputError(f"{self.id}: actions {a.tolist()} out of bounds for MultiDiscrete({tuple(nvec.tolist())}) "
+                                    f"with {self.num_envs} envs")
+            return a.astype(self.vec_env.single_action_space.dtype)
         low, high = np.array(self.action_space.low), np.array(self.action_space.high)
         flat = a.reshape(self.num_envs, -1)
         if not np.isfinite(flat).all() or (flat < low - 1e-6).any() or (flat > high + 1e-6).any():

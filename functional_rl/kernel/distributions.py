@@ -25,7 +25,7 @@ import torch
 
 import functional_rl.kernel.random as jr
 
-__all__ = ["Categorical", "DiagGaussian"]
+__all__ = ["Categorical", "MultiCategorical", "DiagGaussian"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,62 @@ class Categorical:
         """``-sum_a p(a) log p(a)``, float ``[...]``."""
         logp = torch.log_softmax(outputs["logits"], dim=-1)
         return -(logp.exp() * logp).sum(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiCategorical:
+    """``K`` independent categoricals (a MultiDiscrete action) from ``outputs["logits"]``
+    float ``[..., sum(nvec)]``: block ``k`` (``nvec[k]`` logits) is choice ``k``'s.
+
+    ``log p(a) = sum_k log softmax(logits_k)[a_k]`` and ``H = sum_k H_k``; an action is int64
+    ``[..., K]``. Sampling is the Gumbel-max trick per block, with the noise of a
+    :class:`Categorical` over all ``sum(nvec)`` logits (so it is drawn the same way).
+
+    Example:
+        >>> import functional_rl.kernel.random as jr
+        >>> d = MultiCategorical((3, 2))
+        >>> out = {"logits": torch.tensor([[0.0, 4.0, 0.0, 0.0, 0.0]])}  # [B=1, 3 + 2]
+        >>> d.mode(out), d.sample(jr.key(0), out).shape
+        (tensor([[1, 0]]), torch.Size([1, 2]))
+        >>> round(float(d.log_prob(out, torch.tensor([[0, 1]]))), 4)  # log(1/(2+e^4)) + log(1/2)
+        -4.7291
+        >>> round(float(d.entropy({"logits": torch.zeros(1, 5)})), 4)  # log 3 + log 2
+        1.7918
+    """
+
+    nvec: tuple[int, ...]
+
+    def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if x.shape[-1] != sum(self.nvec):
+            raise ValueError(f"MultiCategorical{tuple(self.nvec)}: logits must be [..., {sum(self.nvec)}], got {tuple(x.shape)}")
+        return torch.split(x, list(self.nvec), dim=-1)
+
+    def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """int64 ``[..., K]``; ``key`` one key ``[2]`` or one per row ``[*batch, 2]``."""
+        logits = outputs["logits"]
+        return self.sample_from_noise(outputs, self.noise(key, logits.shape, logits.dtype))
+
+    def noise(self, key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Gumbel noise ``[..., sum(nvec)]`` for logits of ``shape`` (as :meth:`Categorical.noise`)."""
+        return Categorical().noise(key, shape, dtype)
+
+    def sample_from_noise(self, outputs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """``argmax_k(logits_k + noise_k)`` per block: int64 ``[..., K]``."""
+        return torch.stack([torch.argmax(b, dim=-1) for b in self._blocks(outputs["logits"] + noise)], dim=-1)
+
+    def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The greedy choice of every block: int64 ``[..., K]``."""
+        return torch.stack([torch.argmax(b, dim=-1) for b in self._blocks(outputs["logits"])], dim=-1)
+
+    def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """``sum_k log softmax(logits_k)[action_k]`` for ``action`` int64 ``[..., K]``: float ``[...]``."""
+        blocks = self._blocks(outputs["logits"])
+        return sum(torch.gather(torch.log_softmax(b, dim=-1), -1, action[..., k : k + 1].long()).squeeze(-1)
+                   for k, b in enumerate(blocks))
+
+    def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k H(softmax(logits_k))``: float ``[...]``."""
+        return sum(Categorical().entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 import functional_rl.kernel.random as jr
-from functional_rl.kernel.distributions import Categorical, DiagGaussian
-from functional_rl.envs.base import Box, Discrete
+from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
+from functional_rl.envs.base import Box, Discrete, MultiDiscrete
 
 __all__ = ["Policy", "make_mlp_policy", "orthogonal"]
 
@@ -125,17 +125,20 @@ def _activation(name: str) -> Any:
 
 def _action_head(action_space: Any) -> tuple[int, Any]:
     """``(head width, distribution)``: ``n`` logits and a :class:`Categorical` for Discrete,
-    ``prod(shape)`` means and a :class:`DiagGaussian` for Box."""
+    ``sum(nvec)`` logits and a :class:`MultiCategorical` for MultiDiscrete, ``prod(shape)``
+    means and a :class:`DiagGaussian` for Box."""
     if isinstance(action_space, Discrete):
         return action_space.n, Categorical()
+    if isinstance(action_space, MultiDiscrete):
+        return sum(action_space.nvec), MultiCategorical(action_space.nvec)
     if isinstance(action_space, Box):
         return math.prod(action_space.shape), DiagGaussian()
-    raise TypeError(f"unsupported action space {type(action_space).__name__}; supported: Discrete, Box")
+    raise TypeError(f"unsupported action space {type(action_space).__name__}; supported: Discrete, MultiDiscrete, Box")
 
 
 def make_mlp_policy(
     observation_space: Box,
-    action_space: Discrete | Box,
+    action_space: Discrete | MultiDiscrete | Box,
     hidden_sizes: tuple[int, ...] = (64, 64),
     activation: str = "tanh",
     obs_dim_extra: int = 0,
@@ -144,7 +147,8 @@ def make_mlp_policy(
 
     Args:
         observation_space: a :class:`Box`; observations are flattened.
-        action_space: :class:`Discrete` (categorical head) or :class:`Box` (Gaussian head with
+        action_space: :class:`Discrete` (categorical head), :class:`MultiDiscrete` (one
+            categorical per choice, ``sum(nvec)`` logits) or :class:`Box` (Gaussian head with
             a state-independent ``log_std`` parameter initialised to 0).
         hidden_sizes: widths of both MLPs.
         activation: ``"tanh"`` or ``"relu"``.

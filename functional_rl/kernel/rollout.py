@@ -28,7 +28,6 @@ steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -38,7 +37,7 @@ import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
 from functional_rl.kernel import normalize
-from functional_rl.envs.base import Box, EnvStep
+from functional_rl.envs.base import Box, EnvStep, action_width
 from functional_rl.kernel.parallel import AllReduce
 
 __all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action"]
@@ -149,6 +148,7 @@ def _episode_stats(envs: Any, reward: torch.Tensor, done: torch.Tensor) -> tuple
 
 def record_step(
     state: Any, act: dict[str, Any], step: EnvStep, *, world_size: int = 1, all_reduce: AllReduce | None = None,
+    action_space: Any = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """The bookkeeping half of a step, after the env moved. Pure.
 
@@ -164,6 +164,7 @@ def record_step(
             counts all of them (``+= B * world_size``, the reference trainer's
             ``record_rollout(agent_steps, world_size)``).
         all_reduce: in a data-parallel run, the reward statistics see every process's returns.
+        action_space: the env's; needed to encode a MultiDiscrete last action (its ``nvec``).
 
     Returns:
         ``(new_state, transition)``; see the module docstring.
@@ -179,7 +180,7 @@ def record_step(
     done = step.terminated | step.truncated
     last_action = encoded = None
     if envs.last_action is not None:
-        encoded = encode_action(act["env_action"], envs.last_action.shape[-1])
+        encoded = encode_action(act["env_action"], envs.last_action.shape[-1], getattr(action_space, "nvec", None))
         # The true next input of the same episode carries this action; a new episode starts at 0.
         last_action = torch.where(done[:, None], torch.zeros_like(encoded), encoded)
     train_reward, reward_stats, discounted_return = _scale_reward(state, step, all_reduce)
@@ -198,8 +199,10 @@ def record_step(
     return new_state, transition
 
 
-def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
-    """The last-action input: one-hot ``[B, n]`` for int actions, flattened ``[B, D]`` floats else.
+def encode_action(action: torch.Tensor, size: int, nvec: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The last-action input: one-hot ``[B, n]`` for int actions ``[B]``, one one-hot per
+    choice concatenated ``[B, sum(nvec)]`` for MultiDiscrete actions int ``[B, K]`` (``nvec``
+    needed), flattened ``[B, D]`` floats else.
 
     Example:
         >>> encode_action(torch.tensor([0, 2]), 3)  # int64 [B] -> one-hot [B, 3]
@@ -208,8 +211,15 @@ def encode_action(action: torch.Tensor, size: int) -> torch.Tensor:
         >>> encode_action(torch.tensor([[0.5], [-1.0]]), 1)  # float [B, D] -> [B, D]
         tensor([[ 0.5000],
                 [-1.0000]])
+        >>> encode_action(torch.tensor([[2, 0]]), 5, nvec=(3, 2))  # MultiDiscrete((3, 2))
+        tensor([[0., 0., 1., 1., 0.]])
     """
     if action.dtype in (torch.int64, torch.int32):
+        if action.dim() == 2:
+            if nvec is None or len(nvec) != action.shape[-1] or sum(nvec) != size:
+                raise ValueError(f"encode_action: a MultiDiscrete action [B, {action.shape[-1]}] needs its nvec "
+                                 f"({action.shape[-1]} sizes summing to {size}), got nvec={nvec}")
+            return torch.cat([torch.nn.functional.one_hot(action[:, k].long(), n) for k, n in enumerate(nvec)], dim=-1).to(torch.float32)
         return torch.nn.functional.one_hot(action.long(), size).to(torch.float32)
     return action.reshape(action.shape[0], -1).to(torch.float32)
 
@@ -246,7 +256,7 @@ def rollout_step(
         env_params = curriculum.env_params(env_params, state.curriculum)
     act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws)
     step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
-    new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce)
+    new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce, action_space=env.action_space)
     if curriculum is not None:
         new_state = new_state.replace(curriculum=curriculum.on_step(new_state.curriculum, step.terminated | step.truncated))
     return new_state, transition
@@ -319,8 +329,7 @@ def rollout_draws(
     key, k_act, k_env = _key_chain(key, num_steps)
     rows = env_ids.expand(num_steps, env_ids.shape[-1])
     k_act, k_env = jr.row_keys(k_act, rows), jr.row_keys(k_env, rows)
-    width = (action_space.n,) if hasattr(action_space, "n") else (math.prod(action_space.shape),)
-    return key, {"noise": distribution.noise(k_act, (*rows.shape, *width), dtype), "k_env": k_env}
+    return key, {"noise": distribution.noise(k_act, (*rows.shape, action_width(action_space)), dtype), "k_env": k_env}
 
 
 def _moving_part(state: Any) -> tuple[Any, ...]:

@@ -29,16 +29,19 @@ __all__ = ["TrainerState", "LearnerState", "EnvsState", "init_state", "last_acti
 
 
 def last_action_size(action_space: Any) -> int:
-    """Width of the encoded last action: ``n`` (one-hot) for Discrete, ``prod(shape)`` for Box.
+    """Width of the encoded last action: ``n`` (one-hot) for Discrete, ``sum(nvec)`` (a one-hot
+    per choice) for MultiDiscrete, ``prod(shape)`` for Box.
 
     Example:
-        >>> from functional_rl.envs import Box, Discrete
+        >>> from functional_rl.envs import Box, Discrete, MultiDiscrete
         >>> last_action_size(Discrete(3)), last_action_size(Box(low=(0.0,) * 6, high=(1.0,) * 6, shape=(2, 3)))
         (3, 6)
+        >>> last_action_size(MultiDiscrete((3, 2)))
+        5
     """
-    import math
+    from functional_rl.envs.base import action_width
 
-    return action_space.n if hasattr(action_space, "n") else math.prod(action_space.shape)
+    return action_width(action_space)
 
 
 @pytree_dataclass

@@ -281,7 +281,8 @@ def make_kernel(
             run_rollout = as_trajectory(maybe_compile(whole, options=inductor_options(ROLLOUT_OPTIONS, compile_options)))
     else:  # compile the pure halves, call the simulator between them
         act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
-        step = _host_env_step(env, env_params, act, maybe_compile(functools.partial(record_step, **collective)))
+        record = functools.partial(record_step, action_space=env.action_space, **collective)
+        step = _host_env_step(env, env_params, act, maybe_compile(record))
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
     update = functools.partial(
         update_minibatch, policy=policy, optimizer=make_optimizer(config), clip_vloss=config.clip_vloss,

@@ -947,7 +947,7 @@ def evaluate(
             lengths = lengths + alive.to(torch.int64)
             ended = terminated | truncated
             if last_action_size:  # as in the rollout: the next input carries this action, 0 after a reset
-                encoded = encode_action(action, last_action_size)
+                encoded = encode_action(action, last_action_size, getattr(env.action_space, "nvec", None))
                 last_action = torch.where(ended[:, None], torch.zeros_like(encoded), encoded)
             done = done | ended
             if bool(done.all()):  # a host sync per step: the evaluator is eager shell code

@@ -43,9 +43,9 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Discrete
+from functional_rl.envs.base import action_width
 from functional_rl.kernel.config import PPOConfig, short
-from functional_rl.kernel.distributions import Categorical, DiagGaussian
+from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.kernel.rollout import policy_input
 from functional_rl.kernel.state import TrainerState, last_action_size
 
@@ -313,8 +313,8 @@ def check_state(config: PPOConfig, env: Any, policy: Any, state: Any, *, curricu
 
 def _action_head(env: Any) -> tuple[str, int]:
     space = env.action_space
-    if isinstance(space, Discrete) or hasattr(space, "n"):
-        return "discrete", int(space.n)
+    if hasattr(space, "n") or hasattr(space, "nvec"):
+        return "discrete", action_width(space)
     return "continuous", math.prod(space.shape)
 
 
@@ -356,8 +356,12 @@ def check_policy(env: Any, policy: Any, *, config: PPOConfig | None = None, para
     in_dim = math.prod(obs_shape) + extra
     fix = "build the policy for env.action_space (e.g. make_mlp_policy(env.observation_space, env.action_space, ...))"
     dist = policy.distribution
-    if (kind == "discrete" and isinstance(dist, DiagGaussian)) or (kind == "continuous" and isinstance(dist, Categorical)):
+    if (kind == "discrete" and isinstance(dist, DiagGaussian)) or (kind == "continuous" and isinstance(dist, (Categorical, MultiCategorical))):
         raise ValueError(f"the policy's distribution is {type(dist).__name__} but {name} has {kind} actions: {fix}")
+    nvec = getattr(env.action_space, "nvec", None)
+    if isinstance(dist, (Categorical, MultiCategorical)) and getattr(dist, "nvec", None) != nvec:
+        want = f"MultiCategorical({nvec})" if nvec is not None else "Categorical()"
+        raise ValueError(f"the policy's distribution is {dist} but {name}'s actions {env.action_space} need {want}: {fix}")
     spec = getattr(policy, "spec", None)
     spec = spec if isinstance(spec, Mapping) else {}
     if isinstance(spec.get("obs_dim"), int) and spec["obs_dim"] != in_dim:
@@ -371,7 +375,7 @@ def check_policy(env: Any, policy: Any, *, config: PPOConfig | None = None, para
     if not isinstance(head, int):
         head = _probe_head(env, policy, kind, in_dim, extra, params, obs)
     if head != width:
-        unit = "discrete actions" if kind == "discrete" else "action dimensions"
+        unit = ("logits (sum of nvec)" if nvec is not None else "discrete actions") if kind == "discrete" else "action dimensions"
         raise ValueError(f"the policy's action head has {head} outputs but {name} has {width} {unit}: {fix}")
 
 

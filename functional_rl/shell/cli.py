@@ -737,7 +737,8 @@ def cmd_list_envs(args: argparse.Namespace) -> int:
     for env_id in list_envs():
         env = make(env_id)
         a = env.action_space
-        kind = f"Discrete({a.n})" if hasattr(a, "n") else f"Box{tuple(a.shape)}"
+        kind = (f"Discrete({a.n})" if hasattr(a, "n") else f"MultiDiscrete{tuple(a.nvec)}" if hasattr(a, "nvec")
+                else f"Box{tuple(a.shape)}")
         print(f"{env_id:28s} obs {tuple(env.observation_space.shape)}  actions {kind}")
     return 0
 

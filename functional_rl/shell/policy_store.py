@@ -57,7 +57,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from functional_rl.shell import checkpoint as ckpt_io
-from functional_rl.envs.base import Box, Discrete
+from functional_rl.envs.base import Box, Discrete, MultiDiscrete
 from functional_rl.kernel.policies import Policy, make_mlp_policy
 
 __all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND"]
@@ -94,7 +94,7 @@ def _dec_float(x: float | str) -> float:
     return float(x)
 
 
-def encode_space(space: Box | Discrete) -> dict[str, Any]:
+def encode_space(space: Box | Discrete | MultiDiscrete) -> dict[str, Any]:
     """A JSON-able description of a :class:`Box` or :class:`Discrete` space.
 
     Example:
@@ -106,6 +106,8 @@ def encode_space(space: Box | Discrete) -> dict[str, Any]:
     dtype = str(space.dtype).removeprefix("torch.")
     if isinstance(space, Discrete):
         return {"type": "Discrete", "n": int(space.n), "dtype": dtype}
+    if isinstance(space, MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec], "dtype": dtype}
     if isinstance(space, Box):
         return {
             "type": "Box",
@@ -114,10 +116,10 @@ def encode_space(space: Box | Discrete) -> dict[str, Any]:
             "shape": [int(s) for s in space.shape],
             "dtype": dtype,
         }
-    raise TypeError(f"cannot describe a space of type {type(space).__name__}; supported: Box, Discrete")
+    raise TypeError(f"cannot describe a space of type {type(space).__name__}; supported: Box, Discrete, MultiDiscrete")
 
 
-def decode_space(d: dict[str, Any]) -> Box | Discrete:
+def decode_space(d: dict[str, Any]) -> Box | Discrete | MultiDiscrete:
     """The space :func:`encode_space` described (equal to the original).
 
     Example:
@@ -126,6 +128,8 @@ def decode_space(d: dict[str, Any]) -> Box | Discrete:
         >>> box = Box((-2.0,), (2.0,), (1,))
         >>> decode_space(encode_space(box)) == box
         True
+        >>> decode_space(encode_space(MultiDiscrete((3, 2))))
+        MultiDiscrete(nvec=(3, 2), dtype=torch.int64)
         >>> decode_space({"type": "Dict"})
         Traceback (most recent call last):
             ...
@@ -136,6 +140,8 @@ def decode_space(d: dict[str, Any]) -> Box | Discrete:
     kind = d.get("type") if isinstance(d, dict) else None
     if kind == "Discrete":
         return Discrete(int(d["n"]), getattr(torch, d.get("dtype", "int64")))
+    if kind == "MultiDiscrete":
+        return MultiDiscrete(tuple(int(n) for n in d["nvec"]), getattr(torch, d.get("dtype", "int64")))
     if kind == "Box":
         return Box(
             tuple(_dec_float(v) for v in d["low"]),

@@ -178,8 +178,9 @@ def _policy_params(config: Any, env: Any) -> int:
     """The parameter count of the default MLP actor-critic for ``env`` (a close estimate)."""
     obs = math.prod(env.observation_space.shape)
     space = env.action_space
-    if hasattr(space, "n"):
-        actions, extra, log_std = int(space.n), int(space.n), 0
+    if hasattr(space, "n") or hasattr(space, "nvec"):
+        actions = extra = sum(space.nvec) if hasattr(space, "nvec") else int(space.n)
+        log_std = 0
     else:
         actions = math.prod(space.shape)
         extra, log_std = actions, actions
