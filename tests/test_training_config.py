@@ -62,7 +62,7 @@ def test_legacy_partial_dict_takes_defaults():
     # The reference trainer's migration example.
     cfg = TrainingConfig.from_dict({"agent": {"name": "mlp"}, "trainer": {"total_timesteps": 10_000_000}, "ppo": None})
     assert cfg.trainer.total_timesteps == 10_000_000
-    assert cfg.trainer.num_envs == 8 and cfg.ppo.gamma == 0.99 and cfg.agent.hidden_sizes == (64, 64)
+    assert cfg.trainer.num_envs == 4 and cfg.ppo.gamma == 0.99 and cfg.agent.hidden_sizes == (64, 64)
     assert cfg.experiment_name == "default"
 
 
@@ -176,7 +176,7 @@ def test_wrong_types_name_the_path_and_expected_type(d, message):
         ({"trainer": {"env_id": ""}}, "trainer.env_id='' is invalid: must be a non-empty string"),
         ({"agent": {"activation": "gelu"}}, "agent.activation='gelu' is invalid: must be 'tanh' or 'relu'"),
         ({"agent": {"hidden_sizes": []}}, "agent.hidden_sizes=() is invalid: must be a non-empty sequence of positive integers (not bools)"),
-        # 8 envs x 128 steps = 1024 transitions: 3 minibatches do not divide it.
+        # 4 envs x 128 steps = 512 transitions: 3 minibatches do not divide it.
         ({"ppo": {"num_minibatches": 3}}, "ppo.num_minibatches=3 is invalid: must divide num_steps = 128 (each minibatch takes num_steps / num_minibatches steps of every env)"),
     ],
 )

@@ -265,8 +265,8 @@ class TrainingConfig:
 
     Example:
         >>> cfg = TrainingConfig(experiment_name="quick", trainer=TrainerConfig(total_timesteps=2048))
-        >>> cfg.to_ppo_config().num_iterations
-        2
+        >>> cfg.to_ppo_config().num_iterations  # 2048 steps / (4 envs x 128 steps)
+        4
         >>> cfg.with_overrides({"ppo.gamma": 0.9}).ppo.gamma
         0.9
     """

@@ -196,7 +196,7 @@ class GymnasiumEnv:
         self.vec_env.close()
 
 
-def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 8, **make_kwargs: Any) -> GymnasiumEnv:
+def from_gymnasium(env: str | Callable[[], Any] | Any, num_envs: int = 4, **make_kwargs: Any) -> GymnasiumEnv:
     """Wrap a gymnasium env for ``functional_training_loop(env=...)``.
 
     Args:

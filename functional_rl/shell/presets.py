@@ -25,7 +25,7 @@ def cartpole_config(**overrides) -> PPOConfig:
     Example:
         >>> cfg = cartpole_config(seed=3)
         >>> cfg.env_id, cfg.seed, cfg.batch_size
-        ('CartPole-v1', 3, 1024)
+        ('CartPole-v1', 3, 512)
     """
     return PPOConfig(**overrides)
 
