@@ -320,7 +320,7 @@ def train_many(
     compile: bool = True,
     env_params: Any = None,
     max_iterations: int | None = None,
-    scan_rollout: bool = False,
+    scan_rollout: bool | None = None,
 ) -> tuple[TrainerState, list[list[dict[str, float]]]]:
     """Train many independent agents in one process, vmapped over a leading agent axis.
 
