@@ -117,5 +117,5 @@ def test_continuous_gymnasium_env_trains_a_few_iterations_with_clipped_actions()
 @pytest.mark.slow
 def test_cartpole_through_the_adapter_reaches_475():
     env = from_gymnasium("CartPole-v1", num_envs=8)
-    state, history = frl.functional_training_loop(frl.PPOConfig(seed=1), env=env, compile=True)
+    state, history = frl.functional_training_loop(frl.PPOConfig(seed=1, num_envs=8), env=env, compile=True)
     assert best_windowed_return(history) >= 475.0

@@ -190,7 +190,9 @@ def make_mlp_policy(
         return params
 
     def flat(obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[: obs.dim() - obs_ndim] + (-1,)) if obs_ndim != 1 else obs
+        if obs_dim_extra or obs_ndim == 1:  # already [..., obs_dim]: policy_input flattened it to append the extra inputs
+            return obs
+        return obs.reshape(obs.shape[: obs.dim() - obs_ndim] + (-1,))
 
     def value(params: Params, obs: torch.Tensor) -> torch.Tensor:
         return _mlp_apply(params["critic"], flat(obs), act)
