@@ -28,6 +28,16 @@ def trajectories(draw, max_t=24, max_b=5):
 unit = st.floats(0.0, 1.0)
 
 
+def random_traj(seed, shape, p_term, p_trunc):
+    """A trajectory of random ``shape`` tensors with the given termination and truncation rates."""
+    g = torch.Generator().manual_seed(seed)  # test data only
+    return dict(
+        reward=torch.randn(shape, generator=g), value=torch.randn(shape, generator=g),
+        next_value=torch.randn(shape, generator=g), terminated=torch.rand(shape, generator=g) < p_term,
+        truncated=torch.rand(shape, generator=g) < p_trunc,
+    )
+
+
 @given(trajectories(), unit, unit)
 def test_fast_equals_reference(traj, gamma, lam):
     fast = compute_advantages(**traj, gamma=gamma, gae_lambda=lam)
@@ -49,13 +59,8 @@ def test_doubling_equals_the_sequential_recurrence(T, B, seed, p_zero):
 
 
 def test_gae_under_vmap_equals_each_agent_alone():
-    g = torch.Generator().manual_seed(3)
-    A, T, B = 3, 37, 2
-    traj = dict(
-        reward=torch.randn(A, T, B, generator=g), value=torch.randn(A, T, B, generator=g),
-        next_value=torch.randn(A, T, B, generator=g), terminated=torch.rand(A, T, B, generator=g) < 0.1,
-        truncated=torch.rand(A, T, B, generator=g) < 0.05,
-    )
+    A = 3
+    traj = random_traj(3, (A, 37, 2), 0.1, 0.05)
     gammas = torch.tensor([0.9, 0.99, 0.5])
     adv, ret = torch.func.vmap(lambda tr, gam: compute_advantages(**tr, gamma=gam, gae_lambda=0.95))(traj, gammas)
     for a in range(A):
@@ -64,12 +69,7 @@ def test_gae_under_vmap_equals_each_agent_alone():
 
 
 def test_compiled_gae_equals_eager_and_the_reference():
-    g = torch.Generator().manual_seed(4)
-    traj = dict(
-        reward=torch.randn(128, 4, generator=g), value=torch.randn(128, 4, generator=g),
-        next_value=torch.randn(128, 4, generator=g), terminated=torch.rand(128, 4, generator=g) < 0.05,
-        truncated=torch.rand(128, 4, generator=g) < 0.02,
-    )
+    traj = random_traj(4, (128, 4), 0.05, 0.02)
     gamma, lam = torch.tensor(0.99), torch.tensor(0.95)
     compiled = torch.compile(compute_advantages, fullgraph=True, dynamic=False)
     adv_c, ret_c = compiled(**traj, gamma=gamma, gae_lambda=lam)
@@ -131,12 +131,7 @@ def test_gamma_as_per_env_tensor_matches_scalar_runs():
 
 
 def test_inputs_are_not_mutated():
-    g = torch.Generator().manual_seed(1)
-    traj = dict(
-        reward=torch.randn(5, 3, generator=g), value=torch.randn(5, 3, generator=g),
-        next_value=torch.randn(5, 3, generator=g), terminated=torch.rand(5, 3, generator=g) < 0.3,
-        truncated=torch.rand(5, 3, generator=g) < 0.3,
-    )
+    traj = random_traj(1, (5, 3), 0.3, 0.3)
     copies = {k: v.clone() for k, v in traj.items()}
     compute_advantages(**traj, gamma=0.99, gae_lambda=0.95)
     for k in traj:

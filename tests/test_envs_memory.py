@@ -96,10 +96,10 @@ def test_catch_pays_plus_one_for_a_catch_and_ends_on_the_bottom_row(rows, column
 def test_catch_random_play_scores_about_minus_six_tenths_and_the_picture_is_right():
     env = Catch()
     params = env.default_params()
-    rand = lambda obs, state: jr.randint(jr.fold_in(jr.key(11), int(state.time.sum())), (obs.shape[0],), 0, 3)  # noqa: E731
+    rand = lambda obs, state: jr.randint(jr.fold_in(jr.key(11), int(state.ball_y.sum())), (obs.shape[0],), 0, 3)  # noqa: E731
     rewards, dones, _ = run_episodes(env, params, rand, 4096, 9)
     assert bool(dones[-1].all()) and -0.75 < float(rewards.sum(0).mean()) < -0.45
-    s = CatchState(torch.tensor([3]), torch.tensor([4]), torch.tensor([1]), torch.tensor([4]))
+    s = CatchState(torch.tensor([3]), torch.tensor([4]), torch.tensor([1]))
     image = env.get_obs(s, params)[0, 0]
     assert image[4, 3] == 1 and image[9, 1] == 1 and image.sum() == 2
 

@@ -43,7 +43,8 @@ class CatchParams:
 
 @pytree_dataclass
 class CatchState:
-    """Ball column and row, paddle column, and the step ``time``: int64 ``[B]`` each.
+    """Ball column and row and paddle column: int64 ``[B]`` each (the ball's row is also the
+    step count).
 
     Example:
         >>> import functional_rl.kernel.random as jr
@@ -55,7 +56,6 @@ class CatchState:
     ball_x: torch.Tensor
     ball_y: torch.Tensor
     paddle_x: torch.Tensor
-    time: torch.Tensor
 
 
 class Catch(Environment):
@@ -68,7 +68,7 @@ class Catch(Environment):
     Example (a ball dropped straight onto the paddle in a 3 x 3 grid):
         >>> import functional_rl.kernel.random as jr
         >>> env, params = Catch(rows=3, columns=3), CatchParams()
-        >>> s = CatchState(*(torch.tensor([v]) for v in (1, 0, 1, 0)))
+        >>> s = CatchState(*(torch.tensor([v]) for v in (1, 0, 1)))
         >>> out = env.step(jr.key(0), s, torch.tensor([1]), params)
         >>> out.reward.tolist(), out.terminated.tolist()
         ([0.0], [False])
@@ -95,8 +95,8 @@ class Catch(Environment):
         ``[B, 2]``), paddle in the middle column."""
         B, device = keys.shape[0], keys.device
         ball_x = jr.randint(keys, (), 0, self.columns)
-        zeros = torch.zeros(B, dtype=torch.int64, device=device)
-        return CatchState(ball_x, zeros, torch.full((B,), self.columns // 2, dtype=torch.int64, device=device), zeros.clone())
+        row = torch.zeros(B, dtype=torch.int64, device=device)
+        return CatchState(ball_x, row, torch.full((B,), self.columns // 2, dtype=torch.int64, device=device))
 
     def step_env(self, state: CatchState, action: torch.Tensor, params: CatchParams):
         """``(next_state, reward float32 [B], terminated bool [B])``: the paddle moves by
@@ -105,19 +105,19 @@ class Catch(Environment):
         ball_y = state.ball_y + 1
         landed = ball_y >= self.rows - 1
         reward = torch.where(landed, torch.where(paddle == state.ball_x, 1.0, -1.0), 0.0).to(torch.float32)
-        return CatchState(state.ball_x.clone(), ball_y, paddle, state.time + 1), reward, landed
+        return CatchState(state.ball_x.clone(), ball_y, paddle), reward, landed
 
     def get_obs(self, state: CatchState, params: CatchParams) -> torch.Tensor:
         """float32 ``[B, 1, rows, columns]``: 1 at the ball and at the paddle."""
-        rows = torch.arange(self.rows, device=state.time.device)
-        cols = torch.arange(self.columns, device=state.time.device)
+        rows = torch.arange(self.rows, device=state.ball_y.device)
+        cols = torch.arange(self.columns, device=state.ball_y.device)
         ball = (rows == state.ball_y[:, None])[:, :, None] & (cols == state.ball_x[:, None])[:, None, :]
         paddle = (rows == self.rows - 1)[None, :, None] & (cols == state.paddle_x[:, None])[:, None, :]
         return (ball | paddle).to(torch.float32)[:, None]
 
     def truncation(self, state: CatchState, params: CatchParams) -> torch.Tensor:
         """Never: bool ``[B]`` all ``False`` (every episode ends by termination)."""
-        return torch.zeros_like(state.time, dtype=torch.bool)
+        return torch.zeros_like(state.ball_y, dtype=torch.bool)
 
 
 register("Catch-v0", Catch)

@@ -88,6 +88,9 @@ class Categorical:
         return -(logp.exp() * logp).sum(-1)
 
 
+_ONE = Categorical()  # a MultiCategorical's blocks are categoricals
+
+
 @dataclasses.dataclass(frozen=True)
 class MultiCategorical:
     """``K`` independent categoricals (a MultiDiscrete action) from ``outputs["logits"]``
@@ -123,25 +126,23 @@ class MultiCategorical:
 
     def noise(self, key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Gumbel noise ``[..., sum(nvec)]`` for logits of ``shape`` (as :meth:`Categorical.noise`)."""
-        return Categorical().noise(key, shape, dtype)
+        return _ONE.noise(key, shape, dtype)
 
     def sample_from_noise(self, outputs: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         """``argmax_k(logits_k + noise_k)`` per block: int64 ``[..., K]``."""
-        return torch.stack([torch.argmax(b, dim=-1) for b in self._blocks(outputs["logits"] + noise)], dim=-1)
+        return torch.stack([_ONE.mode({"logits": b}) for b in self._blocks(outputs["logits"] + noise)], dim=-1)
 
     def mode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The greedy choice of every block: int64 ``[..., K]``."""
-        return torch.stack([torch.argmax(b, dim=-1) for b in self._blocks(outputs["logits"])], dim=-1)
+        return torch.stack([_ONE.mode({"logits": b}) for b in self._blocks(outputs["logits"])], dim=-1)
 
     def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """``sum_k log softmax(logits_k)[action_k]`` for ``action`` int64 ``[..., K]``: float ``[...]``."""
-        blocks = self._blocks(outputs["logits"])
-        return sum(torch.gather(torch.log_softmax(b, dim=-1), -1, action[..., k : k + 1].long()).squeeze(-1)
-                   for k, b in enumerate(blocks))
+        return sum(_ONE.log_prob({"logits": b}, action[..., k]) for k, b in enumerate(self._blocks(outputs["logits"])))
 
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``sum_k H(softmax(logits_k))``: float ``[...]``."""
-        return sum(Categorical().entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
+        return sum(_ONE.entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
 
 
 @dataclasses.dataclass(frozen=True)

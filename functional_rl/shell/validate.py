@@ -178,12 +178,10 @@ def _policy_params(config: Any, env: Any) -> int:
     """The parameter count of the default MLP actor-critic for ``env`` (a close estimate)."""
     obs = math.prod(env.observation_space.shape)
     space = env.action_space
-    if hasattr(space, "n") or hasattr(space, "nvec"):
-        actions = extra = sum(space.nvec) if hasattr(space, "nvec") else int(space.n)
-        log_std = 0
-    else:
-        actions = math.prod(space.shape)
-        extra, log_std = actions, actions
+    from functional_rl.envs.base import action_width
+
+    actions = extra = action_width(space)  # head width; the last action's encoding has the same width
+    log_std = 0 if hasattr(space, "n") or hasattr(space, "nvec") else actions
     width_in = obs + (extra if config.last_action else 0)
     total = log_std
     for out in (actions, 1):  # actor, critic
