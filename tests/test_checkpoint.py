@@ -74,7 +74,7 @@ def _make_state() -> Outer:
         inner=Inner(
             w=torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
             count=torch.tensor(2**62 + 1, dtype=torch.int64),  # 0-d, above 2**53
-            name="policy",
+            name="actor_net",
             sizes=(32, 16),
         ),
         buffers={
@@ -142,7 +142,7 @@ def test_round_trip_is_bit_for_bit(tmp_path):
     assert config is None and metadata == {}
     _assert_same_tree(state, loaded)
     assert isinstance(loaded, Outer) and isinstance(loaded.inner, Inner)
-    assert loaded.inner.name == "policy" and loaded.inner.sizes == (32, 16)
+    assert loaded.inner.name == "actor_net" and loaded.inner.sizes == (32, 16)
     assert loaded.lr == 3e-4 and loaded.dtype is torch.float64
     assert loaded.options == {"clip": True, "eps": math.inf, 3: [1, (2, None)]}
     assert loaded.schedule is learning_rate_at  # a functional_rl function, by reference
@@ -246,9 +246,9 @@ def test_flipped_byte_in_tensor_region_is_corrupt(good):
 
 def test_edited_static_value_is_corrupt(good):
     data = good.read_bytes()
-    needle = b"policy"  # Inner.name, inside the hashed content string
+    needle = b"actor_net"  # Inner.name, inside the hashed content string
     assert data.count(needle) == 1
-    good.write_bytes(data.replace(needle, b"POLICY"))
+    good.write_bytes(data.replace(needle, b"ACTOR_NET"))
     with pytest.raises(CorruptCheckpointError, match="SHA-256"):
         load(good)
 

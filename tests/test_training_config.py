@@ -132,7 +132,7 @@ def test_missing_pyyaml_says_how_to_install(monkeypatch, tmp_path):
     [
         ({"trainer": {"total_timsteps": 1}}, "unknown key 'trainer.total_timsteps' (did you mean 'trainer.total_timesteps'?)"),
         ({"ppo": {"gama": 0.9}}, "unknown key 'ppo.gama' (did you mean 'ppo.gamma'?)"),
-        ({"agent": {"hidden_size": 512}}, "unknown key 'agent.hidden_size' (did you mean 'agent.hidden_sizes'?)"),
+        ({"agent": {"hidden_sizs": [512]}}, "unknown key 'agent.hidden_sizs' (did you mean 'agent.hidden_sizes'?)"),
         ({"trainr": {}}, "unknown key 'trainr' (did you mean 'trainer'?)"),
         # A legacy layout kept PPO keys under `trainer`: point to where they live now.
         ({"trainer": {"gae_lambda": 0.9}}, "unknown key 'trainer.gae_lambda' (did you mean 'ppo.gae_lambda'?)"),
@@ -195,8 +195,28 @@ def test_to_ppo_config_reraises_with_nested_path_for_direct_construction():
 
 
 def test_unsupported_agent_name():
-    with pytest.raises(ValueError, match=r"agent\.name='simple_cnn' is invalid: must be one of 'mlp'"):
-        TrainingConfig.from_dict({"agent": {"name": "simple_cnn"}})
+    with pytest.raises(ValueError, match=r"agent\.name='transformer' is invalid: must be one of 'mlp', 'nature_cnn', 'simple_cnn'"):
+        TrainingConfig.from_dict({"agent": {"name": "transformer"}})
+
+
+def test_reference_agent_config_maps_to_the_policy_and_one_width():
+    """The reference trainer's README: ``AgentConfig(name="simple_cnn", hidden_size=512)``."""
+    cfg = TrainingConfig(experiment_name="my_experiment", agent=AgentConfig(name="simple_cnn", hidden_size=512),
+                         trainer=TrainerConfig(total_timesteps=1_000_000))
+    flat = cfg.to_ppo_config()
+    assert (flat.policy, flat.hidden_sizes) == ("simple_cnn", (512, 512))
+    assert TrainingConfig.from_ppo_config(flat, "my_experiment") == cfg
+    assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
+    assert "hidden_size" not in cfg.to_dict()["agent"]  # derived: hidden_sizes is stored
+    assert TrainingConfig.from_dict({"agent": {"hidden_size": 32, "hidden_sizes": [8]}}).agent.hidden_sizes == (32,)
+    assert cfg.with_overrides({"agent.hidden_sizes": [32, 16]}).agent.hidden_size is None
+    assert cfg.with_overrides({"agent.hidden_size": 128}).agent.hidden_sizes == (128, 128)
+    with pytest.raises(ValueError, match="disagree"):
+        AgentConfig(hidden_size=32, hidden_sizes=(64, 16))
+    with pytest.raises(TypeError, match="agent.hidden_size=True has type bool"):
+        AgentConfig(hidden_size=True)
+    with pytest.raises(ValueError, match="agent.hidden_size=0 is invalid"):
+        AgentConfig(hidden_size=0)
 
 
 def test_with_overrides_uses_dotted_paths_and_checks_them():

@@ -45,6 +45,7 @@ from typing import Any
 
 from functional_rl.shell import presets as _presets
 from functional_rl.kernel.config import PPOConfig
+from functional_rl.kernel.policies import POLICY_NAMES
 from functional_rl.shell.validate import short as _short
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "TrainerConfig",
     "TrainingConfig",
     "FIELD_PATHS",
+    "run_config",
     "SUPPORTED_AGENTS",
     "small_fast_config",
     "cartpole_config",
@@ -62,11 +64,12 @@ __all__ = [
     "PRESETS",
 ]
 
-#: Agent (policy architecture) names :class:`AgentConfig` accepts.
-SUPPORTED_AGENTS = ("mlp",)
+#: Agent (policy architecture) names :class:`AgentConfig` accepts (``PPOConfig.policy``).
+SUPPORTED_AGENTS = POLICY_NAMES
 
 # Expected types by annotation string (``from __future__ import annotations`` keeps them strings).
-_TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "tuple[int, ...]": "list of int"}
+_TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "tuple[int, ...]": "list of int",
+               "int | None": "int or null"}
 
 
 def _check_field(path: str, value: Any, annotation: str) -> Any:
@@ -89,7 +92,9 @@ def _check_field(path: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, str):
             raise wrong()
         return value
-    if annotation == "int":
+    if annotation == "int | None" and value is None:
+        return None
+    if annotation in ("int", "int | None"):
         if isinstance(value, bool):
             raise wrong()
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -124,31 +129,53 @@ class AgentConfig:
     """The policy architecture (section ``agent``).
 
     Attributes:
-        name: the architecture; ``"mlp"`` is CleanRL's MLP actor-critic
-            (:func:`~functional_rl.kernel.policies.make_mlp_policy`), the one functional_rl builds.
-        hidden_sizes: widths of the actor and critic MLPs.
-        activation: ``"tanh"`` or ``"relu"``.
+        name: the architecture (``PPOConfig.policy``, :func:`~functional_rl.kernel.policies.make_policy`):
+            ``"mlp"`` is CleanRL's MLP actor-critic; ``"simple_cnn"`` and ``"nature_cnn"``
+            are conv encoders for image observations ``[C, H, W]``.
+        hidden_sizes: widths of the actor and critic MLPs (of the dense layers after a CNN encoder).
+        hidden_size: one width for every hidden layer, the reference trainer's spelling:
+            ``hidden_size=512`` with the default two layers is ``hidden_sizes=(512, 512)``.
+            After construction it reads the common width of ``hidden_sizes`` (``None`` when
+            the widths differ); ``hidden_sizes`` is what is stored and lowered.
+        activation: ``"tanh"`` or ``"relu"`` (the MLP's; CNN policies use ReLU).
         last_action: feed the previous action (one-hot for discrete actions) to the policy
             with the observation (the reference trainer's ``add_last_action_to_td``).
+
+    Raises:
+        ValueError: an unknown ``name``, or ``hidden_size`` given with ``hidden_sizes`` of
+            different widths (say which one you mean).
 
     Example:
         >>> AgentConfig(hidden_sizes=[32]).hidden_sizes
         (32,)
+        >>> agent = AgentConfig(name="simple_cnn", hidden_size=512)
+        >>> agent.hidden_sizes, agent.hidden_size
+        ((512, 512), 512)
     """
 
-    name: str = "mlp"
+    name: str = _DEFAULTS.policy
     hidden_sizes: tuple[int, ...] = _DEFAULTS.hidden_sizes
     activation: str = _DEFAULTS.activation
     last_action: bool = _DEFAULTS.last_action
+    hidden_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_section(self, "agent")
         if self.name not in SUPPORTED_AGENTS:
             raise ValueError(
                 f"agent.name={self.name!r} is invalid: must be one of {', '.join(map(repr, SUPPORTED_AGENTS))} "
-                "(functional_rl builds CleanRL's MLP actor-critic; pass your own Policy to "
-                "functional_training_loop(policy=...) for other architectures)"
+                "(or pass your own Policy to functional_training_loop(policy=...))"
             )
+        sizes = self.hidden_sizes
+        if self.hidden_size is not None:
+            if self.hidden_size <= 0:
+                raise ValueError(f"agent.hidden_size={self.hidden_size} is invalid: must be a positive integer")
+            if len(set(sizes)) > 1:
+                raise ValueError(f"agent.hidden_size={self.hidden_size} and agent.hidden_sizes={list(sizes)} disagree: "
+                                 "give hidden_size (one width for every layer) or hidden_sizes, not both")
+            object.__setattr__(self, "hidden_sizes", (self.hidden_size,) * len(sizes))
+        common = self.hidden_sizes[0] if self.hidden_sizes and len(set(self.hidden_sizes)) == 1 else None
+        object.__setattr__(self, "hidden_size", common)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,13 +264,13 @@ class TrainerConfig:
 
 _SECTIONS: dict[str, type] = {"agent": AgentConfig, "trainer": TrainerConfig, "ppo": PPOSection}
 
-#: ``PPOConfig`` field -> its nested key path, e.g. ``"gamma" -> "ppo.gamma"``.
+#: ``PPOConfig`` field -> its nested key path, e.g. ``"gamma" -> "ppo.gamma"``, ``"policy" -> "agent.name"``.
 FIELD_PATHS: dict[str, str] = {
     f.name: f"{section}.{f.name}"
     for section, cls in _SECTIONS.items()
     for f in dataclasses.fields(cls)
     if f.name in {g.name for g in dataclasses.fields(PPOConfig)}
-}
+} | {"policy": "agent.name"}
 
 _PPO_ERROR = re.compile(r"^PPOConfig\.(\w+)=(.*)$", re.S)
 
@@ -299,7 +326,7 @@ class TrainingConfig:
             ValueError: a :class:`PPOConfig` rule fails; re-raised with the nested key path
                 (``ppo.gamma=1.5 is invalid: must lie in [0, 1]``).
         """
-        values = {flat: getattr(getattr(self, path.split(".")[0]), flat) for flat, path in FIELD_PATHS.items()}
+        values = {flat: getattr(getattr(self, path.split(".")[0]), path.split(".")[1]) for flat, path in FIELD_PATHS.items()}
         try:
             return PPOConfig(**values)
         except ValueError as e:
@@ -322,9 +349,10 @@ class TrainingConfig:
         """
         if not isinstance(config, PPOConfig):
             raise TypeError(f"from_ppo_config needs a PPOConfig, got {type(config).__name__}")
+        flat_of = {path: flat for flat, path in FIELD_PATHS.items()}
         sections = {
-            section: section_cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(section_cls)
-                                    if f.name in FIELD_PATHS})
+            section: section_cls(**{f.name: getattr(config, flat_of[f"{section}.{f.name}"]) for f in dataclasses.fields(section_cls)
+                                    if f"{section}.{f.name}" in flat_of})
             for section, section_cls in _SECTIONS.items()
         }
         return cls(experiment_name=experiment_name, **sections)
@@ -340,6 +368,7 @@ class TrainingConfig:
         out: dict[str, Any] = {"experiment_name": self.experiment_name}
         for section in _SECTIONS:
             values = dataclasses.asdict(getattr(self, section))
+            values.pop("hidden_size", None)  # derived from hidden_sizes, which is stored
             out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return out
 
@@ -517,6 +546,55 @@ def _import_yaml() -> Any:
 
 
 # ---------------------------------------------------------------------------- presets
+def run_config(config: Any = None, ppo_config: Any = None, policy: Any = None) -> tuple[PPOConfig, Any]:
+    """``(PPOConfig, policy)`` from the arguments the reference trainer's loop took.
+
+    Its README calls ``functional_training_loop(config=trainer_config, ppo_config=ppo_config,
+    policy=agent, ...)``; this lowers those to the flat config and the policy the loop builds:
+
+    - ``config``: a :class:`PPOConfig` (used as is), a :class:`TrainingConfig`, a
+      :class:`TrainerConfig` section (the other sections default), or ``None`` (``ppo_config``
+      is then a whole :class:`PPOConfig`, or the defaults).
+    - ``ppo_config``: a :class:`PPOSection` replacing the config's ``ppo`` section.
+    - ``policy``: an :class:`AgentConfig` replacing the ``agent`` section (the loop then builds
+      the policy it names), or a ``Policy`` / ``None`` passed through.
+
+    Raises:
+        TypeError: an argument of another type, or two whole configs (say which one you mean).
+
+    Example:
+        >>> cfg, policy = run_config(TrainerConfig(total_timesteps=4096), PPOSection(gamma=0.9),
+        ...                          AgentConfig(name="mlp", hidden_size=32))
+        >>> cfg.total_timesteps, cfg.gamma, cfg.hidden_sizes, policy
+        (4096, 0.9, (32, 32), None)
+    """
+    if isinstance(config, PPOConfig) and ppo_config is None and not isinstance(policy, AgentConfig):
+        return config, policy
+    if config is None and isinstance(ppo_config, PPOConfig):
+        config, ppo_config = ppo_config, None
+    if isinstance(ppo_config, PPOConfig):
+        raise TypeError("ppo_config is a whole PPOConfig and config is given too: pass one PPOConfig as config, "
+                        "or the nested TrainerConfig/TrainingConfig as config with a PPOSection as ppo_config")
+    if ppo_config is not None and not isinstance(ppo_config, PPOSection):
+        raise TypeError(f"ppo_config must be a PPOSection (or a PPOConfig without config), got {type(ppo_config).__name__}")
+    if config is None:
+        nested = TrainingConfig()
+    elif isinstance(config, PPOConfig):
+        nested = TrainingConfig.from_ppo_config(config)
+    elif isinstance(config, TrainingConfig):
+        nested = config
+    elif isinstance(config, TrainerConfig):
+        nested = TrainingConfig(trainer=config)
+    else:
+        raise TypeError(f"config must be a PPOConfig, TrainingConfig or TrainerConfig, got {type(config).__name__}")
+    changes: dict[str, Any] = {}
+    if ppo_config is not None:
+        changes["ppo"] = ppo_config
+    if isinstance(policy, AgentConfig):
+        changes["agent"], policy = policy, None
+    return dataclasses.replace(nested, **changes).to_ppo_config(), policy
+
+
 def small_fast_config(experiment_name: str = "small_fast") -> TrainingConfig:
     """The reference trainer's quick preset: CartPole, 50k steps (:func:`functional_rl.shell.presets.small_fast_config`).
 

@@ -106,7 +106,12 @@ class PPOConfig:
         vf_coef: value loss coefficient (>= 0).
         max_grad_norm: global gradient norm clip (> 0).
         adam_eps: Adam epsilon (CleanRL uses 1e-5, not torch's 1e-8).
-        hidden_sizes: widths of the actor and critic MLPs (static).
+        policy: the default policy's architecture (static): ``"mlp"`` (CleanRL's MLP
+            actor-critic), ``"simple_cnn"`` or ``"nature_cnn"`` (a conv encoder for image
+            observations ``[C, H, W]``); :func:`~functional_rl.kernel.policies.make_policy`.
+            Ignored when a ``Policy`` is passed in.
+        hidden_sizes: widths of the actor and critic MLPs, or of the dense layers after a CNN
+            encoder (static).
         activation: ``"tanh"`` or ``"relu"``.
         normalize_obs: keep running observation statistics in the state and whiten obs.
         normalize_reward: scale rewards by the running std of the discounted return.
@@ -147,6 +152,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     adam_eps: float = 1e-5
+    policy: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     normalize_obs: bool = False
@@ -238,6 +244,10 @@ class PPOConfig:
         if (not isinstance(sizes, tuple) or not sizes
                 or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in sizes)):
             bad("hidden_sizes", "must be a non-empty sequence of positive integers (not bools)")
+        from functional_rl.kernel.policies import POLICY_NAMES
+
+        if not isinstance(self.policy, str) or self.policy not in POLICY_NAMES:
+            bad("policy", f"must be one of {', '.join(map(repr, POLICY_NAMES))} (or pass your own Policy to the loop)")
         if not isinstance(self.activation, str) or self.activation not in ("tanh", "relu"):
             bad("activation", "must be 'tanh' or 'relu'")
         for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action"):

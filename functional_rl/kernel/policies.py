@@ -34,7 +34,7 @@ import functional_rl.kernel.random as jr
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.envs.base import Box, Discrete, MultiDiscrete
 
-__all__ = ["Policy", "make_mlp_policy", "orthogonal"]
+__all__ = ["Policy", "make_mlp_policy", "make_cnn_policy", "make_policy", "policy_from_spec", "CNN_ENCODERS", "POLICY_NAMES", "orthogonal"]
 
 Params = dict[str, Any]
 
@@ -212,3 +212,192 @@ def make_mlp_policy(
         "obs_dim": obs_dim, "action": "continuous" if continuous else "discrete", "action_dim": out_dim,
     }
     return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec)
+
+
+#: Convolution stacks ``(out_channels, kernel, stride, padding)`` per layer, by name. ``nature_cnn``
+#: is the encoder of Mnih et al. 2015 ("Human-level control through deep RL", and CleanRL's
+#: ``ppo_atari.py``): it needs images of at least 36 x 36. ``simple_cnn`` is a small
+#: stack for small grids (Catch's 10 x 5, gridworld views): 3 x 3 kernels, padded.
+CNN_ENCODERS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "nature_cnn": ((32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)),
+    "simple_cnn": ((16, 3, 1, 1), (32, 3, 2, 1)),
+}
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def make_cnn_policy(
+    observation_space: Box,
+    action_space: Discrete | MultiDiscrete | Box,
+    encoder: str = "simple_cnn",
+    hidden_sizes: tuple[int, ...] = (512,),
+    obs_dim_extra: int = 0,
+) -> Policy:
+    """A convolutional actor-critic for image observations ``[C, H, W]`` (CleanRL's Atari agent).
+
+    One shared trunk, as in CleanRL's ``ppo_atari.py``: the conv ``encoder`` (ReLU after each
+    layer, :data:`CNN_ENCODERS`), flattened, then dense ReLU layers of ``hidden_sizes``; a
+    policy head (orthogonal gain 0.01) and a value head (gain 1) read the last hidden layer.
+    Conv and hidden weights are orthogonal with gain sqrt(2) (a conv kernel
+    ``[out, in, k, k]`` is orthogonal as the matrix ``[out, in * k * k]``), biases zero.
+
+    Observation scaling: a ``uint8`` space is divided by 255 inside the forward pass (the
+    rollout stores the observations as floats of 0..255); a float space is taken as is.
+
+    Args:
+        observation_space: a :class:`Box` of shape ``(C, H, W)``.
+        action_space: as for :func:`make_mlp_policy`.
+        encoder: a key of :data:`CNN_ENCODERS`.
+        hidden_sizes: widths of the dense layers after the encoder (at least one).
+        obs_dim_extra: extra flat features appended to the flattened image (e.g. the encoded
+            last action, :func:`~functional_rl.kernel.rollout.policy_input`); they join the
+            encoder's features before the dense layers.
+
+    Returns:
+        A :class:`Policy`; ``apply(params, obs [*N, C, H, W])`` (or ``[*N, C*H*W + extra]``
+        with extra features) gives ``{"logits" [*N, K] (or "mean"/"log_std"), "value" [*N]}``.
+
+    Raises:
+        ValueError: the observation is not 3-d, the image is too small for the encoder, or an
+            unknown encoder name.
+
+    Example (Catch's 1 x 10 x 5 image, three actions):
+        >>> from functional_rl.envs import make
+        >>> env = make("Catch-v0")
+        >>> policy = make_cnn_policy(env.observation_space, env.action_space, hidden_sizes=(32,))
+        >>> params = policy.init(jr.key(0))
+        >>> out = policy.apply(params, torch.zeros(4, 1, 10, 5))  # [N=4, C, H, W]
+        >>> out["logits"].shape, out["value"].shape, policy.spec["encoder"]
+        (torch.Size([4, 3]), torch.Size([4]), 'simple_cnn')
+    """
+    if not isinstance(observation_space, Box) or len(observation_space.shape) != 3:
+        raise ValueError(f"make_cnn_policy needs a Box observation of shape (C, H, W), got {observation_space}; "
+                         "use make_mlp_policy (policy='mlp') for flat observations")
+    if encoder not in CNN_ENCODERS:
+        raise ValueError(f"unknown CNN encoder {encoder!r}; choose one of {sorted(CNN_ENCODERS)}")
+    if not hidden_sizes:
+        raise ValueError("make_cnn_policy needs at least one dense layer after the encoder (hidden_sizes)")
+    c, h, w = observation_space.shape
+    layers = CNN_ENCODERS[encoder]
+    for out_c, k, stride, pad in layers:
+        h, w = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
+        if h < 1 or w < 1:
+            raise ValueError(f"the {encoder} encoder needs a larger image than {observation_space.shape} "
+                             f"(its layers {layers} shrink it below 1 pixel); use encoder='simple_cnn' for small grids")
+    features = layers[-1][0] * h * w + obs_dim_extra
+    image_size = math.prod(observation_space.shape)
+    scale = 1.0 / 255.0 if observation_space.dtype == torch.uint8 else 1.0
+    out_dim, dist = _action_head(action_space)
+    continuous = isinstance(action_space, Box)
+
+    def init(key: torch.Tensor) -> Params:
+        k_conv, k_dense, k_pi, k_v = jr.split(key, 4)
+        conv, in_c = [], c
+        for kk, (out_c, k, _, _) in zip(jr.split(k_conv, len(layers)), layers):
+            weight = orthogonal(kk, (out_c, in_c * k * k), math.sqrt(2.0)).reshape(out_c, in_c, k, k)
+            conv.append({"w": weight, "b": torch.zeros(out_c)})
+            in_c = out_c
+        params: Params = {
+            "conv": conv,
+            "dense": _mlp_init(k_dense, [features, *hidden_sizes, 1], 1.0, None)[:-1],  # hidden layers only
+            "pi": _mlp_init(k_pi, [hidden_sizes[-1], out_dim], 0.01, out_dim)[0],
+            "v": _mlp_init(k_v, [hidden_sizes[-1], 1], 1.0, None)[0],
+        }
+        if continuous:
+            params["log_std"] = torch.zeros(out_dim)
+        return params
+
+    def trunk(params: Params, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[: obs.dim() - (1 if obs_dim_extra else 3)]
+        flat = obs.reshape(-1, image_size + obs_dim_extra) if obs_dim_extra else obs.reshape(-1, image_size)
+        x = flat[:, :image_size].reshape(-1, *observation_space.shape) * scale
+        for layer, (_, _, stride, pad) in zip(params["conv"], layers):
+            x = torch.relu(torch.nn.functional.conv2d(x, layer["w"], layer["b"], stride=stride, padding=pad))
+        x = x.flatten(1)
+        if obs_dim_extra:
+            x = torch.cat([x, flat[:, image_size:]], dim=-1)
+        for layer in params["dense"]:
+            x = torch.relu(x @ layer["w"].T + layer["b"])
+        return x.reshape(*lead, x.shape[-1])
+
+    def value(params: Params, obs: torch.Tensor) -> torch.Tensor:
+        return trunk(params, obs) @ params["v"]["w"] + params["v"]["b"]
+
+    def apply(params: Params, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = trunk(params, obs)
+        head = x @ params["pi"]["w"].T + params["pi"]["b"]
+        out = {"value": x @ params["v"]["w"] + params["v"]["b"]}
+        if continuous:
+            out.update(mean=head, log_std=params["log_std"].expand_as(head))
+        else:
+            out["logits"] = head
+        return out
+
+    spec = {
+        "kind": "cnn_actor_critic", "encoder": encoder, "hidden_sizes": list(hidden_sizes),
+        "obs_dim": image_size + obs_dim_extra, "action": "continuous" if continuous else "discrete", "action_dim": out_dim,
+    }
+    return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec)
+
+
+#: Policy names :func:`make_policy` builds (``PPOConfig.policy``, ``AgentConfig.name``).
+POLICY_NAMES = ("mlp", *CNN_ENCODERS)
+
+
+def make_policy(
+    name: str, observation_space: Box, action_space: Any, hidden_sizes: tuple[int, ...] = (64, 64),
+    activation: str = "tanh", obs_dim_extra: int = 0,
+) -> Policy:
+    """The policy called ``name`` (:data:`POLICY_NAMES`) for these spaces.
+
+    ``"mlp"`` is :func:`make_mlp_policy` (``hidden_sizes`` both MLPs' widths, ``activation``);
+    ``"simple_cnn"`` and ``"nature_cnn"`` are :func:`make_cnn_policy` with that encoder
+    (``hidden_sizes`` the dense layers after it; ReLU throughout, ``activation`` unused).
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> env = make("Catch-v0")
+        >>> make_policy("simple_cnn", env.observation_space, env.action_space, (64,)).spec["kind"]
+        'cnn_actor_critic'
+        >>> make_policy("transformer", env.observation_space, env.action_space)
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown policy 'transformer'; choose one of 'mlp', 'nature_cnn', 'simple_cnn', or pass your own Policy
+    """
+    if name == "mlp":
+        return make_mlp_policy(observation_space, action_space, hidden_sizes, activation, obs_dim_extra=obs_dim_extra)
+    if name in CNN_ENCODERS:
+        return make_cnn_policy(observation_space, action_space, name, hidden_sizes, obs_dim_extra=obs_dim_extra)
+    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(map(repr, sorted(POLICY_NAMES)))}, or pass your own Policy")
+
+
+def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space: Any) -> Policy:
+    """Rebuild the policy a :attr:`Policy.spec` describes, for these spaces (policy records).
+
+    Raises:
+        ValueError: a spec of a kind this module does not build, or one the spaces do not fit
+            (the rebuilt spec differs).
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> env = make("CartPole-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
+        >>> policy_from_spec(policy.spec, env.observation_space, env.action_space).spec == policy.spec
+        True
+    """
+    kind = spec.get("kind")
+    extra = int(spec.get("obs_dim", 0)) - math.prod(getattr(observation_space, "shape", (0,)))
+    if extra < 0:
+        raise ValueError(f"the observation space {observation_space} is wider than the policy's {spec.get('obs_dim')} inputs")
+    if kind == "mlp_actor_critic":
+        policy = make_mlp_policy(observation_space, action_space, tuple(spec["hidden_sizes"]), spec["activation"], obs_dim_extra=extra)
+    elif kind == "cnn_actor_critic":
+        policy = make_cnn_policy(observation_space, action_space, spec["encoder"], tuple(spec["hidden_sizes"]), obs_dim_extra=extra)
+    else:
+        raise ValueError(f"cannot rebuild a policy of kind {kind!r}; only 'mlp_actor_critic' and 'cnn_actor_critic' "
+                         "are built here: build the policy yourself and use the record's params")
+    if policy.spec != spec:
+        raise ValueError(f"the spaces {observation_space} / {action_space} do not fit the policy spec {spec} (rebuilt: {policy.spec})")
+    return policy

@@ -22,7 +22,7 @@ from functional_rl.kernel.losses import LossFn
 from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
-from functional_rl.kernel.policies import make_mlp_policy
+from functional_rl.kernel.policies import make_policy
 from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
@@ -304,15 +304,18 @@ def make_kernel(
 
 
 def default_policy(config: PPOConfig, env: Any):
-    """The CleanRL MLP actor-critic for ``env``'s spaces and the config's sizes (with room for
-    the encoded last action when ``config.last_action``).
+    """The policy ``config.policy`` names (:func:`~functional_rl.kernel.policies.make_policy`;
+    CleanRL's MLP actor-critic by default) for ``env``'s spaces and the config's sizes, with
+    room for the encoded last action when ``config.last_action``.
 
     Example:
         >>> default_policy(PPOConfig(last_action=True), make("CartPole-v1")).spec["obs_dim"]
         6
+        >>> default_policy(PPOConfig(policy="simple_cnn", hidden_sizes=(32,)), make("Catch-v0")).spec["kind"]
+        'cnn_actor_critic'
     """
     extra = last_action_size(env.action_space) if config.last_action else 0
-    return make_mlp_policy(env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
+    return make_policy(config.policy, env.observation_space, env.action_space, config.hidden_sizes, config.activation, obs_dim_extra=extra)
 
 
 def build(

@@ -22,6 +22,7 @@ The callbacks here, all plain objects:
 :class:`WandbLogger`        Weights & Biases, offline by default (``pip install 'functional-rl[wandb]'``)
 :class:`Checkpointer`       periodic (every N iterations or S seconds), final and on-failure checkpoints
 :class:`Evaluator`          greedy evaluation episodes on the evaluator's own PRNG stream
+:class:`PolicySaver`        policy records (params + architecture) in a :class:`~functional_rl.shell.policy_store.PolicyStore`
 ==========================  =============================================================================
 
 Loggers that accept extra rows (``JSONLWriter``, ``TensorBoardWriter``, ``WandbLogger``) have
@@ -1078,3 +1079,60 @@ class Evaluator:
         for w in self.writers:
             w.write(row)
         return row
+
+
+class PolicySaver:
+    """Saves the learner's policy as records of a :class:`~functional_rl.shell.policy_store.PolicyStore`
+    every ``every`` iterations and at the end (the reference trainer's policy store in the loop).
+
+    Record ``"{prefix}.{iteration:06d}"`` holds ``state.learner.params``, the policy's spec and
+    metadata ``epoch`` (the iteration), ``agent_step``, ``episode_return`` (the iteration's
+    mean, when episodes ended) and ``env_id``; ``store.load(store.uri)`` gives the latest.
+    ``functional_training_loop(policy_store=...)`` adds one with ``every=0`` (the end only).
+
+    Args:
+        store: a ``PolicyStore`` or a directory for one.
+        policy: the :class:`~functional_rl.kernel.policies.Policy` the params belong to.
+        env: the env (its spaces and id go into the record).
+        every: iterations between records; 0 saves only the final one.
+        prefix: the records' name prefix.
+
+    Example:
+        >>> import tempfile
+        >>> from functional_rl.kernel.config import PPOConfig
+        >>> from functional_rl.shell.loop import functional_training_loop
+        >>> from functional_rl.shell.policy_store import PolicyStore
+        >>> cfg = PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=96)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = functional_training_loop(cfg, compile=False, policy_store=PolicyStore(d))
+        ...     record = PolicyStore(d).load(Path(d).as_uri())
+        >>> record.name, record.epoch, record.metadata["agent_step"]
+        ('policy.000003', 3, 96)
+    """
+
+    def __init__(self, store: Any, policy: Any, env: Any, *, every: int = 0, prefix: str = "policy"):
+        from functional_rl.shell.policy_store import PolicyStore
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"PolicySaver every={every!r} is invalid: give an iteration count >= 0 (0: only at the end)")
+        self.store = store if isinstance(store, PolicyStore) else PolicyStore(store)
+        self.policy, self.env, self.every, self.prefix = policy, env, every, prefix
+        self.last: dict[str, Any] = {}
+        self.saved_iteration: int | None = None
+
+    def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
+        self.last = metrics
+        if self.every and int(metrics["iteration"]) % self.every == 0:
+            self._save(state)
+
+    def on_end(self, state: Any) -> None:
+        if self.last and self.saved_iteration != int(self.last["iteration"]):
+            self._save(state)
+
+    def _save(self, state: Any) -> None:
+        iteration = int(self.last["iteration"])
+        meta = {"epoch": iteration, "agent_step": int(self.last["agent_step"])}
+        if math.isfinite(self.last.get("episode_return", math.nan)):
+            meta["episode_return"] = float(self.last["episode_return"])
+        self.store.save(f"{self.prefix}.{iteration:06d}", state.learner.params, self.policy, meta, env=self.env, overwrite=True)
+        self.saved_iteration = iteration

@@ -19,6 +19,7 @@ from functional_rl.kernel.config import PPOConfig
 from functional_rl.kernel.iteration import StepFns, train_iteration
 from functional_rl.kernel.losses import LossFn, loss_name
 from functional_rl.kernel.state import TrainerState
+from functional_rl.shell.callbacks import PolicySaver
 from functional_rl.shell.build import build, resolve_env_policy
 from functional_rl.shell.checks import check_callbacks, check_policy, check_step_output, require_state
 
@@ -147,8 +148,9 @@ class _PhaseTimer:
 
 
 def functional_training_loop(
-    config: PPOConfig,
+    config: Any = None,
     *,
+    ppo_config: Any = None,
     env: Any = None,
     policy: Any = None,
     state: TrainerState | None = None,
@@ -161,13 +163,20 @@ def functional_training_loop(
     compile_options: dict[str, Any] | None = None,
     curriculum: Any = None,
     scan_rollout: bool | None = None,
+    policy_store: Any = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
     Args:
-        config: the run's :class:`PPOConfig`.
+        config: the run's :class:`PPOConfig`; or, as the reference trainer writes it, a nested
+            :class:`~functional_rl.compat.training_config.TrainingConfig` or its
+            ``TrainerConfig`` section (with ``ppo_config`` and ``policy=AgentConfig(...)``;
+            :func:`~functional_rl.compat.training_config.run_config` lowers them).
+        ppo_config: the nested config's ``PPOSection`` (or a whole ``PPOConfig`` when
+            ``config`` is not given).
         env: a pure env or an id; default ``envs.make(config.env_id)``.
-        policy: a ``Policy``; default the CleanRL MLP actor-critic for the env's spaces.
+        policy: a ``Policy``, or an ``AgentConfig`` naming the architecture; default the
+            policy ``config.policy`` names (CleanRL's MLP actor-critic) for the env's spaces.
         state: a state to continue from (e.g. a loaded checkpoint); default a fresh one.
         step_fn: ``(state, kernel) -> (state, metrics)``; default :func:`train_iteration`.
         custom_losses: extra ``loss(params, batch, outputs, hparams)`` terms.
@@ -187,6 +196,9 @@ def functional_training_loop(
         scan_rollout: run a pure env's rollout as one compiled call (``True``), as a loop of
             compiled steps (``False``), or choose (``None``: one call when compiled on the CPU
             in one process; :func:`~functional_rl.shell.build.make_kernel`).
+        policy_store: a :class:`~functional_rl.shell.policy_store.PolicyStore` (or a directory):
+            the final policy is saved there as a record (:class:`~functional_rl.shell.callbacks.PolicySaver`;
+            add a ``PolicySaver(every=N)`` callback for periodic ones).
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
     the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
@@ -218,8 +230,10 @@ def functional_training_loop(
         >>> len(history), int(state.agent_step)
         (2, 256)
     """
+    from functional_rl.compat.training_config import run_config
     from functional_rl.shell import distributed
 
+    config, policy = run_config(config, ppo_config, policy)
     callbacks = check_callbacks(callbacks)
     if step_fn is not None and not callable(step_fn):
         raise TypeError(f"step_fn must be a function (state, kernel) -> (state, metrics), got {type(step_fn).__name__}")
@@ -238,6 +252,8 @@ def functional_training_loop(
             env_params=env_params, compile_options=compile_options, curriculum=curriculum, replica=replica,
             scan_rollout=scan_rollout,
         )
+        if policy_store is not None and (replica is None or replica.is_main):
+            callbacks = (*callbacks, PolicySaver(policy_store, kernel.policy, kernel.env))
         return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica=replica)
     finally:
         distributed.shutdown(replica)

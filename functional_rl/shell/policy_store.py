@@ -58,7 +58,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from functional_rl.shell import checkpoint as ckpt_io
 from functional_rl.envs.base import Box, Discrete, MultiDiscrete
-from functional_rl.kernel.policies import Policy, make_mlp_policy
+from functional_rl.kernel.policies import Policy, policy_from_spec
 
 __all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND"]
 
@@ -222,20 +222,10 @@ class PolicyRecord:
             PolicyStoreError: the spec is of a kind this module cannot rebuild, or the rebuilt
                 policy's spec differs from the stored one.
         """
-        if self.spec.get("kind") != "mlp_actor_critic":
-            raise PolicyStoreError(
-                f"{self.uri}: cannot rebuild a policy of kind {self.spec.get('kind')!r}; only "
-                "'mlp_actor_critic' (make_mlp_policy) is supported. Build the policy yourself and "
-                "use record.params"
-            )
-        obs_space = self.observation_space
-        extra = int(self.spec["obs_dim"]) - math.prod(obs_space.shape)
-        policy = make_mlp_policy(
-            obs_space, self.action_space, tuple(self.spec["hidden_sizes"]), self.spec["activation"], obs_dim_extra=extra
-        )
-        if policy.spec != self.spec:
-            raise PolicyStoreError(f"{self.uri}: the rebuilt policy's spec {policy.spec} differs from the stored {self.spec}")
-        return policy
+        try:
+            return policy_from_spec(self.spec, self.observation_space, self.action_space)
+        except ValueError as e:
+            raise PolicyStoreError(f"{self.uri}: {e}") from e
 
 
 # ---------------------------------------------------------------------------- store
@@ -332,7 +322,7 @@ class PolicyStore:
         obs_space, act_space = self._spaces(meta, env)
         meta["observation_space"], meta["action_space"] = encode_space(obs_space), encode_space(act_space)
         spec = dict(policy.spec)
-        if spec.get("kind") == "mlp_actor_critic":
+        if spec.get("kind") in ("mlp_actor_critic", "cnn_actor_critic"):
             _check_spec_fits(spec, obs_space, act_space, name)
         content = {"kind": RECORD_KIND, "record_version": RECORD_VERSION, "name": name, "spec": spec, "metadata": meta}
         ckpt_io.save(path, params, None, content)
@@ -435,16 +425,14 @@ class PolicyStore:
 
 def _check_spec_fits(spec: dict[str, Any], obs_space: Any, act_space: Any, name: str) -> None:
     """Raise if the spaces cannot rebuild ``spec`` (so a saved record can always be rebuilt)."""
-    extra = int(spec["obs_dim"]) - math.prod(obs_space.shape)
-    rebuilt = None
-    if extra >= 0:
-        rebuilt = make_mlp_policy(obs_space, act_space, tuple(spec["hidden_sizes"]), spec["activation"], obs_dim_extra=extra).spec
-    if rebuilt != spec:
+    try:
+        policy_from_spec(spec, obs_space, act_space)
+    except ValueError as e:
         raise ValueError(
             f"policy record {name!r}: the spaces {obs_space} / {act_space} do not fit the policy spec "
             f"{spec} (a policy takes {spec['obs_dim']} inputs: the flattened observation plus extra "
             "features); pass the env the policy was built for"
-        )
+        ) from e
 
 
 def _read_record(path: Path) -> PolicyRecord | None:
