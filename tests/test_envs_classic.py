@@ -54,7 +54,7 @@ PI = math.pi
 CLASSIC_IDS = ["Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
 PROBE_IDS = ["Probe1-v0", "Probe2-v0", "Probe3-v0", "Probe4-v0", "Probe5-v0"]
 #: Partially observed and pixel envs (their own semantics: tests/test_envs_memory.py).
-OTHER_IDS = ["CartPoleNoVelocity-v1", "MemoryCue-v0", "Catch-v0"]
+OTHER_IDS = ["CartPoleNoVelocity-v1", "MemoryCue-v0", "Catch-v0", "MaskedChoice-v0"]
 
 
 def f32(lo: float, hi: float) -> st.SearchStrategy[float]:

@@ -52,15 +52,19 @@ def test_a_next_step_vector_env_is_refused_with_instructions():
         from_gymnasium(vec)
 
 
-class DictObsEnv(gym.Env):
-    observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+class TextObsEnv(gym.Env):
+    observation_space = gym.spaces.Text(5)
     action_space = gym.spaces.Discrete(2)
 
     def reset(self, seed=None, options=None):
-        return {"a": np.zeros(2, np.float32)}, {}
+        return "a", {}
 
     def step(self, action):
-        return {"a": np.zeros(2, np.float32)}, 0.0, False, False, {}
+        return "a", 0.0, False, False, {}
+
+
+class DictTextObsEnv(TextObsEnv):
+    observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,)), "name": gym.spaces.Text(5)})
 
 
 class NaNEnv(gym.Env):
@@ -82,8 +86,10 @@ class NaNEnv(gym.Env):
 
 
 def test_unsupported_space_names_what_is_supported():
-    with pytest.raises(EnvInputError, match="Dict is unsupported; supported spaces are Box and Discrete"):
-        from_gymnasium(DictObsEnv, num_envs=2)
+    with pytest.raises(EnvInputError, match="Text is unsupported; supported spaces are Box and Discrete"):
+        from_gymnasium(TextObsEnv, num_envs=2)
+    with pytest.raises(EnvInputError, match=r"observation part \['name'\] Text\(.*\) is unsupported in a Dict/Tuple observation"):
+        from_gymnasium(DictTextObsEnv, num_envs=2)
 
 
 @pytest.mark.parametrize("bad", ["obs", "reward"])

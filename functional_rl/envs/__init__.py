@@ -23,6 +23,7 @@ from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, fr
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
 from functional_rl.envs.catch import Catch, CatchParams, CatchState
 from functional_rl.envs.memory import CartPoleNoVelocity, MemoryCue, MemoryCueParams, MemoryCueState
+from functional_rl.envs.masked import MaskedChoice, MaskedChoiceParams, MaskedChoiceState
 from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous, MountainCarParams, MountainCarState
 from functional_rl.envs.pendulum import Pendulum, PendulumParams, PendulumState
 from functional_rl.envs.probes import Probe1, Probe2, Probe3, Probe4, Probe5, ProbeParams, ProbeState
@@ -56,6 +57,9 @@ __all__ = [
     "MemoryCue",
     "MemoryCueParams",
     "MemoryCueState",
+    "MaskedChoice",
+    "MaskedChoiceParams",
+    "MaskedChoiceState",
     "MountainCar",
     "MountainCarContinuous",
     "MountainCarParams",

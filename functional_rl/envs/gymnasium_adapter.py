@@ -15,6 +15,16 @@ the returned ``obs`` is already the reset observation and the :class:`~functiona
 used to bootstrap truncated episodes. A ``VectorEnv`` passed in must
 use same-step autoreset too (the error says how to build one).
 
+Spaces: Box and Discrete observations (a Box keeps its shape, e.g. images); ``Dict`` and
+``Tuple`` observations are flattened into one float Box, part after part in the space's order
+(a Box part flattened, a Discrete part one-hot, a MultiBinary part as 0/1): per-key
+identity encoders concatenated. Actions: Discrete, MultiDiscrete and Box.
+
+Action masks: the legal actions of the next step are read from a ``Dict`` observation's
+``"action_mask"`` entry (taken out of the observation the policy sees) or from
+``info["action_mask"]``, bool or 0/1 ``[B, K]``; ``action_mask(state, params)`` returns the
+latest one (``None`` when the env gives none), and the rollout samples among them.
+
 Limits: the simulator's state lives outside :class:`~functional_rl.kernel.state.TrainerState`, so a
 checkpoint of a gymnasium run restores the agent exactly but restarts the environments.
 
@@ -70,8 +80,42 @@ def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete | Multi
         return Box(low=tuple(low.tolist()), high=tuple(high.tolist()), shape=tuple(space.shape))
     raise EnvInputError(
         f"{env_id}: {what} space {type(space).__name__} is unsupported; supported spaces are "
-        f"Box and Discrete, and MultiDiscrete for actions (flatten Dict/Tuple spaces with gymnasium.wrappers.FlattenObservation)"
+        f"Box and Discrete, MultiDiscrete for actions, and Dict/Tuple of Box/Discrete/MultiBinary for observations"
     )
+
+
+MASK_KEY = "action_mask"
+
+
+def _flattener(space: Any, path: str, env_id: str) -> tuple[list[float], list[float], Callable[[Any], np.ndarray]]:
+    """``(low, high, fn)`` of a Dict/Tuple observation part: ``fn`` maps the part's batch
+    ``[B, ...]`` to floats ``[B, width]``."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box):
+        low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel().tolist()
+        high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel().tolist()
+        return low, high, lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
+    if isinstance(space, gym.spaces.Discrete):
+        n, start = int(space.n), int(space.start)
+        return [0.0] * n, [1.0] * n, lambda x: np.eye(n, dtype=np.float32)[np.asarray(x).astype(np.int64) - start]
+    if isinstance(space, gym.spaces.MultiBinary) and len(space.shape) == 1:
+        n = int(space.shape[0])
+        return [0.0] * n, [1.0] * n, lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
+    parts: list[tuple[Any, Any]]
+    if isinstance(space, gym.spaces.Dict):
+        parts = [(k, s) for k, s in space.spaces.items() if not (path == "" and k == MASK_KEY)]
+    elif isinstance(space, gym.spaces.Tuple):
+        parts = list(enumerate(space.spaces))
+    else:
+        raise EnvInputError(f"{env_id}: observation part {path or 'space'} {space} is unsupported in a Dict/Tuple "
+                            "observation; parts may be Box, Discrete, MultiBinary, Dict or Tuple")
+    subs = [(k, _flattener(s, f"{path}[{k!r}]", env_id)) for k, s in parts]
+    if not subs:
+        raise EnvInputError(f"{env_id}: the observation {space} has no part to observe besides its action mask")
+    low = [v for _, (lo, _, _) in subs for v in lo]
+    high = [v for _, (_, hi, _) in subs for v in hi]
+    return low, high, lambda x: np.concatenate([fn(x[k]) for k, (_, _, fn) in subs], axis=1)
 
 
 class GymnasiumEnv:
@@ -115,18 +159,41 @@ class GymnasiumEnv:
         self.vec_env = vec_env
         self.id = env_id
         self.num_envs = vec_env.num_envs
-        self.observation_space = _convert_space(vec_env.single_observation_space, "observation", env_id)
+        space = vec_env.single_observation_space
+        self._flatten = None
+        self._mask_in_obs = isinstance(space, gym.spaces.Dict) and MASK_KEY in space.spaces
+        if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+            low, high, self._flatten = _flattener(space, "", env_id)
+            self.observation_space = Box(low=tuple(low), high=tuple(high), shape=(len(low),))
+        else:
+            self.observation_space = _convert_space(space, "observation", env_id)
         if not isinstance(self.observation_space, Box):
-            raise EnvInputError(f"{env_id}: observation space must be a Box; got {vec_env.single_observation_space}")
+            raise EnvInputError(f"{env_id}: observation space must be a Box (or a Dict/Tuple of parts); got {space}")
         self.action_space = _convert_space(vec_env.single_action_space, "action", env_id)
         self.steps = 0
+        self._mask: torch.Tensor | None = None
+
+    def action_mask(self, state: Any, params: Any) -> torch.Tensor | None:
+        """The legal actions of the next step, bool ``[B, K]``, from the latest observation's
+        ``"action_mask"`` or ``info["action_mask"]``; ``None`` when the env gives none."""
+        return self._mask
+
+    def _read_mask(self, obs: Any, info: dict[str, Any]) -> None:
+        raw = obs[MASK_KEY] if self._mask_in_obs else info.get(MASK_KEY)
+        if raw is None:
+            self._mask = None
+            return
+        mask = torch.as_tensor(np.asarray(raw).astype(bool)).reshape(self.num_envs, -1)
+        if not bool(mask.any(-1).all()):
+            raise EnvInputError(f"{self.id}: an action mask without any legal action (env step {self.steps}): {mask.tolist()}")
+        self._mask = mask
 
     def default_params(self) -> None:
         """``None``: a gymnasium env has no parameter pytree."""
         return None
 
-    def _obs(self, obs: np.ndarray, where: str) -> torch.Tensor:
-        out = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+    def _obs(self, obs: Any, where: str) -> torch.Tensor:
+        out = torch.as_tensor(np.asarray(obs if self._flatten is None else self._flatten(obs)), dtype=torch.float32)
         if not torch.isfinite(out).all():
             raise EnvInputError(
                 f"{self.id}: non-finite observation at {where} (env step {self.steps}): {out.tolist()}; "
@@ -141,8 +208,9 @@ class GymnasiumEnv:
             raise EnvInputError(f"{self.id}: the vector env has {self.num_envs} envs but {num_envs} were requested; "
                                 f"set PPOConfig.num_envs={self.num_envs}")
         seeds = (jr.bits(env_keys(key, num_envs), ()) & 0x7FFFFFFF).tolist()
-        obs, _ = self.vec_env.reset(seed=seeds)
+        obs, info = self.vec_env.reset(seed=seeds)
         self.steps = 0
+        self._read_mask(obs, info)
         return self._obs(obs, "reset"), torch.zeros((), dtype=torch.int64)
 
     def check_action(self, action: torch.Tensor) -> np.ndarray:
@@ -179,17 +247,28 @@ class GymnasiumEnv:
         if not torch.isfinite(reward_t).all():
             raise EnvInputError(f"{self.id}: non-finite reward {reward_t.tolist()} at env step {self.steps}")
         obs_t = self._obs(obs, "step")
+        self._read_mask(obs, info)
         final = obs_t.clone()
-        mask = info.get("_final_obs")
-        if mask is not None and np.any(mask):
-            for i in np.flatnonzero(mask):
-                final[i] = self._obs(info["final_obs"][i], "episode end")
+        ended = info.get("_final_obs")
+        if ended is not None and np.any(ended):
+            for i in np.flatnonzero(ended):
+                final[i] = self._final_obs(info["final_obs"][i])
         return EnvStep(
             obs_t, state + 1, reward_t,
             torch.as_tensor(np.asarray(terminated), dtype=torch.bool),
             torch.as_tensor(np.asarray(truncated), dtype=torch.bool),
             final,
         )
+
+    def _final_obs(self, one: Any) -> torch.Tensor:
+        """One sub-env's last observation (unbatched, as gymnasium's ``info["final_obs"][i]``)."""
+        if self._flatten is None:
+            return self._obs(one, "episode end")
+        import gymnasium as gym
+
+        batch = gym.vector.utils.concatenate(self.vec_env.single_observation_space, [one],
+                                             gym.vector.utils.create_empty_array(self.vec_env.single_observation_space, 1))
+        return self._obs(batch, "episode end")[0]
 
     def close(self) -> None:
         """Close the underlying vector env (and its sub-envs)."""

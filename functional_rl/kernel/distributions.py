@@ -25,7 +25,7 @@ import torch
 
 import functional_rl.kernel.random as jr
 
-__all__ = ["Categorical", "MultiCategorical", "DiagGaussian"]
+__all__ = ["Categorical", "MultiCategorical", "DiagGaussian", "mask_logits", "MASKED_LOGIT"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +143,44 @@ class MultiCategorical:
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``sum_k H(softmax(logits_k))``: float ``[...]``."""
         return sum(_ONE.entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
+
+
+#: The logit of an illegal action. Finite on purpose: with ``-inf`` the entropy's
+#: ``p log p`` would be ``0 * -inf = nan``; with ``-1e9`` it is an exact 0 (``exp(-1e9)``
+#: underflows to 0) while the log-prob of the action is ``-1e9`` and Gumbel noise (at most
+#: ~40 in float32) can never lift it over a legal action's logit.
+MASKED_LOGIT = -1e9
+
+
+def mask_logits(outputs: dict[str, torch.Tensor], action_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``outputs`` with the logits of illegal actions set to :data:`MASKED_LOGIT`.
+
+    Sampling, :meth:`Categorical.mode`, ``log_prob`` and ``entropy`` of the result are those
+    of the distribution restricted to the legal actions (renormalised): an illegal action is
+    never drawn, and its logit gets no gradient. Works for :class:`Categorical` and, with a
+    mask over the concatenated blocks, :class:`MultiCategorical` (each block needs one legal
+    choice). ``None`` returns ``outputs`` unchanged.
+
+    Args:
+        outputs: the policy's outputs with ``logits`` float ``[..., K]``.
+        action_mask: bool ``[..., K]``, True where the action is legal; every row needs at
+            least one legal action.
+
+    Example:
+        >>> import functional_rl.kernel.random as jr
+        >>> out = mask_logits({"logits": torch.zeros(1, 4), "value": torch.zeros(1)}, torch.tensor([[True, False, True, False]]))
+        >>> d = Categorical()
+        >>> d.log_prob(out, torch.tensor([2])).exp(), round(float(d.entropy(out)), 4)  # uniform over 2 legal actions
+        (tensor([0.5000]), 0.6931)
+        >>> sorted(set(d.sample(jr.row_keys(jr.key(0), torch.arange(64)), out.copy() | {"logits": out["logits"].expand(64, 4)}).tolist()))
+        [0, 2]
+    """
+    if action_mask is None:
+        return outputs
+    logits = outputs["logits"]
+    if action_mask.shape[-1] != logits.shape[-1]:
+        raise ValueError(f"action_mask has {action_mask.shape[-1]} entries per row but the policy has {logits.shape[-1]} logits")
+    return {**outputs, "logits": logits.masked_fill(~action_mask.bool(), MASKED_LOGIT)}
 
 
 @dataclasses.dataclass(frozen=True)

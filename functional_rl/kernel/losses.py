@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from functional_rl.kernel.distributions import mask_logits
+
 __all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output"]
 
 LossFn = Callable[..., Any]
@@ -66,7 +68,8 @@ def ppo_loss(
     Args:
         params: policy parameters (differentiated).
         batch: ``obs [N, ...]``, ``action [N]|[N, D]``, ``log_prob [N]``, ``value [N]``,
-            ``advantage [N]``, ``returns [N]``.
+            ``advantage [N]``, ``returns [N]``; with ``action_mask`` bool ``[N, K]`` the
+            distribution is restricted to the legal actions the rollout sampled among.
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
         hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
         clip_vloss: clip the value update around the old value.
@@ -97,7 +100,7 @@ def ppo_loss(
         >>> float(m["policy_loss"]), float(m["clipfrac"])
         (-2.0, 0.0)
     """
-    outputs = policy.apply(params, batch["obs"])
+    outputs = mask_logits(policy.apply(params, batch["obs"]), batch["action_mask"] if "action_mask" in batch.keys() else None)
     dist = policy.distribution
     log_ratio = dist.log_prob(outputs, batch["action"]) - batch["log_prob"]
     ratio = torch.exp(log_ratio)

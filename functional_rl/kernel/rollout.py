@@ -17,7 +17,14 @@ next_obs           float [B, ...]   the true next observation (final obs if the 
                                     normalised with the same statistics as ``obs``
 episode_return     float [B]        raw return of the episode that ended here, else 0
 episode_length     int64 [B]        length of the episode that ended here, else 0
+action_mask        bool [B, K]      the legal actions the policy sampled among (only for an env
+                                    with ``action_mask``; training recomputes log-probs under it)
 =================  ===============  =========================================================
+
+An env may restrict the legal actions of a discrete action space: it then has a pure method
+``action_mask(env_state, params) -> bool [B, K]`` (K logits: ``n``, or ``sum(nvec)`` for a
+MultiDiscrete space, one legal choice per block at least). The policy samples only legal
+actions (:func:`~functional_rl.kernel.distributions.mask_logits`).
 
 ``rollout`` stacks ``T`` transitions into a TensorDict with batch size ``[T, B]`` and adds
 ``next_value = V(next_obs)`` in one batched critic pass.
@@ -38,9 +45,10 @@ import torch.utils._pytree as pytree
 import functional_rl.kernel.random as jr
 from functional_rl.kernel import normalize
 from functional_rl.envs.base import Box, EnvStep, action_width
+from functional_rl.kernel.distributions import mask_logits
 from functional_rl.kernel.parallel import AllReduce
 
-__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action"]
+__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action", "env_action_mask"]
 
 def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Tensor | None = None) -> torch.Tensor:
     """What the policy sees: the observation, normalised with ``obs_norm`` if given, with the
@@ -70,6 +78,7 @@ def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Ten
 
 def policy_act(
     state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None,
+    action_mask: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The policy half of a step: normalise the observation, sample an action. Pure.
 
@@ -86,6 +95,9 @@ def policy_act(
     ``draws`` (from :func:`rollout_draws`, one step's slice) gives this step's random numbers
     drawn ahead: ``noise`` (the distribution's, ``[B, K]``) and ``k_env`` (``[B, 2]``); the
     state's key is then left as it is (the caller advanced it).
+
+    ``action_mask`` (bool ``[B, K]``, from the env's ``action_mask``) restricts sampling to
+    the legal actions; it is returned as ``action_mask`` for the trajectory.
 
     Example:
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
@@ -106,17 +118,20 @@ def policy_act(
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
         obs_norm = normalize.obs_norm_update(obs_norm, envs.obs, all_reduce)
     obs = policy_input(envs.obs, obs_norm, envs.last_action)
-    outputs = policy.apply(learner.params, obs)
+    outputs = mask_logits(policy.apply(learner.params, obs), action_mask)
     dist = policy.distribution
     action = dist.sample(k_act, outputs) if draws is None else dist.sample_from_noise(outputs, draws["noise"])
     log_prob = dist.log_prob(outputs, action)
     env_action = action
     if isinstance(action_space, Box):
         env_action = torch.clamp(action, action_space.low_tensor(action.device), action_space.high_tensor(action.device))
-    return {
+    out = {
         "key": key, "k_env": k_env, "obs": obs, "obs_norm": obs_norm, "action": action,
         "env_action": env_action, "log_prob": log_prob.detach(), "value": outputs["value"].detach(),
     }
+    if action_mask is not None:
+        out["action_mask"] = action_mask
+    return out
 
 
 def _scale_reward(state: Any, step: EnvStep, all_reduce: AllReduce | None) -> tuple[torch.Tensor, Any, Any]:
@@ -190,6 +205,8 @@ def record_step(
         "reward": train_reward, "terminated": step.terminated, "truncated": step.truncated,
         "next_obs": policy_input(step.final_obs, act["obs_norm"], encoded), **ended,
     }
+    if "action_mask" in act:
+        transition["action_mask"] = act["action_mask"]
     new_state = state.replace(
         key=act["key"],
         learner=state.learner.replace(obs_norm=act["obs_norm"], reward_stats=reward_stats),
@@ -197,6 +214,22 @@ def record_step(
         agent_step=state.agent_step + step.reward.shape[0] * world_size,
     )
     return new_state, transition
+
+
+def env_action_mask(env: Any, env_state: Any, env_params: Any) -> torch.Tensor | None:
+    """The env's legal actions in ``env_state``: ``env.action_mask(env_state, env_params)``, bool
+    ``[B, K]``, or ``None`` for an env without masks (all actions legal).
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> import functional_rl.kernel.random as jr
+        >>> masked = make("MaskedChoice-v0")
+        >>> _, s = masked.reset(jr.key(0), masked.default_params(), 2)
+        >>> env_action_mask(masked, s, masked.default_params()).shape, env_action_mask(env, None, None)
+        (torch.Size([2, 4]), None)
+    """
+    fn = getattr(env, "action_mask", None)
+    return None if fn is None else fn(env_state, env_params)
 
 
 def encode_action(action: torch.Tensor, size: int, nvec: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -254,7 +287,8 @@ def rollout_step(
     """
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.curriculum)
-    act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws)
+    act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws,
+                     action_mask=env_action_mask(env, state.envs.env_state, env_params))
     step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
     new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce, action_space=env.action_space)
     if curriculum is not None:

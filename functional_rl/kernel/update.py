@@ -28,11 +28,13 @@ from functional_rl.kernel.optim import GradientTransformation, apply_updates, gl
 from functional_rl.kernel.parallel import AllReduce, sum_over_processes
 
 __all__ = [
-    "MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
+    "MINIBATCH_KEYS", "OPTIONAL_MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
     "update_minibatch", "gradient_stats",
 ]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
+#: Batch entries that minibatches carry when the trajectory has them (an env with action masks).
+OPTIONAL_MINIBATCH_KEYS = ("action_mask",)
 
 
 def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDict:
@@ -174,7 +176,8 @@ def epoch_minibatches(
     n = batch["advantage"].shape[0]
     perm = minibatch_order(k_perm, env_ids, n // env_ids.shape[-1], num_minibatches)
     size = n // num_minibatches
-    mbs = {k: batch[k][perm].unflatten(0, (num_minibatches, size)) for k in MINIBATCH_KEYS}
+    keys = MINIBATCH_KEYS + tuple(k for k in OPTIONAL_MINIBATCH_KEYS if k in batch)
+    mbs = {k: batch[k][perm].unflatten(0, (num_minibatches, size)) for k in keys}
     if norm_adv:  # every minibatch's statistics, over all processes, in one reduction
         mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"], all_reduce)
     return key.contiguous(), mbs

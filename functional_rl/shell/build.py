@@ -23,11 +23,11 @@ from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.policies import make_policy
-from functional_rl.kernel.rollout import policy_act, record_step, rollout, rollout_step
+from functional_rl.kernel.rollout import env_action_mask, policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import batch_arrays, epoch_minibatches, make_batch, update_minibatch
-from functional_rl.shell.checks import check_policy, check_state, require_policy
+from functional_rl.shell.checks import check_action_mask, check_policy, check_state, require_policy
 
 __all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code", "allow_scan_in_compile_cache"]
 
@@ -196,7 +196,7 @@ def _host_env_step(env: Any, env_params: Any, act_fn: Any, record_fn: Any):
     compiled bookkeeping half."""
 
     def step(state):
-        a = act_fn(state)
+        a = act_fn(state, action_mask=env_action_mask(env, state.envs.env_state, env_params))
         out = env.step(a["k_env"], state.envs.env_state, a["env_action"], env_params)
         return record_fn(state, a, out)
 
@@ -365,6 +365,7 @@ def build(
     else:
         check_state(config, env, policy, state, curriculum=curriculum, env_params=env_params)
     check_policy(env, policy, config=config, params=state.learner.params, obs=state.envs.obs[:1])
+    check_action_mask(env, state.envs.env_state, env.default_params() if env_params is None else env_params)
     kernel = make_kernel(
         config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=compile,
         compile_options=compile_options, curriculum=curriculum, all_reduce=all_reduce, world_size=world_size,

@@ -889,8 +889,8 @@ def evaluate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``episodes`` greedy episodes in parallel (one per env) and return their returns.
 
-    Actions are ``policy.distribution.mode`` (argmax logits, or the Gaussian mean clipped to
-    the action box). Each env's first episode counts; the loop stops when all have ended or
+    Actions are ``policy.distribution.mode`` (argmax logits, among the legal actions for an
+    env with action masks, or the Gaussian mean clipped to the action box). Each env's first episode counts; the loop stops when all have ended or
     after ``max_steps`` steps (unfinished episodes then count with their partial return).
     Eager, under ``torch.no_grad``; the only randomness (env resets and dynamics) comes from
     ``key``.
@@ -922,7 +922,8 @@ def evaluate(
         (torch.Size([3]), True, True)
     """
     from functional_rl.envs.base import Box
-    from functional_rl.kernel.rollout import encode_action, policy_input
+    from functional_rl.kernel.distributions import mask_logits
+    from functional_rl.kernel.rollout import encode_action, env_action_mask, policy_input
 
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
@@ -937,7 +938,8 @@ def evaluate(
         for _ in range(max_steps):
             key, k_step = jr.split(key, 2).unbind(0)
             x = policy_input(obs if obs_fn is None else obs_fn(obs), last_action=last_action if last_action_size else None)
-            action = policy.distribution.mode(policy.apply(params, x))
+            outputs = mask_logits(policy.apply(params, x), env_action_mask(env, env_state, env_params))
+            action = policy.distribution.mode(outputs)
             if isinstance(env.action_space, Box):
                 action = torch.clamp(action, env.action_space.low_tensor(action.device),
                                      env.action_space.high_tensor(action.device))

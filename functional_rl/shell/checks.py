@@ -410,6 +410,50 @@ def _probe_head(env: Any, policy: Any, kind: str, in_dim: int, extra: int, param
     return int(head.shape[-1])
 
 
+def check_action_mask(env: Any, env_state: Any, env_params: Any = None) -> None:
+    """Check an env's ``action_mask(env_state, params)`` (if it has one) on a state: bool
+    ``[B, K]`` with ``K`` the policy's logits (``n``, or ``sum(nvec)``) and at least one legal
+    action in every row (in every block of a MultiDiscrete space). Masks are for discrete
+    actions only. Once, in the shell, before training; the rollout itself is not checked.
+
+    Raises:
+        ValueError: a wrong dtype or shape, a row without a legal action, or a mask on a Box
+            action space (the message names the env and the fix).
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> masked = make("MaskedChoice-v0")
+        >>> _, s = masked.reset(jr.key(0), masked.default_params(), 2)
+        >>> check_action_mask(masked, s, masked.default_params())
+        >>> class NoneLegal:
+        ...     id, action_space = "NoneLegal-v0", masked.action_space
+        ...     def action_mask(self, state, params):
+        ...         return torch.zeros(2, 4, dtype=torch.bool)
+        >>> check_action_mask(NoneLegal(), s)
+        Traceback (most recent call last):
+        ...
+        ValueError: NoneLegal-v0.action_mask: rows [0, 1] have no legal action; every state needs at least one (in every block of a MultiDiscrete space)
+    """
+    fn = getattr(env, "action_mask", None)
+    if fn is None:
+        return
+    mask = fn(env_state, env_params)
+    if mask is None:  # an env that may give masks but gives none (a gymnasium env without them)
+        return
+    name = _env_name(env)
+    kind, width = _action_head(env)
+    if kind != "discrete":
+        raise ValueError(f"{name} has an action_mask but {kind} actions; masks restrict Discrete or MultiDiscrete actions only")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[-1] != width:
+        raise ValueError(f"{name}.action_mask must return bool [B, {width}] (one entry per logit), got {_describe(mask)}")
+    nvec = getattr(env.action_space, "nvec", None) or (width,)
+    legal = torch.stack([block.any(-1) for block in torch.split(mask, list(nvec), dim=-1)], dim=-1).all(-1)
+    if not bool(legal.all()):
+        rows = torch.nonzero(~legal).flatten().tolist()
+        raise ValueError(f"{name}.action_mask: rows {short(rows, 100)} have no legal action; every state needs at least "
+                         "one (in every block of a MultiDiscrete space)")
+
+
 class FunctionCallback:
     """A plain function ``fn(state, metrics)`` used as a callback's ``on_iteration`` hook.
 
