@@ -66,7 +66,17 @@ class MaskedChoiceState:
 
 
 class MaskedChoice(Environment):
-    """Take the highest legal action; see the module docstring."""
+    """Take the highest legal action; see the module docstring.
+
+    Example (an illegal action pays -1):
+        >>> import functional_rl.kernel.random as jr
+        >>> env = MaskedChoice()
+        >>> _, s = env.reset(jr.key(0), env.default_params(), 1)
+        >>> mask = env.action_mask(s, env.default_params())
+        >>> illegal = (~mask).long().argmax(-1) if bool((~mask).any()) else None
+        >>> illegal is None or env.step(jr.key(1), s, illegal, env.default_params()).reward.tolist() == [-1.0]
+        True
+    """
 
     id = "MaskedChoice-v0"
     observation_space = Box(low=(0.0,) * ACTIONS, high=(1.0,) * ACTIONS, shape=(ACTIONS,))
