@@ -51,18 +51,28 @@ class MaskedChoiceParams:
 
 @pytree_dataclass
 class MaskedChoiceState:
-    """Each env's key for its legal sets ``mask_key`` int64 ``[B, 2]`` (drawn at reset) and the
-    step ``time`` int64 ``[B]``; the legal set of a step is a draw from ``(mask_key, time)``.
+    """Each env's key for its legal sets ``mask_key`` int64 ``[B, 2]`` (drawn at reset), the
+    step ``time`` int64 ``[B]`` and this step's legal set ``legal`` bool ``[B, K]``, a draw
+    from ``(mask_key, time)`` made once when the state is built (the observation, the action
+    mask and the reward all read it).
 
     Example:
         >>> import functional_rl.kernel.random as jr
         >>> _, s = MaskedChoice().reset(jr.key(0), MaskedChoiceParams(), 2)
-        >>> s.mask_key.shape, s.time.tolist()
-        (torch.Size([2, 2]), [0, 0])
+        >>> s.mask_key.shape, s.time.tolist(), s.legal.shape
+        (torch.Size([2, 2]), [0, 0], torch.Size([2, 4]))
     """
 
     mask_key: torch.Tensor
     time: torch.Tensor
+    legal: torch.Tensor
+
+
+def _legal(mask_key: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, K]``: action ``a`` is legal where its draw ``u_a < 1/2``, or where it is the
+    lowest draw (so one action always is)."""
+    u = jr.uniform(jr.row_keys(mask_key, time), (ACTIONS,))  # [B, K]
+    return (u < 0.5) | torch.nn.functional.one_hot(u.argmin(-1), ACTIONS).bool()
 
 
 class MaskedChoice(Environment):
@@ -87,27 +97,25 @@ class MaskedChoice(Environment):
         return MaskedChoiceParams()
 
     def reset_env(self, keys: torch.Tensor, params: MaskedChoiceParams) -> MaskedChoiceState:
-        """A fresh mask key per env (``keys[b]`` itself) and ``time`` 0."""
-        return MaskedChoiceState(keys.clone(), torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device))
+        """A fresh mask key per env (``keys[b]`` itself), ``time`` 0 and its legal set."""
+        time = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+        return MaskedChoiceState(keys.clone(), time, _legal(keys, time))
 
     def action_mask(self, state: MaskedChoiceState, params: MaskedChoiceParams) -> torch.Tensor:
-        """bool ``[B, K]``: action ``a`` is legal where its draw ``u_a < 1/2``, or where it is the
-        lowest draw (so one action always is)."""
-        u = jr.uniform(jr.row_keys(state.mask_key, state.time), (ACTIONS,))  # [B, K]
-        lowest = torch.nn.functional.one_hot(u.argmin(-1), ACTIONS).bool()
-        return (u < 0.5) | lowest
+        """bool ``[B, K]``: this step's legal actions (``state.legal``)."""
+        return state.legal.clone()
 
     def step_env(self, state: MaskedChoiceState, action: torch.Tensor, params: MaskedChoiceParams):
         """``(next_state, reward float32 [B], terminated bool [B])``: ``a / (K - 1)`` for a
         legal action, ``-1`` for an illegal one; the episode ends after ``length`` steps."""
-        legal = torch.gather(self.action_mask(state, params), 1, action.long()[:, None])[:, 0]
+        legal = torch.gather(state.legal, 1, action.long()[:, None])[:, 0]
         reward = torch.where(legal, action.to(torch.float32) / (ACTIONS - 1), -1.0).to(torch.float32)
-        nxt = MaskedChoiceState(state.mask_key.clone(), state.time + 1)
-        return nxt, reward, nxt.time >= params.length
+        time = state.time + 1
+        return MaskedChoiceState(state.mask_key.clone(), time, _legal(state.mask_key, time)), reward, time >= params.length
 
     def get_obs(self, state: MaskedChoiceState, params: MaskedChoiceParams) -> torch.Tensor:
         """float32 ``[B, K]``: the legal set, 1 where legal."""
-        return self.action_mask(state, params).to(torch.float32)
+        return state.legal.to(torch.float32)
 
     def truncation(self, state: MaskedChoiceState, params: MaskedChoiceParams) -> torch.Tensor:
         """Never: bool ``[B]`` all ``False`` (every episode ends by termination)."""

@@ -172,7 +172,8 @@ def mask_logits(outputs: dict[str, torch.Tensor], action_mask: torch.Tensor | No
         >>> d = Categorical()
         >>> d.log_prob(out, torch.tensor([2])).exp(), round(float(d.entropy(out)), 4)  # uniform over 2 legal actions
         (tensor([0.5000]), 0.6931)
-        >>> sorted(set(d.sample(jr.row_keys(jr.key(0), torch.arange(64)), out.copy() | {"logits": out["logits"].expand(64, 4)}).tolist()))
+        >>> many = mask_logits({"logits": torch.zeros(64, 4)}, torch.tensor([True, False, True, False]).expand(64, 4))
+        >>> sorted(set(d.sample(jr.row_keys(jr.key(0), torch.arange(64)), many).tolist()))  # only legal ones drawn
         [0, 2]
     """
     if action_mask is None:

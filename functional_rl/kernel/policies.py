@@ -116,6 +116,14 @@ def _mlp_apply(layers: list[dict[str, torch.Tensor]], x: torch.Tensor, act: Call
     return (x @ w + b) if w.dim() == 1 else (x @ w.T + b)
 
 
+def _outputs(params: Params, head: torch.Tensor, value: torch.Tensor, continuous: bool) -> dict[str, torch.Tensor]:
+    """A policy's outputs from its action head and value: ``logits``, or ``mean`` and the
+    state-independent ``log_std`` (``params["log_std"]``) broadcast to the mean's shape."""
+    if continuous:
+        return {"value": value, "mean": head, "log_std": params["log_std"].expand_as(head)}
+    return {"value": value, "logits": head}
+
+
 def _activation(name: str) -> Any:
     """``torch.tanh`` or ``torch.relu`` by name."""
     if name not in ("tanh", "relu"):
@@ -199,13 +207,7 @@ def make_mlp_policy(
 
     def apply(params: Params, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         x = flat(obs)
-        head = _mlp_apply(params["actor"], x, act)
-        out = {"value": _mlp_apply(params["critic"], x, act)}
-        if continuous:
-            out.update(mean=head, log_std=params["log_std"].expand_as(head))
-        else:
-            out["logits"] = head
-        return out
+        return _outputs(params, _mlp_apply(params["actor"], x, act), _mlp_apply(params["critic"], x, act), continuous)
 
     spec = {
         "kind": "mlp_actor_critic", "hidden_sizes": list(hidden_sizes), "activation": activation,
@@ -323,17 +325,11 @@ def make_cnn_policy(
         return x.reshape(*lead, x.shape[-1])
 
     def value(params: Params, obs: torch.Tensor) -> torch.Tensor:
-        return trunk(params, obs) @ params["v"]["w"] + params["v"]["b"]
+        return _mlp_apply([params["v"]], trunk(params, obs), torch.relu)
 
     def apply(params: Params, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         x = trunk(params, obs)
-        head = x @ params["pi"]["w"].T + params["pi"]["b"]
-        out = {"value": x @ params["v"]["w"] + params["v"]["b"]}
-        if continuous:
-            out.update(mean=head, log_std=params["log_std"].expand_as(head))
-        else:
-            out["logits"] = head
-        return out
+        return _outputs(params, _mlp_apply([params["pi"]], x, torch.relu), _mlp_apply([params["v"]], x, torch.relu), continuous)
 
     spec = {
         "kind": "cnn_actor_critic", "encoder": encoder, "hidden_sizes": list(hidden_sizes),
