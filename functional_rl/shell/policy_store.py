@@ -171,6 +171,7 @@ class PolicyRecord:
         >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
         >>> env = make("CartPole-v1")
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
         >>> with tempfile.TemporaryDirectory() as d:
         ...     _ = PolicyStore(d).save("run", policy.init(jr.key(0)), policy, {"agent_step": 50, "eval_score": 9.5}, env=env)
@@ -244,6 +245,7 @@ class PolicyStore:
         >>> import functional_rl.kernel.random as jr
         >>> from functional_rl.envs import make
         >>> env = make("Pendulum-v1")
+        >>> from functional_rl.kernel.policies import make_mlp_policy
         >>> policy = make_mlp_policy(env.observation_space, env.action_space, (8,))
         >>> with tempfile.TemporaryDirectory() as d:
         ...     store = PolicyStore(d)
