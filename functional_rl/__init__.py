@@ -20,7 +20,8 @@ from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
 from functional_rl.kernel.losses import ppo_loss
-from functional_rl.kernel.policies import Policy, make_mlp_policy
+from functional_rl.kernel.policies import Policy, make_cnn_policy, make_mlp_policy, make_multi_input_policy, make_policy
+from functional_rl.kernel.recurrent import make_recurrent_policy
 from functional_rl.kernel.rollout import rollout, rollout_step
 from functional_rl.kernel.state import EnvsState, LearnerState, TrainerState, init_state
 from functional_rl.kernel.struct import pytree_dataclass, static_field
@@ -60,7 +61,11 @@ __all__ = [
     "init_state",
     "learning_rate_at",
     "make_kernel",
+    "make_cnn_policy",
     "make_mlp_policy",
+    "make_multi_input_policy",
+    "make_policy",
+    "make_recurrent_policy",
     "optim",
     "ppo_loss",
     "pytree_dataclass",

@@ -4,7 +4,7 @@ Run under ``torchrun --nproc-per-node W tests/distributed_worker.py ...`` (or wi
 ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` set by hand). Every rank trains with
 :func:`functional_training_loop`; rank 0 writes the returned whole-run state and history
 to ``--out`` and, with ``--ckpt-dir``, checkpoints every iteration. ``--features`` turns on
-observation/reward normalisation and the last-action input (state that is per env or reduced). ``--die-at N`` makes
+observation/reward normalisation and the last-action input (state that is per env or reduced); ``--policy lstm`` trains a recurrent policy. ``--die-at N`` makes
 rank 1 exit abruptly in iteration ``N``; ``--hang-at N`` makes it stop answering.
 """
 
@@ -43,8 +43,11 @@ def main() -> None:
     p.add_argument("--die-at", type=int)
     p.add_argument("--hang-at", type=int)
     p.add_argument("--features", action="store_true", help="observation/reward normalisation and the last action")
+    p.add_argument("--policy", default="mlp", help="PPOConfig.policy (e.g. lstm: minibatches of whole env sequences)")
     a = p.parse_args()
     features = dict(normalize_obs=True, normalize_reward=True, last_action=True) if a.features else {}
+    if a.policy != "mlp":
+        features["policy"] = a.policy
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
 

@@ -131,6 +131,18 @@ def test_normalisation_and_last_action_across_processes(tmp_path):
     _assert_states_close(dist_state, one_state, atol=1e-5)
 
 
+def test_recurrent_policy_across_processes(tmp_path):
+    """An LSTM with every stateful feature: each process keeps its envs' carries and replays
+    whole sequences; 2 x 2 envs equal 1 x 4 envs (minibatches of whole envs, one per block)."""
+    out = tmp_path / "lstm.frl"
+    _torchrun(str(WORKER), "--envs", "2", "--iters", "3", "--out", str(out), "--features", "--policy", "lstm")
+    dist_state, _, _ = checkpoint.load(out)
+    cfg = small_config(4, normalize_obs=True, normalize_reward=True, last_action=True, policy="lstm")
+    one_state, _ = functional_training_loop(cfg, compile=False, max_iterations=3)
+    assert dist_state.envs.carry.shape == (4, 32)
+    _assert_states_close(dist_state, one_state, atol=1e-5)
+
+
 def test_processes_split_differently_still_agree(two_process_run, tmp_path):
     """A 4-process x 1-env run agrees with the 2 x 2 run: the split does not matter."""
     out = tmp_path / "final.frl"

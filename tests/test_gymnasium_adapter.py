@@ -88,7 +88,7 @@ class NaNEnv(gym.Env):
 def test_unsupported_space_names_what_is_supported():
     with pytest.raises(EnvInputError, match="Text is unsupported; supported spaces are Box and Discrete"):
         from_gymnasium(TextObsEnv, num_envs=2)
-    with pytest.raises(EnvInputError, match=r"observation part \['name'\] Text\(.*\) is unsupported in a Dict/Tuple observation"):
+    with pytest.raises(EnvInputError, match=r"observation part 'name' Text\(.*\) is unsupported in a Dict/Tuple observation"):
         from_gymnasium(DictTextObsEnv, num_envs=2)
 
 

@@ -6,6 +6,7 @@ See :mod:`functional_rl.envs.base` for the ``(reset, step)`` contract and the
 
 from functional_rl.envs.base import (
     Box,
+    Dict,
     Discrete,
     MultiDiscrete,
     action_width,
@@ -33,6 +34,7 @@ __all__ = [
     "GymnasiumEnv",
     "from_gymnasium",
     "Box",
+    "Dict",
     "Discrete",
     "MultiDiscrete",
     "action_width",

@@ -51,6 +51,7 @@ __all__ = [
     "Discrete",
     "MultiDiscrete",
     "Box",
+    "Dict",
     "action_width",
     "Env",
     "Environment",
@@ -213,6 +214,65 @@ class Box:
     def high_tensor(self, device: Any = None) -> torch.Tensor:
         """The upper bounds as a ``dtype`` tensor of shape ``shape`` on ``device``."""
         return torch.tensor(self.high, dtype=self.dtype, device=device).reshape(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dict(Box):
+    """Named observation parts, seen by the kernel as ONE flat float32 Box ``[B, D]``.
+
+    ``parts`` is a tuple of ``(name, Box)`` in a fixed order; an observation is the parts
+    flattened and concatenated in that order (:meth:`join`), and :meth:`split` recovers them.
+    The kernel (normalisation, the last-action input, the trajectory, minibatch indexing,
+    vmap, checkpoints) handles one tensor per observation, so a Dict observation works
+    wherever a Box does; a policy that wants per-key encoders reads ``parts``
+    (:func:`~functional_rl.kernel.policies.make_multi_input_policy`). ``dtype`` is float32
+    whatever the parts': a uint8 image part is stored as floats 0..255 and scaled by its
+    encoder.
+
+    Build one with :meth:`of` from a mapping of names to Box spaces.
+
+    Example:
+        >>> space = Dict.of({"image": Box((0.0,) * 4, (255.0,) * 4, (1, 2, 2), torch.uint8),
+        ...                  "speed": Box((-1.0,), (1.0,), (1,))})
+        >>> space.shape, [name for name, _ in space.parts]
+        ((5,), ['image', 'speed'])
+        >>> flat = space.join({"image": torch.arange(8.0).reshape(2, 1, 2, 2), "speed": torch.tensor([[0.5], [-0.5]])})
+        >>> flat.shape, space.split(flat)["image"].shape  # [B, 5] <-> {"image": [B, 1, 2, 2], ...}
+        (torch.Size([2, 5]), torch.Size([2, 1, 2, 2]))
+    """
+
+    parts: tuple[tuple[str, Box], ...] = ()
+
+    @classmethod
+    def of(cls, spaces: Any) -> Dict:
+        """The Dict space of ``spaces`` (a mapping or ``(name, Box)`` pairs, in that order).
+
+        Raises:
+            ValueError: no parts, a part that is not a Box, or a repeated name.
+        """
+        items = list(spaces.items()) if hasattr(spaces, "items") else list(spaces)
+        names = [str(k) for k, _ in items]
+        if not items or len(set(names)) != len(names):
+            raise ValueError(f"a Dict space needs at least one part and distinct names, got {names}")
+        for name, space in items:
+            if not isinstance(space, Box) or isinstance(space, Dict):
+                raise ValueError(f"Dict part {name!r} must be a Box (flatten nested dicts into names), got {space}")
+        low = tuple(v for _, b in items for v in b.low)
+        high = tuple(v for _, b in items for v in b.high)
+        return cls(low=low, high=high, shape=(len(low),), parts=tuple((str(k), b) for k, b in items))
+
+    def split(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[..., D] -> {name: [..., *part.shape]}``."""
+        out, start = {}, 0
+        for name, box in self.parts:
+            size = math.prod(box.shape)
+            out[name] = obs[..., start:start + size].reshape(*obs.shape[:-1], *box.shape)
+            start += size
+        return out
+
+    def join(self, parts: Any) -> torch.Tensor:
+        """``{name: [B, *part.shape]} -> float32 [B, D]`` (the parts in this space's order)."""
+        return torch.cat([parts[name].reshape(parts[name].shape[0], -1).to(torch.float32) for name, _ in self.parts], dim=-1)
 
 
 @runtime_checkable

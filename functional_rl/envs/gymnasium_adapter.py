@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 import functional_rl.kernel.random as jr
-from functional_rl.envs.base import Box, Discrete, EnvStep, MultiDiscrete, env_keys
+from functional_rl.envs.base import Box, Dict, Discrete, EnvStep, MultiDiscrete, env_keys
 
 __all__ = ["GymnasiumEnv", "from_gymnasium", "EnvInputError"]
 
@@ -87,35 +87,40 @@ def _convert_space(space: Any, what: str, env_id: str) -> Box | Discrete | Multi
 MASK_KEY = "action_mask"
 
 
-def _flattener(space: Any, path: str, env_id: str) -> tuple[list[float], list[float], Callable[[Any], np.ndarray]]:
-    """``(low, high, fn)`` of a Dict/Tuple observation part: ``fn`` maps the part's batch
-    ``[B, ...]`` to floats ``[B, width]``."""
+def _flattener(space: Any, path: str, env_id: str) -> tuple[list[tuple[str, Box]], Callable[[Any], np.ndarray]]:
+    """``(parts, fn)`` of a Dict/Tuple observation part: ``parts`` the leaves as ``(name,
+    Box)`` (a Box keeps its shape and uint8 dtype, a Discrete becomes a one-hot Box, nested
+    names joined by dots), ``fn`` maps the part's batch ``[B, ...]`` to floats ``[B, width]``."""
     import gymnasium as gym
 
+    name = path.lstrip(".") or "obs"
     if isinstance(space, gym.spaces.Box):
         low = np.broadcast_to(space.low, space.shape).astype(np.float64).ravel().tolist()
         high = np.broadcast_to(space.high, space.shape).astype(np.float64).ravel().tolist()
-        return low, high, lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
+        dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
+        box = Box(low=tuple(low), high=tuple(high), shape=tuple(int(d) for d in space.shape), dtype=dtype)
+        return [(name, box)], lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
     if isinstance(space, gym.spaces.Discrete):
         n, start = int(space.n), int(space.start)
-        return [0.0] * n, [1.0] * n, lambda x: np.eye(n, dtype=np.float32)[np.asarray(x).astype(np.int64) - start]
+        box = Box(low=(0.0,) * n, high=(1.0,) * n, shape=(n,))
+        return [(name, box)], lambda x: np.eye(n, dtype=np.float32)[np.asarray(x).astype(np.int64) - start]
     if isinstance(space, gym.spaces.MultiBinary) and len(space.shape) == 1:
         n = int(space.shape[0])
-        return [0.0] * n, [1.0] * n, lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
+        box = Box(low=(0.0,) * n, high=(1.0,) * n, shape=(n,))
+        return [(name, box)], lambda x: np.asarray(x, dtype=np.float32).reshape(np.shape(x)[0], -1)
     parts: list[tuple[Any, Any]]
     if isinstance(space, gym.spaces.Dict):
         parts = [(k, s) for k, s in space.spaces.items() if not (path == "" and k == MASK_KEY)]
     elif isinstance(space, gym.spaces.Tuple):
         parts = list(enumerate(space.spaces))
     else:
-        raise EnvInputError(f"{env_id}: observation part {path or 'space'} {space} is unsupported in a Dict/Tuple "
+        raise EnvInputError(f"{env_id}: observation part {name!r} {space} is unsupported in a Dict/Tuple "
                             "observation; parts may be Box, Discrete, MultiBinary, Dict or Tuple")
-    subs = [(k, _flattener(s, f"{path}[{k!r}]", env_id)) for k, s in parts]
+    subs = [(k, _flattener(s, f"{path}.{k}", env_id)) for k, s in parts]
     if not subs:
         raise EnvInputError(f"{env_id}: the observation {space} has no part to observe besides its action mask")
-    low = [v for _, (lo, _, _) in subs for v in lo]
-    high = [v for _, (_, hi, _) in subs for v in hi]
-    return low, high, lambda x: np.concatenate([fn(x[k]) for k, (_, _, fn) in subs], axis=1)
+    leaves = [leaf for _, (ps, _) in subs for leaf in ps]
+    return leaves, lambda x: np.concatenate([fn(x[k]) for k, (_, fn) in subs], axis=1)
 
 
 class GymnasiumEnv:
@@ -163,8 +168,8 @@ class GymnasiumEnv:
         self._flatten = None
         self._mask_in_obs = isinstance(space, gym.spaces.Dict) and MASK_KEY in space.spaces
         if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
-            low, high, self._flatten = _flattener(space, "", env_id)
-            self.observation_space = Box(low=tuple(low), high=tuple(high), shape=(len(low),))
+            parts, self._flatten = _flattener(space, "", env_id)
+            self.observation_space = Dict.of(parts)
         else:
             self.observation_space = _convert_space(space, "observation", env_id)
         if not isinstance(self.observation_space, Box):

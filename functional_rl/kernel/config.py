@@ -93,7 +93,9 @@ class PPOConfig:
             (``benchmarks/default_config.py``, benchmarks/RESULTS.md).
         num_steps: rollout length T per iteration (static).
         num_minibatches: minibatches per epoch; must divide ``num_steps``: every minibatch
-            takes ``num_steps / num_minibatches`` randomly chosen steps of every env.
+            takes ``num_steps / num_minibatches`` randomly chosen steps of every env. For a
+            recurrent policy it must divide ``num_envs`` instead: every minibatch replays
+            ``num_envs / num_minibatches`` whole env sequences.
         update_epochs: passes over each batch (static).
         learning_rate: Adam step size at the start of training (> 0).
         anneal_lr: decay the learning rate linearly to 0 over the run.
@@ -108,10 +110,11 @@ class PPOConfig:
         adam_eps: Adam epsilon (CleanRL uses 1e-5, not torch's 1e-8).
         policy: the default policy's architecture (static): ``"mlp"`` (CleanRL's MLP
             actor-critic), ``"simple_cnn"`` or ``"nature_cnn"`` (a conv encoder for image
-            observations ``[C, H, W]``); :func:`~functional_rl.kernel.policies.make_policy`.
-            Ignored when a ``Policy`` is passed in.
+            observations ``[C, H, W]``), ``"lstm"`` or ``"gru"`` (a recurrent core after an MLP
+            encoder, :mod:`~functional_rl.kernel.recurrent`);
+            :func:`~functional_rl.kernel.policies.make_policy`. Ignored when a ``Policy`` is passed in.
         hidden_sizes: widths of the actor and critic MLPs, or of the dense layers after a CNN
-            encoder (static).
+            encoder, or for ``"lstm"``/``"gru"`` the encoder's layers then the core's width (static).
         activation: ``"tanh"`` or ``"relu"``.
         normalize_obs: keep running observation statistics in the state and whiten obs.
         normalize_reward: scale rewards by the running std of the discounted return.
@@ -214,7 +217,14 @@ class PPOConfig:
         for name in ints[1:]:
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
-        if self.num_steps % self.num_minibatches:
+        if self.policy in ("lstm", "gru"):  # minibatches are whole env sequences
+            if self.num_envs % self.num_minibatches:
+                bad(
+                    "num_minibatches",
+                    f"must divide num_envs = {self.num_envs} for a recurrent policy ({self.policy!r}: each minibatch "
+                    "replays num_envs / num_minibatches whole env sequences)",
+                )
+        elif self.num_steps % self.num_minibatches:
             bad(
                 "num_minibatches",
                 f"must divide num_steps = {self.num_steps} (each minibatch takes num_steps / num_minibatches "

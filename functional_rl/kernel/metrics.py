@@ -139,7 +139,7 @@ def iteration_metrics(
         "episode_return": trajectory["episode_return"].sum(dim=(-2, -1)),
         "episode_length": trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)),
         "nonfinite_obs": nonfinite_count(trajectory["obs"]).to(torch.float32) + nonfinite_count(trajectory["reward"]),
-        **ev_moments(batch["value"], batch["returns"]),
+        **ev_moments(batch["value"].reshape(-1), batch["returns"].reshape(-1)),  # [N], or [B, T] sequences
     }
     sums = dict(zip(sums, sum_over_processes(list(sums.values()), all_reduce)))
     episodes = sums["episodes"]

@@ -109,14 +109,19 @@ def _map(fn, *trees):
 
 
 def global_norm(tree: Any) -> torch.Tensor:
-    """``sqrt(sum_i ||x_i||^2)`` over all tensor leaves; float 0-d.
+    """``sqrt(sum_i ||x_i||^2)`` over all tensor leaves; float 0-d (0 for a tree without any,
+    e.g. a policy's empty list of encoder layers).
 
     Example:
         >>> import torch
         >>> global_norm({"a": torch.tensor([3.0]), "b": torch.tensor([[4.0]])})
         tensor(5.)
+        >>> global_norm({"encoder": []})
+        tensor(0.)
     """
     leaves = [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+    if not leaves:
+        return torch.zeros(())
     return torch.sqrt(sum((x.float() ** 2).sum() for x in leaves))
 
 

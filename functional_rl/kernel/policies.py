@@ -32,9 +32,9 @@ import torch
 
 import functional_rl.kernel.random as jr
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
-from functional_rl.envs.base import Box, Discrete, MultiDiscrete
+from functional_rl.envs.base import Box, Dict, Discrete, MultiDiscrete
 
-__all__ = ["Policy", "make_mlp_policy", "make_cnn_policy", "make_policy", "policy_from_spec", "CNN_ENCODERS", "POLICY_NAMES", "orthogonal"]
+__all__ = ["Policy", "make_mlp_policy", "make_cnn_policy", "make_policy", "make_multi_input_policy", "policy_from_spec", "CNN_ENCODERS", "POLICY_NAMES", "SPEC_KINDS", "orthogonal"]
 
 Params = dict[str, Any]
 
@@ -49,6 +49,10 @@ class Policy:
         value: ``(params, obs) -> float [N]``, the critic alone (cheaper than ``apply``).
         distribution: :class:`~functional_rl.kernel.distributions.Categorical` or ``DiagGaussian``.
         spec: JSON-able description of the architecture (rebuilds the policy from a record).
+        initial_carry: ``None`` for a feed-forward policy. A recurrent policy
+            (:mod:`functional_rl.kernel.recurrent`) sets it to ``num_envs -> carry [B, C]``;
+            its ``apply`` is then ``(params, obs, carry, reset) -> (outputs, carry)`` and its
+            ``value`` ``(params, obs, carry, reset=None) -> [N]``.
 
     Example (a hand-written linear policy over 3 actions):
         >>> from functional_rl.kernel.distributions import Categorical
@@ -70,6 +74,7 @@ class Policy:
     value: Callable[[Params, torch.Tensor], torch.Tensor]
     distribution: Any
     spec: dict[str, Any]
+    initial_carry: Callable[[int], torch.Tensor] | None = None
 
 
 def orthogonal(key: torch.Tensor, shape: tuple[int, int], gain: float) -> torch.Tensor:
@@ -230,6 +235,24 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _conv_init(key: torch.Tensor, in_channels: int, layers: tuple[tuple[int, int, int, int], ...]) -> list[dict[str, torch.Tensor]]:
+    """A conv stack's parameters: orthogonal kernels (as ``[out, in * k * k]`` matrices, gain
+    sqrt 2), zero biases."""
+    conv = []
+    for kk, (out_c, k, _, _) in zip(jr.split(key, len(layers)), layers):
+        weight = orthogonal(kk, (out_c, in_channels * k * k), math.sqrt(2.0)).reshape(out_c, in_channels, k, k)
+        conv.append({"w": weight, "b": torch.zeros(out_c)})
+        in_channels = out_c
+    return conv
+
+
+def _conv_apply(conv: list[dict[str, torch.Tensor]], x: torch.Tensor, layers: tuple[tuple[int, int, int, int], ...]) -> torch.Tensor:
+    """``[N, C, H, W] -> [N, features]``: the conv stack with ReLUs, flattened."""
+    for layer, (_, _, stride, pad) in zip(conv, layers):
+        x = torch.relu(torch.nn.functional.conv2d(x, layer["w"], layer["b"], stride=stride, padding=pad))
+    return x.flatten(1)
+
+
 def make_cnn_policy(
     observation_space: Box,
     action_space: Discrete | MultiDiscrete | Box,
@@ -296,13 +319,8 @@ def make_cnn_policy(
 
     def init(key: torch.Tensor) -> Params:
         k_conv, k_dense, k_pi, k_v = jr.split(key, 4)
-        conv, in_c = [], c
-        for kk, (out_c, k, _, _) in zip(jr.split(k_conv, len(layers)), layers):
-            weight = orthogonal(kk, (out_c, in_c * k * k), math.sqrt(2.0)).reshape(out_c, in_c, k, k)
-            conv.append({"w": weight, "b": torch.zeros(out_c)})
-            in_c = out_c
         params: Params = {
-            "conv": conv,
+            "conv": _conv_init(k_conv, c, layers),
             "dense": _mlp_init(k_dense, [features, *hidden_sizes, 1], 1.0, None)[:-1],  # hidden layers only
             "pi": _mlp_init(k_pi, [hidden_sizes[-1], out_dim], 0.01, out_dim)[0],
             "v": _mlp_init(k_v, [hidden_sizes[-1], 1], 1.0, None)[0],
@@ -314,10 +332,7 @@ def make_cnn_policy(
     def trunk(params: Params, obs: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[: obs.dim() - (1 if obs_dim_extra else 3)]
         flat = obs.reshape(-1, image_size + obs_dim_extra) if obs_dim_extra else obs.reshape(-1, image_size)
-        x = flat[:, :image_size].reshape(-1, *observation_space.shape) * scale
-        for layer, (_, _, stride, pad) in zip(params["conv"], layers):
-            x = torch.relu(torch.nn.functional.conv2d(x, layer["w"], layer["b"], stride=stride, padding=pad))
-        x = x.flatten(1)
+        x = _conv_apply(params["conv"], flat[:, :image_size].reshape(-1, *observation_space.shape) * scale, layers)
         if obs_dim_extra:
             x = torch.cat([x, flat[:, image_size:]], dim=-1)
         for layer in params["dense"]:
@@ -338,8 +353,120 @@ def make_cnn_policy(
     return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec)
 
 
+def make_multi_input_policy(
+    observation_space: Dict,
+    action_space: Discrete | MultiDiscrete | Box,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    activation: str = "tanh",
+    key_features: int = 64,
+    cnn: str = "simple_cnn",
+    obs_dim_extra: int = 0,
+) -> Policy:
+    """An actor-critic with one encoder per part of a :class:`~functional_rl.envs.base.Dict`
+    observation, their features concatenated (SB3's ``MultiInputPolicy`` / ``CombinedExtractor``).
+
+    Each part gets its own encoder: an image part ``[C, H, W]`` the conv stack ``cnn``
+    (:data:`CNN_ENCODERS`, ReLU, flattened; a uint8 part divided by 255), any other part a
+    dense layer of ``key_features`` units with ``activation`` on the flattened values. The
+    features of all parts, then the extra inputs (the encoded last action), go through a
+    shared trunk of ``hidden_sizes`` and a policy head (gain 0.01) and a value head (gain 1).
+    Weights are orthogonal (gain sqrt 2 inside), biases zero.
+
+    Args:
+        observation_space: a :class:`~functional_rl.envs.base.Dict`.
+        action_space: as for :func:`make_mlp_policy`.
+        hidden_sizes: the trunk's widths (may be empty: the heads read the features).
+        key_features: width of each non-image part's encoder.
+        cnn: the conv stack of image parts.
+        obs_dim_extra: extra flat inputs after the Dict observation.
+
+    Returns:
+        A :class:`Policy`; ``apply(params, obs [*N, D (+ extra)])`` with ``D`` the Dict's flat width.
+
+    Example (an image and a vector, encoded apart):
+        >>> from functional_rl.envs.base import Dict
+        >>> space = Dict.of({"view": Box((0.0,) * 50, (1.0,) * 50, (2, 5, 5)), "goal": Box((-1.0,) * 2, (1.0,) * 2, (2,))})
+        >>> policy = make_multi_input_policy(space, Discrete(4), hidden_sizes=(32,), key_features=8)
+        >>> params = policy.init(jr.key(0))
+        >>> sorted(params["encoders"]), policy.apply(params, torch.zeros(3, 52))["logits"].shape
+        (['goal', 'view'], torch.Size([3, 4]))
+    """
+    if not isinstance(observation_space, Dict):
+        raise TypeError(f"make_multi_input_policy needs a Dict observation space (envs.base.Dict), got {type(observation_space).__name__}")
+    if cnn not in CNN_ENCODERS:
+        raise ValueError(f"unknown CNN encoder {cnn!r}; choose one of {sorted(CNN_ENCODERS)}")
+    act = _activation(activation)
+    layers = CNN_ENCODERS[cnn]
+    widths = {}
+    for name, box in observation_space.parts:
+        if len(box.shape) == 3:
+            c, h, w = box.shape
+            for _, k, stride, pad in layers:
+                h, w = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
+            if h < 1 or w < 1:
+                raise ValueError(f"Dict part {name!r} of shape {box.shape} is too small for the {cnn} encoder; use cnn='simple_cnn'")
+            widths[name] = layers[-1][0] * h * w
+        else:
+            widths[name] = key_features
+    features = sum(widths.values()) + obs_dim_extra
+    flat_dim = observation_space.shape[0]
+    out_dim, dist = _action_head(action_space)
+    continuous = isinstance(action_space, Box)
+    trunk_sizes = [features, *hidden_sizes]
+
+    def init(key: torch.Tensor) -> Params:
+        k_enc, k_trunk, k_pi, k_v = jr.split(key, 4)
+        encoders = {}
+        for kk, (name, box) in zip(jr.split(k_enc, len(observation_space.parts)), observation_space.parts):
+            if len(box.shape) == 3:
+                encoders[name] = _conv_init(kk, box.shape[0], layers)
+            else:
+                encoders[name] = _mlp_init(kk, [math.prod(box.shape), key_features, 1], 1.0, None)[:1]
+        params: Params = {
+            "encoders": encoders,
+            "trunk": _mlp_init(k_trunk, [*trunk_sizes, 1], 1.0, None)[:-1],
+            "pi": _mlp_init(k_pi, [trunk_sizes[-1], out_dim], 0.01, out_dim)[0],
+            "v": _mlp_init(k_v, [trunk_sizes[-1], 1], 1.0, None)[0],
+        }
+        if continuous:
+            params["log_std"] = torch.zeros(out_dim)
+        return params
+
+    def trunk(params: Params, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-1]
+        flat = obs.reshape(-1, flat_dim + obs_dim_extra)
+        parts, feats = observation_space.split(flat[:, :flat_dim]), []
+        for name, box in observation_space.parts:
+            x = parts[name]
+            if len(box.shape) == 3:
+                feats.append(_conv_apply(params["encoders"][name], x * (1.0 / 255.0) if box.dtype == torch.uint8 else x, layers))
+            else:
+                layer = params["encoders"][name][0]
+                feats.append(act(x.reshape(x.shape[0], -1) @ layer["w"].T + layer["b"]))
+        if obs_dim_extra:
+            feats.append(flat[:, flat_dim:])
+        x = torch.cat(feats, dim=-1)
+        for layer in params["trunk"]:
+            x = act(x @ layer["w"].T + layer["b"])
+        return x.reshape(*lead, x.shape[-1])
+
+    def value(params: Params, obs: torch.Tensor) -> torch.Tensor:
+        return _mlp_apply([params["v"]], trunk(params, obs), act)
+
+    def apply(params: Params, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = trunk(params, obs)
+        return _outputs(params, _mlp_apply([params["pi"]], x, act), _mlp_apply([params["v"]], x, act), continuous)
+
+    spec = {
+        "kind": "multi_input_actor_critic", "hidden_sizes": list(hidden_sizes), "activation": activation,
+        "key_features": key_features, "cnn": cnn, "parts": [[name, list(box.shape)] for name, box in observation_space.parts],
+        "obs_dim": flat_dim + obs_dim_extra, "action": "continuous" if continuous else "discrete", "action_dim": out_dim,
+    }
+    return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec)
+
+
 #: Policy names :func:`make_policy` builds (``PPOConfig.policy``, ``AgentConfig.name``).
-POLICY_NAMES = ("mlp", *CNN_ENCODERS)
+POLICY_NAMES = ("mlp", *CNN_ENCODERS, "lstm", "gru", "multi_input")
 
 
 def make_policy(
@@ -350,7 +477,12 @@ def make_policy(
 
     ``"mlp"`` is :func:`make_mlp_policy` (``hidden_sizes`` both MLPs' widths, ``activation``);
     ``"simple_cnn"`` and ``"nature_cnn"`` are :func:`make_cnn_policy` with that encoder
-    (``hidden_sizes`` the dense layers after it; ReLU throughout, ``activation`` unused).
+    (``hidden_sizes`` the dense layers after it; ReLU throughout, ``activation`` unused);
+    ``"lstm"`` and ``"gru"`` are :func:`~functional_rl.kernel.recurrent.make_recurrent_policy`
+    with that core: ``hidden_sizes[-1]`` is the core's width and the layers before it the
+    encoder's (``(64, 128)``: one 64-wide encoder layer, a 128-wide core); ``"multi_input"``
+    is :func:`make_multi_input_policy` for a :class:`~functional_rl.envs.base.Dict`
+    observation (one encoder per part; ``hidden_sizes`` the shared trunk).
 
     Example:
         >>> from functional_rl.envs import make
@@ -360,13 +492,28 @@ def make_policy(
         >>> make_policy("transformer", env.observation_space, env.action_space)
         Traceback (most recent call last):
             ...
-        ValueError: unknown policy 'transformer'; choose one of 'mlp', 'nature_cnn', 'simple_cnn', or pass your own Policy
+        ValueError: unknown policy 'transformer'; choose one of 'gru', 'lstm', 'mlp', 'multi_input', 'nature_cnn', 'simple_cnn', or pass your own Policy
+        >>> make_policy("lstm", make("CartPole-v1").observation_space, env.action_space, (32, 64)).initial_carry(2).shape
+        torch.Size([2, 128])
     """
     if name == "mlp":
         return make_mlp_policy(observation_space, action_space, hidden_sizes, activation, obs_dim_extra=obs_dim_extra)
     if name in CNN_ENCODERS:
         return make_cnn_policy(observation_space, action_space, name, hidden_sizes, obs_dim_extra=obs_dim_extra)
+    if name in ("lstm", "gru"):
+        from functional_rl.kernel.recurrent import make_recurrent_policy
+
+        if not hidden_sizes:
+            raise ValueError(f"policy {name!r} needs hidden_sizes with at least one width (the last is the core's)")
+        return make_recurrent_policy(observation_space, action_space, name, hidden_sizes[-1], tuple(hidden_sizes[:-1]),
+                                     activation, obs_dim_extra=obs_dim_extra)
+    if name == "multi_input":
+        return make_multi_input_policy(observation_space, action_space, hidden_sizes, activation, obs_dim_extra=obs_dim_extra)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(map(repr, sorted(POLICY_NAMES)))}, or pass your own Policy")
+
+
+#: The spec kinds :func:`policy_from_spec` rebuilds.
+SPEC_KINDS = ("mlp_actor_critic", "cnn_actor_critic", "recurrent_actor_critic", "multi_input_actor_critic")
 
 
 def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space: Any) -> Policy:
@@ -391,8 +538,16 @@ def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space:
         policy = make_mlp_policy(observation_space, action_space, tuple(spec["hidden_sizes"]), spec["activation"], obs_dim_extra=extra)
     elif kind == "cnn_actor_critic":
         policy = make_cnn_policy(observation_space, action_space, spec["encoder"], tuple(spec["hidden_sizes"]), obs_dim_extra=extra)
+    elif kind == "recurrent_actor_critic":
+        from functional_rl.kernel.recurrent import make_recurrent_policy
+
+        policy = make_recurrent_policy(observation_space, action_space, spec["core"], spec["hidden_size"],
+                                       tuple(spec["encoder_sizes"]), spec["activation"], obs_dim_extra=extra)
+    elif kind == "multi_input_actor_critic":
+        policy = make_multi_input_policy(observation_space, action_space, tuple(spec["hidden_sizes"]), spec["activation"],
+                                         spec["key_features"], spec["cnn"], obs_dim_extra=extra)
     else:
-        raise ValueError(f"cannot rebuild a policy of kind {kind!r}; only 'mlp_actor_critic' and 'cnn_actor_critic' "
+        raise ValueError(f"cannot rebuild a policy of kind {kind!r}; only {', '.join(map(repr, SPEC_KINDS))} "
                          "are built here: build the policy yourself and use the record's params")
     if policy.spec != spec:
         raise ValueError(f"the spaces {observation_space} / {action_space} do not fit the policy spec {spec} (rebuilt: {policy.spec})")

@@ -19,6 +19,9 @@ episode_return     float [B]        raw return of the episode that ended here, e
 episode_length     int64 [B]        length of the episode that ended here, else 0
 action_mask        bool [B, K]      the legal actions the policy sampled among (only for an env
                                     with ``action_mask``; training recomputes log-probs under it)
+carry              float [B, C]     a recurrent policy's carry the step started from (before its
+                                    reset; only for a recurrent policy)
+reset              bool [B]         ``obs`` starts an episode: the carry was zeroed (recurrent only)
 =================  ===============  =========================================================
 
 An env may restrict the legal actions of a discrete action space: it then has a pure method
@@ -47,8 +50,9 @@ from functional_rl.kernel import normalize
 from functional_rl.envs.base import Box, EnvStep, action_width
 from functional_rl.kernel.distributions import mask_logits
 from functional_rl.kernel.parallel import AllReduce
+from functional_rl.kernel.recurrent import is_recurrent
 
-__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action", "env_action_mask"]
+__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action", "env_action_mask", "bootstrap_value"]
 
 def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Tensor | None = None) -> torch.Tensor:
     """What the policy sees: the observation, normalised with ``obs_norm`` if given, with the
@@ -78,7 +82,7 @@ def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Ten
 
 def policy_act(
     state: Any, *, policy: Any, action_space: Any, all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None,
-    action_mask: torch.Tensor | None = None,
+    action_mask: torch.Tensor | None = None, row_group: int | None = None,
 ) -> dict[str, Any]:
     """The policy half of a step: normalise the observation, sample an action. Pure.
 
@@ -99,6 +103,11 @@ def policy_act(
     ``action_mask`` (bool ``[B, K]``, from the env's ``action_mask``) restricts sampling to
     the legal actions; it is returned as ``action_mask`` for the trajectory.
 
+    A recurrent policy (:mod:`~functional_rl.kernel.recurrent`) also gets its carry and
+    ``reset = (episode_length == 0)``, and ``carry``, ``reset`` and ``next_carry`` are
+    returned. ``row_group`` (``num_envs / num_minibatches``, set by the shell) runs its forward
+    pass in groups of that many envs, the row count training replays with.
+
     Example:
         >>> a = policy_act(state, policy=policy, action_space=env.action_space)
         >>> sorted(a)
@@ -118,7 +127,13 @@ def policy_act(
     if obs_norm is not None:  # each observation enters the statistics once, then is normalised
         obs_norm = normalize.obs_norm_update(obs_norm, envs.obs, all_reduce)
     obs = policy_input(envs.obs, obs_norm, envs.last_action)
-    outputs = mask_logits(policy.apply(learner.params, obs), action_mask)
+    recurrent = is_recurrent(policy)
+    if recurrent:  # a new episode starts where the running length is 0: its carry is reset
+        reset = envs.episode_length == 0
+        outputs, next_carry = _apply_in_groups(policy, learner.params, obs, envs.carry, reset, row_group)
+    else:
+        outputs = policy.apply(learner.params, obs)
+    outputs = mask_logits(outputs, action_mask)
     dist = policy.distribution
     action = dist.sample(k_act, outputs) if draws is None else dist.sample_from_noise(outputs, draws["noise"])
     log_prob = dist.log_prob(outputs, action)
@@ -131,7 +146,23 @@ def policy_act(
     }
     if action_mask is not None:
         out["action_mask"] = action_mask
+    if recurrent:
+        out.update(carry=envs.carry, reset=reset, next_carry=next_carry.detach())
     return out
+
+
+def _apply_in_groups(policy: Any, params: Any, obs: torch.Tensor, carry: torch.Tensor, reset: torch.Tensor,
+                     row_group: int | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A recurrent ``policy.apply`` over ``B`` rows in groups of ``row_group`` consecutive rows
+    (all at once for ``None``): the row count training replays each step with, so that both
+    run the same matmul kernels (see :func:`~functional_rl.kernel.recurrent.unroll`)."""
+    B = obs.shape[0]
+    if row_group is None or row_group >= B:
+        return policy.apply(params, obs, carry, reset)
+    parts = [policy.apply(params, obs[i:i + row_group], carry[i:i + row_group], reset[i:i + row_group])
+             for i in range(0, B, row_group)]
+    outputs = {k: torch.cat([o[k] for o, _ in parts]) for k in parts[0][0]}
+    return outputs, torch.cat([c for _, c in parts])
 
 
 def _scale_reward(state: Any, step: EnvStep, all_reduce: AllReduce | None) -> tuple[torch.Tensor, Any, Any]:
@@ -205,12 +236,15 @@ def record_step(
         "reward": train_reward, "terminated": step.terminated, "truncated": step.truncated,
         "next_obs": policy_input(step.final_obs, act["obs_norm"], encoded), **ended,
     }
-    if "action_mask" in act:
-        transition["action_mask"] = act["action_mask"]
+    for name in ("action_mask", "carry", "reset"):
+        if name in act:
+            transition[name] = act[name]
+    carry = act.get("next_carry", envs.carry)
     new_state = state.replace(
         key=act["key"],
         learner=state.learner.replace(obs_norm=act["obs_norm"], reward_stats=reward_stats),
-        envs=envs.replace(obs=step.obs, env_state=step.state, last_action=last_action, discounted_return=discounted_return, **running),
+        envs=envs.replace(obs=step.obs, env_state=step.state, last_action=last_action, discounted_return=discounted_return,
+                          carry=carry, **running),
         agent_step=state.agent_step + step.reward.shape[0] * world_size,
     )
     return new_state, transition
@@ -259,7 +293,7 @@ def encode_action(action: torch.Tensor, size: int, nvec: tuple[int, ...] | None 
 
 def rollout_step(
     state: Any, *, env: Any, env_params: Any, policy: Any, curriculum: Any = None, world_size: int = 1,
-    all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None,
+    all_reduce: AllReduce | None = None, draws: dict[str, torch.Tensor] | None = None, row_group: int | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor]]:
     """One step of every pure environment under the current policy. Pure.
 
@@ -274,6 +308,7 @@ def rollout_step(
         world_size, all_reduce: see :func:`record_step` (``None``/1 in one process).
         draws: this step's random numbers drawn ahead (see :func:`policy_act`); by default
             they come from splitting ``state.key``.
+        row_group: a recurrent policy's forward pass in groups of this many envs (:func:`policy_act`).
 
     Returns:
         ``(new_state, transition)``; see the module docstring for the transition's fields.
@@ -288,7 +323,7 @@ def rollout_step(
     if curriculum is not None:
         env_params = curriculum.env_params(env_params, state.curriculum)
     act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws,
-                     action_mask=env_action_mask(env, state.envs.env_state, env_params))
+                     action_mask=env_action_mask(env, state.envs.env_state, env_params), row_group=row_group)
     step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
     new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce, action_space=env.action_space)
     if curriculum is not None:
@@ -325,8 +360,37 @@ def rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any) -> tuple[An
         steps.append(transition)
     data = {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
     with torch.no_grad():
-        data["next_value"] = value_fn(state.learner.params, data["next_obs"])
+        data["next_value"] = bootstrap_value(value_fn, state, data)
     return state, TensorDict(data, batch_size=data["reward"].shape)
+
+
+def bootstrap_value(value_fn: Any, state: Any, data: Any) -> torch.Tensor:
+    """``V(next_obs)`` of every step of a trajectory ``[T, B]`` in one batched critic pass.
+
+    For a recurrent policy (the trajectory has ``carry``) the critic also needs the carry
+    after each step: step ``t``'s is the carry step ``t + 1`` started from, and the last
+    step's is the state's (``state.envs.carry``); none is reset, since ``next_obs`` continues
+    the episode (the final observation where it ended).
+
+    Args:
+        value_fn: ``(params, obs [T, B, ...]) -> [T, B]``, or for a recurrent policy
+            ``(params, obs, carry [T, B, C]) -> [T, B]``.
+        state: the state after the rollout; data: the stacked transitions.
+
+    Returns:
+        float ``[T, B]``.
+
+    Example:
+        >>> data = {"next_obs": torch.ones(3, 2, 4)}
+        >>> bootstrap_value(lambda params, obs: obs.sum(-1), state, data)
+        tensor([[4., 4.],
+                [4., 4.],
+                [4., 4.]])
+    """
+    if "carry" not in data.keys():
+        return value_fn(state.learner.params, data["next_obs"])
+    next_carry = torch.cat([data["carry"][1:], state.envs.carry.unsqueeze(0)])
+    return value_fn(state.learner.params, data["next_obs"], next_carry)
 
 
 def _key_chain(key: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -421,5 +485,5 @@ def scan_rollout(state: Any, num_steps: int, step_fn: Any, value_fn: Any, *, dis
     final, trajectory = scan(body, [leaves[i].clone() for i in slots], draws)
     state = rebuild(final).replace(key=key)
     with torch.no_grad():
-        trajectory["next_value"] = value_fn(state.learner.params, trajectory["next_obs"])
+        trajectory["next_value"] = bootstrap_value(value_fn, state, trajectory)
     return state, trajectory

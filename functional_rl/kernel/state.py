@@ -93,6 +93,9 @@ class EnvsState:
             (``config.last_action``), or ``None``.
         discounted_return: float64 ``[B]``, each env's running discounted return that reward
             scaling tracks (``config.normalize_reward``), or ``None``.
+        carry: a recurrent policy's carry ``[B, C]`` after each env's latest step (not yet
+            reset where an episode ended: the next step resets it, see
+            :mod:`~functional_rl.kernel.recurrent`), or ``None`` for a feed-forward policy.
 
     Example (``cfg``, ``env``: the doctest fixture of ``functional_rl/conftest.py``):
         >>> policy = frl.make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,), obs_dim_extra=2)
@@ -108,6 +111,7 @@ class EnvsState:
     env_ids: torch.Tensor
     last_action: Any = None
     discounted_return: Any = None
+    carry: Any = None
 
 
 @pytree_dataclass
@@ -193,6 +197,7 @@ class TrainerState:
             env_ids=env_ids,
             last_action=torch.zeros(config.num_envs, last_action_size(env.action_space)) if config.last_action else None,
             discounted_return=None if reward_norm is None else reward_norm.discounted_return,
+            carry=policy.initial_carry(config.num_envs) if getattr(policy, "initial_carry", None) is not None else None,
         )
         # The curriculum has its own stream: adding one leaves the training key stream unchanged.
         cur = None if curriculum is None else curriculum.init(jr.fold_in(key, 0x0C0FFEE), config.num_envs)

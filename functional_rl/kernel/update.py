@@ -29,12 +29,13 @@ from functional_rl.kernel.parallel import AllReduce, sum_over_processes
 
 __all__ = [
     "MINIBATCH_KEYS", "OPTIONAL_MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
-    "update_minibatch", "gradient_stats",
+    "update_minibatch", "gradient_stats", "sequence_order",
 ]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
-#: Batch entries that minibatches carry when the trajectory has them (an env with action masks).
-OPTIONAL_MINIBATCH_KEYS = ("action_mask",)
+#: Batch entries that minibatches carry when the trajectory has them (an env with action
+#: masks; a recurrent policy's carries and episode starts).
+OPTIONAL_MINIBATCH_KEYS = ("action_mask", "carry", "reset")
 
 
 def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDict:
@@ -62,7 +63,10 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
         hparams: with 0-d (or ``[B]``-broadcastable) ``gamma`` and ``gae_lambda``.
 
     Returns:
-        every trajectory entry and ``advantage``, ``returns`` (GAE), reshaped to ``[T * B, ...]``.
+        every trajectory entry and ``advantage``, ``returns`` (GAE), reshaped to ``[T * B, ...]``;
+        for a recurrent policy's trajectory (it has ``carry``) transposed to env-major
+        sequences ``[B, T, ...]`` instead, which minibatches split by env
+        (:func:`sequence_order`).
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -78,7 +82,39 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
     data = {k: trajectory[k] for k in trajectory.keys()}
     data.update(advantage=advantage, returns=returns)
     T, B = trajectory["reward"].shape
+    if "carry" in data:
+        return {k: v.transpose(0, 1).contiguous() for k, v in data.items()}
     return {k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}
+
+
+def sequence_order(key: torch.Tensor, env_ids: torch.Tensor, num_minibatches: int) -> torch.Tensor:
+    """The order in which an epoch visits the ``B`` env sequences of a recurrent batch.
+
+    Envs are grouped in blocks of ``M = num_minibatches`` consecutive global indices; each
+    block is shuffled with per-env keys (``row_keys(key, env_ids)``) and deals one env to
+    every minibatch. Minibatch ``m`` holds the ``m``-th env of each block's shuffle, so, as
+    with :func:`minibatch_order`, a data-parallel process whose envs are whole blocks gets
+    exactly its share of each minibatch of a one-process run.
+
+    Args:
+        key: int64 ``[2]``; env_ids: int64 ``[B]`` (``B`` a multiple of ``M``).
+        num_minibatches: ``M``.
+
+    Returns:
+        int64 ``[B]`` whose consecutive slices of ``B / M`` are the minibatches' envs.
+
+    Example (4 envs in 2 minibatches: one env of each block {0, 1}, {2, 3} in each):
+        >>> order = sequence_order(jr.key(0), torch.arange(4), num_minibatches=2)
+        >>> sorted(order.tolist()), [sorted(i // 2 for i in mb) for mb in order.reshape(2, 2).tolist()]
+        ([0, 1, 2, 3], [[0, 1], [0, 1]])
+    """
+    B = env_ids.shape[-1]
+    if B % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide num_envs={B}: a recurrent policy's minibatches are whole env sequences")
+    u = jr.bits(jr.row_keys(key, env_ids), ()).reshape(B // num_minibatches, num_minibatches)
+    slot = torch.argsort(u, dim=-1, stable=True)  # [B / M, M]: each block's shuffle
+    base = torch.arange(0, B, num_minibatches, device=slot.device)[:, None]
+    return (base + slot).transpose(0, 1).reshape(B)
 
 
 def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, num_minibatches: int) -> torch.Tensor:
@@ -174,12 +210,15 @@ def epoch_minibatches(
     """
     key, k_perm = jr.split(key, 2).unbind(0)
     n = batch["advantage"].shape[0]
-    perm = minibatch_order(k_perm, env_ids, n // env_ids.shape[-1], num_minibatches)
+    if "carry" in batch.keys():  # a recurrent policy's [B, T] sequences: minibatches of whole envs
+        perm = sequence_order(k_perm, env_ids, num_minibatches)
+    else:
+        perm = minibatch_order(k_perm, env_ids, n // env_ids.shape[-1], num_minibatches)
     size = n // num_minibatches
-    keys = MINIBATCH_KEYS + tuple(k for k in OPTIONAL_MINIBATCH_KEYS if k in batch)
+    keys = MINIBATCH_KEYS + tuple(k for k in OPTIONAL_MINIBATCH_KEYS if k in batch.keys())
     mbs = {k: batch[k][perm].unflatten(0, (num_minibatches, size)) for k in keys}
     if norm_adv:  # every minibatch's statistics, over all processes, in one reduction
-        mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"], all_reduce)
+        mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"].flatten(1), all_reduce)
     return key.contiguous(), mbs
 
 
@@ -235,7 +274,7 @@ def update_minibatch(
         if "adv_mean" in minibatch:
             adv_stats = (minibatch["adv_mean"], minibatch["adv_std"])
         else:
-            adv_stats = advantage_stats(minibatch["advantage"], all_reduce)
+            adv_stats = advantage_stats(minibatch["advantage"].reshape(-1), all_reduce)
 
     def loss_fn(p):
         return ppo_loss(

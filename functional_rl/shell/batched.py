@@ -32,6 +32,7 @@ from tensordict import TensorDict
 
 from functional_rl.kernel.config import HYPERPARAM_NAMES, Hyperparams, PPOConfig
 from functional_rl.kernel.iteration import StepFns
+from functional_rl.kernel.recurrent import is_recurrent
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
 from functional_rl.kernel.update import batch_arrays
@@ -191,7 +192,9 @@ def make_agents_kernel(
         return update(params, opt_state, minibatch, hparams)
 
     maybe_compile = compiler(compile, compile_options)
-    step, critic = maybe_compile(agents_rollout_step), _vmapped(one.critic, in_dims=(0, 1), out_dims=1)
+    # The critic maps over axis 1 of [T, A, B] observations (and of a recurrent policy's carries).
+    critic_dims = (0, 1, 1) if is_recurrent(policy) else (0, 1)
+    step, critic = maybe_compile(agents_rollout_step), _vmapped(one.critic, in_dims=critic_dims, out_dims=1)
     run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=critic)
     if scan_rollout:
         whole = one_call_rollout(config, env, policy, one.rollout_step)
@@ -212,7 +215,7 @@ def make_agents_kernel(
         make_batch=as_batch(maybe_compile(_vmapped(batch_arrays, in_dims=(1, 0))), batch_ndim=2),
         epoch_minibatches=plain_args(maybe_compile(_contiguous_key(
             _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))))),
-        update=maybe_compile(agents_update),
+        update=agents_update if is_recurrent(policy) else maybe_compile(agents_update),  # as make_kernel
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
         compiled=compile,
     )

@@ -23,6 +23,7 @@ from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.policies import make_policy
+from functional_rl.kernel.recurrent import is_recurrent
 from functional_rl.kernel.rollout import env_action_mask, policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
@@ -228,7 +229,11 @@ def make_kernel(
     compiled with ``fullgraph=True, dynamic=False`` (never a loop unrolled over all steps), and
     the rollout is a Python loop of compiled steps. For an impure env (``env.is_pure is
     False``, e.g. a gymnasium adapter) a step is ``policy_act`` (compiled) -> host
-    ``env.step`` -> ``record_step`` (compiled).
+    ``env.step`` -> ``record_step`` (compiled). A recurrent policy's rollout compiles the same
+    way, but its update runs eagerly: it replays whole sequences of ``num_steps`` steps, and
+    in torch 2.13 ``torch.func.grad`` cannot differentiate a ``scan`` ("Expected FakeTensor")
+    while the unrolled loop took 71 s to compile for 16 steps of a GRU on a 2-core CPU, growing
+    with ``num_steps``.
 
     ``scan_rollout`` chooses how a pure env's rollout runs when compiled: ``True`` as one
     call (:func:`~functional_rl.kernel.rollout.scan_rollout`, compiled with inductor's C++
@@ -269,18 +274,23 @@ def make_kernel(
         scan_rollout = compile and pure_env and all_reduce is None and torch.device(config.device).type == "cpu"
     maybe_compile = compiler(compile, compile_options)
     collective = {"world_size": world_size, "all_reduce": all_reduce}
+    if is_recurrent(policy) and config.num_envs % config.num_minibatches:
+        raise ValueError(f"num_minibatches={config.num_minibatches} must divide num_envs={config.num_envs} for a recurrent "
+                         "policy: each minibatch replays num_envs / num_minibatches whole env sequences")
+    # A recurrent policy acts in groups of the envs a minibatch replays (exact log-prob replay).
+    row_group = {"row_group": config.num_envs // config.num_minibatches} if is_recurrent(policy) else {}
     # With the one-call rollout the update gets the C++ wrapper too (UPDATE_OPTIONS).
     update_extra = {"options": inductor_options(UPDATE_OPTIONS, compile_options)} if scan_rollout else {}
     if pure_env:
         one_step = functools.partial(
-            rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective)
+            rollout_step, env=env, env_params=env_params, policy=policy, curriculum=curriculum, **collective, **row_group)
         step = maybe_compile(one_step)
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
         if scan_rollout:
             whole = one_call_rollout(config, env, policy, one_step)
             run_rollout = as_trajectory(maybe_compile(whole, options=inductor_options(ROLLOUT_OPTIONS, compile_options)))
     else:  # compile the pure halves, call the simulator between them
-        act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce))
+        act = maybe_compile(functools.partial(policy_act, policy=policy, action_space=env.action_space, all_reduce=all_reduce, **row_group))
         record = functools.partial(record_step, action_space=env.action_space, **collective)
         step = _host_env_step(env, env_params, act, maybe_compile(record))
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
@@ -294,11 +304,14 @@ def make_kernel(
     if compile:  # GAE and the epoch's order and advantage statistics as compiled calls too
         batch_fn = as_batch(maybe_compile(batch_arrays), batch_ndim=1)
         minibatches = plain_args(maybe_compile(minibatches))
+    # A recurrent policy's update runs eagerly: it replays T steps, and torch 2.13 can neither
+    # differentiate a scan under torch.func.grad nor compile the unrolled loop in reasonable time.
+    compiled_update = update if is_recurrent(policy) else maybe_compile(update, **update_extra)
     return StepFns(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
         rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=batch_fn,
         epoch_minibatches=minibatches,
-        update=maybe_compile(update, **update_extra), finish=functools.partial(iteration_metrics, **collective),
+        update=compiled_update, finish=functools.partial(iteration_metrics, **collective),
         learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, **collective,
     )
 

@@ -935,10 +935,16 @@ def evaluate(
         lengths = torch.zeros(episodes, dtype=torch.int64, device=obs.device)
         done = torch.zeros(episodes, dtype=torch.bool, device=obs.device)
         last_action = torch.zeros(episodes, last_action_size, device=obs.device)
+        recurrent = getattr(policy, "initial_carry", None) is not None
+        carry = policy.initial_carry(episodes).to(obs.device) if recurrent else None
         for _ in range(max_steps):
             key, k_step = jr.split(key, 2).unbind(0)
             x = policy_input(obs if obs_fn is None else obs_fn(obs), last_action=last_action if last_action_size else None)
-            outputs = mask_logits(policy.apply(params, x), env_action_mask(env, env_state, env_params))
+            if recurrent:  # the carry starts at zero and runs through the episode
+                outputs, carry = policy.apply(params, x, carry, None)
+            else:
+                outputs = policy.apply(params, x)
+            outputs = mask_logits(outputs, env_action_mask(env, env_state, env_params))
             action = policy.distribution.mode(outputs)
             if isinstance(env.action_space, Box):
                 action = torch.clamp(action, env.action_space.low_tensor(action.device),

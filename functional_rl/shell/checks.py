@@ -297,6 +297,11 @@ def check_state(config: PPOConfig, env: Any, policy: Any, state: Any, *, curricu
             has = f"has {field}" if present else f"has no {field} (None)"
             raise ValueError(f"the state {has} but config.{flag}={want}: set {flag}={present} to continue this "
                              "state, or start a fresh one")
+    recurrent = getattr(policy, "initial_carry", None) is not None
+    if recurrent != (envs.carry is not None):
+        has = "keeps a recurrent carry (state.envs.carry)" if not recurrent else "keeps no carry (state.envs.carry is None)"
+        raise ValueError(f"the state {has} but the policy is {'' if recurrent else 'not '}recurrent: continue the state "
+                         "with the policy it was trained with, or start a fresh state")
     if curriculum is not None and state.curriculum is None:
         raise ValueError("a curriculum was given but the state has no curriculum state (state.curriculum is None): "
                          "start a fresh state with TrainerState.create(..., curriculum=curriculum)")
@@ -389,9 +394,17 @@ def _probe_head(env: Any, policy: Any, kind: str, in_dim: int, extra: int, param
     last = torch.zeros(1, extra, dtype=torch.float32, device=obs.device) if extra else None
     x = policy_input(obs[:1], None, last)
     apply = callable_name(policy.apply)
+    recurrent = getattr(policy, "initial_carry", None) is not None
     try:
         with torch.no_grad():
-            out = policy.apply(params, x)
+            if recurrent:
+                out = policy.apply(params, x, policy.initial_carry(1).to(x.device), torch.ones(1, dtype=torch.bool, device=x.device))
+                if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], torch.Tensor) and out[1].shape[:1] == (1,)):
+                    raise TypeError(f"a recurrent policy's apply ({apply}) must return (outputs, carry [N, ...]); for one "
+                                    f"observation it returned {type(out).__name__}")
+                out = out[0]
+            else:
+                out = policy.apply(params, x)
     except (RuntimeError, IndexError) as e:  # a shape mismatch in the forward pass
         raise ValueError(f"policy.apply ({apply}) fails on one observation of {_env_name(env)} (input shape "
                          f"{list(x.shape)}, {in_dim} values): {short(str(e), 300)}; build the policy for this env's "

@@ -57,8 +57,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from functional_rl.shell import checkpoint as ckpt_io
-from functional_rl.envs.base import Box, Discrete, MultiDiscrete
-from functional_rl.kernel.policies import Policy, policy_from_spec
+from functional_rl.envs.base import Box, Dict, Discrete, MultiDiscrete
+from functional_rl.kernel.policies import SPEC_KINDS, Policy, policy_from_spec
 
 __all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND"]
 
@@ -108,6 +108,8 @@ def encode_space(space: Box | Discrete | MultiDiscrete) -> dict[str, Any]:
         return {"type": "Discrete", "n": int(space.n), "dtype": dtype}
     if isinstance(space, MultiDiscrete):
         return {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec], "dtype": dtype}
+    if isinstance(space, Dict):
+        return {"type": "Dict", "parts": [[name, encode_space(box)] for name, box in space.parts]}
     if isinstance(space, Box):
         return {
             "type": "Box",
@@ -130,10 +132,13 @@ def decode_space(d: dict[str, Any]) -> Box | Discrete | MultiDiscrete:
         True
         >>> decode_space(encode_space(MultiDiscrete((3, 2))))
         MultiDiscrete(nvec=(3, 2), dtype=torch.int64)
-        >>> decode_space({"type": "Dict"})
+        >>> d = Dict.of({"pos": Box((0.0,), (1.0,), (1,))})
+        >>> decode_space(encode_space(d)) == d
+        True
+        >>> decode_space({"type": "Set"})
         Traceback (most recent call last):
             ...
-        ValueError: not a space description: {'type': 'Dict'}
+        ValueError: not a space description: {'type': 'Set'}
     """
     import torch
 
@@ -142,6 +147,8 @@ def decode_space(d: dict[str, Any]) -> Box | Discrete | MultiDiscrete:
         return Discrete(int(d["n"]), getattr(torch, d.get("dtype", "int64")))
     if kind == "MultiDiscrete":
         return MultiDiscrete(tuple(int(n) for n in d["nvec"]), getattr(torch, d.get("dtype", "int64")))
+    if kind == "Dict":
+        return Dict.of([(name, decode_space(part)) for name, part in d["parts"]])
     if kind == "Box":
         return Box(
             tuple(_dec_float(v) for v in d["low"]),
@@ -324,7 +331,7 @@ class PolicyStore:
         obs_space, act_space = self._spaces(meta, env)
         meta["observation_space"], meta["action_space"] = encode_space(obs_space), encode_space(act_space)
         spec = dict(policy.spec)
-        if spec.get("kind") in ("mlp_actor_critic", "cnn_actor_critic"):
+        if spec.get("kind") in SPEC_KINDS:
             _check_spec_fits(spec, obs_space, act_space, name)
         content = {"kind": RECORD_KIND, "record_version": RECORD_VERSION, "name": name, "spec": spec, "metadata": meta}
         ckpt_io.save(path, params, None, content)
