@@ -32,12 +32,19 @@ def _config(policy: str = "lstm", **kw) -> PPOConfig:
 
 
 def _recompute_log_prob(kernel, state, trajectory):
-    """The log-probs training computes for every stored step (GAE batch -> sequence replay)."""
+    """The log-probs training computes for every stored step: the GAE batch, an epoch's
+    minibatches of whole env sequences, each replayed as the loss replays it."""
+    from functional_rl.kernel.distributions import mask_logits
+
     batch = kernel.make_batch(trajectory, state.learner.hparams)
-    outputs, flat = sequence_outputs(kernel.policy, state.learner.params, dict(batch.items()))
-    if "action_mask" in flat:
-        outputs = frl.kernel.distributions.mask_logits(outputs, flat["action_mask"])
-    return kernel.policy.distribution.log_prob(outputs, flat["action"]), flat["log_prob"]
+    _, mbs = kernel.epoch_minibatches(state.key, state.envs.env_ids, batch)
+    new, old = [], []
+    for i in range(kernel.config.num_minibatches):
+        outputs, flat = sequence_outputs(kernel.policy, state.learner.params, {k: v[i] for k, v in mbs.items()})
+        outputs = mask_logits(outputs, flat.get("action_mask"))
+        new.append(kernel.policy.distribution.log_prob(outputs, flat["action"]))
+        old.append(flat["log_prob"])
+    return torch.cat(new), torch.cat(old)
 
 
 @pytest.mark.parametrize("core", ["lstm", "gru"])

@@ -129,6 +129,16 @@ def _outputs(params: Params, head: torch.Tensor, value: torch.Tensor, continuous
     return {"value": value, "logits": head}
 
 
+def _heads_init(key: torch.Tensor, width: int, out_dim: int, continuous: bool) -> Params:
+    """The shared-trunk heads: ``pi`` (orthogonal, gain 0.01), ``v`` (gain 1, a vector and a 0-d
+    bias) and for a Box action space the state-independent ``log_std`` (zeros)."""
+    k_pi, k_v = jr.split(key, 2)
+    heads: Params = {"pi": _mlp_init(k_pi, [width, out_dim], 0.01, out_dim)[0], "v": _mlp_init(k_v, [width, 1], 1.0, None)[0]}
+    if continuous:
+        heads["log_std"] = torch.zeros(out_dim)
+    return heads
+
+
 def _activation(name: str) -> Any:
     """``torch.tanh`` or ``torch.relu`` by name."""
     if name not in ("tanh", "relu"):
@@ -318,16 +328,12 @@ def make_cnn_policy(
     continuous = isinstance(action_space, Box)
 
     def init(key: torch.Tensor) -> Params:
-        k_conv, k_dense, k_pi, k_v = jr.split(key, 4)
-        params: Params = {
+        k_conv, k_dense, k_heads = jr.split(key, 3)
+        return {
             "conv": _conv_init(k_conv, c, layers),
             "dense": _mlp_init(k_dense, [features, *hidden_sizes, 1], 1.0, None)[:-1],  # hidden layers only
-            "pi": _mlp_init(k_pi, [hidden_sizes[-1], out_dim], 0.01, out_dim)[0],
-            "v": _mlp_init(k_v, [hidden_sizes[-1], 1], 1.0, None)[0],
+            **_heads_init(k_heads, hidden_sizes[-1], out_dim, continuous),
         }
-        if continuous:
-            params["log_std"] = torch.zeros(out_dim)
-        return params
 
     def trunk(params: Params, obs: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[: obs.dim() - (1 if obs_dim_extra else 3)]
@@ -415,22 +421,18 @@ def make_multi_input_policy(
     trunk_sizes = [features, *hidden_sizes]
 
     def init(key: torch.Tensor) -> Params:
-        k_enc, k_trunk, k_pi, k_v = jr.split(key, 4)
+        k_enc, k_trunk, k_heads = jr.split(key, 3)
         encoders = {}
         for kk, (name, box) in zip(jr.split(k_enc, len(observation_space.parts)), observation_space.parts):
             if len(box.shape) == 3:
                 encoders[name] = _conv_init(kk, box.shape[0], layers)
             else:
                 encoders[name] = _mlp_init(kk, [math.prod(box.shape), key_features, 1], 1.0, None)[:1]
-        params: Params = {
+        return {
             "encoders": encoders,
             "trunk": _mlp_init(k_trunk, [*trunk_sizes, 1], 1.0, None)[:-1],
-            "pi": _mlp_init(k_pi, [trunk_sizes[-1], out_dim], 0.01, out_dim)[0],
-            "v": _mlp_init(k_v, [trunk_sizes[-1], 1], 1.0, None)[0],
+            **_heads_init(k_heads, trunk_sizes[-1], out_dim, continuous),
         }
-        if continuous:
-            params["log_std"] = torch.zeros(out_dim)
-        return params
 
     def trunk(params: Params, obs: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-1]

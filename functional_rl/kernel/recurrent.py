@@ -202,7 +202,7 @@ def make_recurrent_policy(
         >>> bool(torch.equal(out["logits"][0], out["logits"][1]))
         False
     """
-    from functional_rl.kernel.policies import Policy, _action_head, _activation, _mlp_apply, _mlp_init, _outputs
+    from functional_rl.kernel.policies import Policy, _action_head, _activation, _heads_init, _mlp_apply, _mlp_init, _outputs
 
     if not isinstance(observation_space, Box):
         raise TypeError(f"make_recurrent_policy needs a Box observation space, got {type(observation_space).__name__}")
@@ -220,17 +220,13 @@ def make_recurrent_policy(
     carry_size = width * hidden_size
 
     def init(key: torch.Tensor) -> Params:
-        k_enc, k_core, k_pi, k_v = jr.split(key, 4)
-        params: Params = {
+        k_enc, k_core, k_heads = jr.split(key, 3)
+        return {
             # the encoder's layers all hidden (a dummy 1-wide head is dropped)
             "encoder": _mlp_init(k_enc, [*enc, 1], 1.0, None)[:-1],
             "core": core_init(k_core, enc[-1], hidden_size),
-            "pi": _mlp_init(k_pi, [hidden_size, out_dim], 0.01, out_dim)[0],
-            "v": _mlp_init(k_v, [hidden_size, 1], 1.0, None)[0],
+            **_heads_init(k_heads, hidden_size, out_dim, continuous),
         }
-        if continuous:
-            params["log_std"] = torch.zeros(out_dim)
-        return params
 
     def initial_carry(num_envs: int) -> torch.Tensor:
         return torch.zeros(num_envs, carry_size)
@@ -306,9 +302,12 @@ def unroll(policy: Any, params: Any, obs: torch.Tensor, carry: torch.Tensor, res
     """
     if reset.dim() != 2 or obs.shape[:2] != reset.shape:
         raise ValueError(f"unroll needs obs [N, T, ...] and reset [N, T], got obs {list(obs.shape)} and reset {list(reset.shape)}")
-    obs, reset = obs.transpose(0, 1).contiguous(), reset.transpose(0, 1)  # time-major: each step's rows contiguous
+    obs, reset = obs.transpose(0, 1), reset.transpose(0, 1)  # time-major
+    carry = carry.clone()
     steps = []
     for t in range(reset.shape[0]):
-        out, carry = policy.apply(params, obs[t], carry, reset[t])
+        # a fresh (aligned) copy of each step's rows, as the rollout passes: MKL's result can
+        # depend on where a matrix starts in memory
+        out, carry = policy.apply(params, obs[t].clone(memory_format=torch.contiguous_format), carry, reset[t])
         steps.append(out)
     return {k: torch.stack([s[k] for s in steps], dim=1) for k in steps[0]}

@@ -159,7 +159,8 @@ def _apply_in_groups(policy: Any, params: Any, obs: torch.Tensor, carry: torch.T
     B = obs.shape[0]
     if row_group is None or row_group >= B:
         return policy.apply(params, obs, carry, reset)
-    parts = [policy.apply(params, obs[i:i + row_group], carry[i:i + row_group], reset[i:i + row_group])
+    # Fresh (aligned) copies: MKL's result can depend on where a matrix starts in memory.
+    parts = [policy.apply(params, obs[i:i + row_group].clone(), carry[i:i + row_group].clone(), reset[i:i + row_group])
              for i in range(0, B, row_group)]
     outputs = {k: torch.cat([o[k] for o, _ in parts]) for k in parts[0][0]}
     return outputs, torch.cat([c for _, c in parts])

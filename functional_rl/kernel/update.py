@@ -29,7 +29,7 @@ from functional_rl.kernel.parallel import AllReduce, sum_over_processes
 
 __all__ = [
     "MINIBATCH_KEYS", "OPTIONAL_MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
-    "update_minibatch", "gradient_stats", "sequence_order",
+    "update_minibatch", "gradient_stats", "sequence_order", "grad_and_aux",
 ]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
@@ -235,9 +235,14 @@ def update_minibatch(
     custom_losses: Sequence[LossFn] = (),
     all_reduce: AllReduce | None = None,
     world_size: int = 1,
+    autograd: bool = False,
 ) -> tuple[Any, Any, dict[str, torch.Tensor]]:
     """One gradient step on ``ppo_loss``: ``torch.func.grad``, then ``optimizer`` (clip, Adam
     and the scheduled learning rate: :func:`~functional_rl.kernel.optim.make_optimizer`). Pure.
+
+    ``autograd=True`` takes the gradient with ``torch.autograd.grad`` instead (:func:`grad_and_aux`):
+    the same numbers, about half the overhead per op in eager mode, but neither vmappable nor
+    compilable; the shell uses it for the eager update of a recurrent policy.
 
     In a data-parallel run (``all_reduce`` given) the gradient is the mean over processes,
     ``g = (1 / W) sum_r g_r``, before the optimizer, so every process takes the same step on
@@ -282,13 +287,45 @@ def update_minibatch(
             norm_adv=norm_adv, custom_losses=custom_losses, adv_stats=adv_stats,
         )
 
-    grads, metrics = torch.func.grad(loss_fn, has_aux=True)(params)
+    grads, metrics = grad_and_aux(loss_fn, params, autograd=autograd)
     if all_reduce is not None:
         leaves, spec = pytree.tree_flatten(grads)
         grads = pytree.tree_unflatten([g / world_size for g in sum_over_processes(leaves, all_reduce)], spec)
     updates, opt_state = optimizer.update(grads, opt_state, params, hparams)
     metrics = {**metrics, **gradient_stats(grads)}
     return apply_updates(params, updates), opt_state, metrics
+
+
+def grad_and_aux(loss_fn: Any, params: Any, *, autograd: bool = False) -> tuple[Any, Any]:
+    """``(d loss / d params, aux)`` of ``loss_fn(params) -> (loss 0-d, aux)``: ``torch.func.grad``
+    (vmappable, compilable), or with ``autograd=True`` ``torch.autograd.grad`` on detached
+    copies of the floating-point leaves (the inputs are not touched; a leaf the loss does not
+    use gets a zero gradient). Measured on a 2-core CPU for a 32-step LSTM replay of 8 envs:
+    42 ms with ``torch.func.grad``, 24 ms with ``torch.autograd.grad``.
+
+    Example:
+        >>> loss = lambda p: ((p["w"] ** 2).sum(), {"n": torch.tensor(1.0)})
+        >>> params = {"w": torch.tensor([1.0, 2.0]), "unused": torch.zeros(1)}
+        >>> g1, _ = grad_and_aux(loss, params)
+        >>> g2, aux = grad_and_aux(loss, params, autograd=True)
+        >>> g2["w"].tolist(), g2["unused"].tolist(), bool(torch.equal(g1["w"], g2["w"])), params["w"].requires_grad
+        ([2.0, 4.0], [0.0], True, False)
+    """
+    if not autograd:
+        return torch.func.grad(loss_fn, has_aux=True)(params)
+    leaves, spec = pytree.tree_flatten(params)
+    slots = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    tracked = list(leaves)
+    for i in slots:
+        tracked[i] = leaves[i].detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss, aux = loss_fn(pytree.tree_unflatten(tracked, spec))
+        grads = torch.autograd.grad(loss, [tracked[i] for i in slots], allow_unused=True)
+    out = [torch.zeros_like(x) if isinstance(x, torch.Tensor) else x for x in leaves]
+    for i, g in zip(slots, grads):
+        if g is not None:
+            out[i] = g
+    return pytree.tree_unflatten(out, spec), pytree.tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, aux)
 
 
 def gradient_stats(grads: Any) -> dict[str, torch.Tensor]:

@@ -176,7 +176,7 @@ def make_agents_kernel(
     """
     if not getattr(env, "is_pure", True):
         raise ValueError(f"train_many needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
-    one = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=False)
+    one = make_kernel(config, env, policy, env_params=env_params, custom_losses=custom_losses, compile=False, vmappable=True)
     if scan_rollout is None:
         scan_rollout = compile and torch.device(config.device).type == "cpu"
 

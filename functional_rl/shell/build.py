@@ -217,6 +217,7 @@ def make_kernel(
     all_reduce: AllReduce | None = None,
     world_size: int = 1,
     scan_rollout: bool | None = None,
+    vmappable: bool = False,
 ) -> StepFns:
     """Bind the static parts into a :class:`~functional_rl.kernel.iteration.StepFns` and
     optionally ``torch.compile`` the per-step functions.
@@ -249,7 +250,7 @@ def make_kernel(
     epoch's minibatches (order and advantage statistics), so the whole iteration runs as a few
     compiled calls: rollout, batch, then per epoch minibatches and ``num_minibatches`` updates.
     An impure env (a gymnasium adapter) always steps per call; asking it for ``True`` is an
-    error.
+    error. ``vmappable=True`` keeps every function vmappable (``train_many`` wraps them).
 
     Example:
         >>> kernel = make_kernel(cfg, env, policy, compile=False)
@@ -294,9 +295,12 @@ def make_kernel(
         record = functools.partial(record_step, action_space=env.action_space, **collective)
         step = _host_env_step(env, env_params, act, maybe_compile(record))
         run_rollout = functools.partial(rollout, num_steps=config.num_steps, step_fn=step, value_fn=policy.value)
+    # A recurrent policy's update runs eagerly (below); torch.autograd.grad costs there about
+    # half of torch.func.grad's per-op overhead. train_many vmaps the update: func.grad there.
+    autograd = is_recurrent(policy) and not vmappable
     update = functools.partial(
         update_minibatch, policy=policy, optimizer=make_optimizer(config), clip_vloss=config.clip_vloss,
-        norm_adv=config.norm_adv, custom_losses=custom_losses, **collective,
+        norm_adv=config.norm_adv, custom_losses=custom_losses, autograd=autograd, **collective,
     )
     minibatches = functools.partial(
         epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce)
