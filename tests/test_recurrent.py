@@ -187,10 +187,12 @@ def test_resume_from_a_checkpoint_continues_bit_for_bit(tmp_path):
             assert torch.equal(a, b)
 
 
-def _final_return(cfg: PPOConfig) -> float:
+def _final_return(cfg: PPOConfig, last: int = 10) -> float:
+    """Mean return of the episodes that ended in the last ``last`` iterations (an iteration
+    where no long episode ended reports NaN; it is left out by the weighting)."""
     _, history = frl.functional_training_loop(cfg, compile=False)
-    finals = [h["episode_return"] for h in history[-5:]]
-    return sum(finals) / len(finals)
+    rows = [h for h in history[-last:] if h["episodes"] > 0]
+    return sum(h["episode_return"] * h["episodes"] for h in rows) / sum(h["episodes"] for h in rows)
 
 
 def test_the_lstm_remembers_the_cue_where_the_mlp_cannot():
@@ -242,3 +244,17 @@ def test_replayed_log_probs_equal_the_sampled_ones_for_any_shape(env_id, core, n
     state, traj = kernel.rollout(state)
     new, old = _recompute_log_prob(kernel, state, traj)
     assert torch.equal(new, old)
+
+
+@pytest.mark.slow
+def test_the_lstm_balances_cartpole_without_velocities_where_the_mlp_cannot():
+    """CartPoleNoVelocity-v1, 100k steps with rl-baselines3-zoo's RecurrentPPO settings for
+    CartPoleNoVel-v1 (8 envs x 32 steps, one minibatch, 20 epochs, gamma 0.98, lambda 0.8, no
+    entropy bonus). Measured, seed 1: the MLP plateaus at about 42 from the start; the LSTM
+    climbs past 150 by 100k steps (about 400 by 200k)."""
+    base = dict(env_id="CartPoleNoVelocity-v1", hidden_sizes=(64, 64), num_envs=8, num_steps=32, num_minibatches=1,
+                update_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, total_timesteps=100_000,
+                seed=1)
+    lstm = _final_return(PPOConfig(policy="lstm", **base))
+    mlp = _final_return(PPOConfig(policy="mlp", **base))
+    assert lstm >= 120 and mlp <= 70 and lstm >= 2 * mlp, (lstm, mlp)

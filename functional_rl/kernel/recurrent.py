@@ -22,7 +22,9 @@ rollout's (``tests/test_recurrent.py`` checks it bit for bit, eager and compiled
 
 The cores follow PyTorch's ``nn.LSTMCell`` / ``nn.GRUCell`` equations (below); weights are
 orthogonal with gain 1 and biases zero, as CleanRL's ``ppo_atari_lstm.py`` initialises its
-LSTM.
+LSTM. Weights are transposed with ``.t()``, not ``.T``: the rollout calls ``apply`` once per
+group of envs, and inside a compiled ``scan`` each ``.T`` of a parameter became a separate
+graph input aliasing the others, which the scan refuses.
 
 Example:
     >>> import functional_rl.kernel.random as jr
@@ -107,12 +109,12 @@ def lstm_step(p: Params, x: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
 def _input_projection(p: Params, x: torch.Tensor) -> torch.Tensor:
     """``x W_ih^T + b_ih``: the part of a step that does not depend on the carry (computed for
     all steps of a sequence at once by :func:`unroll`)."""
-    return x @ p["w_ih"].T + p["b_ih"]
+    return x @ p["w_ih"].t() + p["b_ih"]
 
 
 def _lstm_recur(p: Params, xw: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
     h, c = carry.chunk(2, dim=-1)
-    z = xw + h @ p["w_hh"].T + p["b_hh"]
+    z = xw + h @ p["w_hh"].t() + p["b_hh"]
     i, f, g, o = z.chunk(4, dim=-1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h = torch.sigmoid(o) * torch.tanh(c)
@@ -151,7 +153,7 @@ def gru_step(p: Params, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 def _gru_recur(p: Params, xw: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     xr, xz, xn = xw.chunk(3, dim=-1)
-    hr, hz, hn = (h @ p["w_hh"].T + p["b_hh"]).chunk(3, dim=-1)
+    hr, hz, hn = (h @ p["w_hh"].t() + p["b_hh"]).chunk(3, dim=-1)
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
     n = torch.tanh(xn + r * hn)
     return (1.0 - z) * n + z * h
@@ -202,7 +204,7 @@ def make_recurrent_policy(
         >>> bool(torch.equal(out["logits"][0], out["logits"][1]))
         False
     """
-    from functional_rl.kernel.policies import Policy, _action_head, _activation, _heads_init, _mlp_apply, _mlp_init, _outputs
+    from functional_rl.kernel.policies import Policy, _action_head, _activation, _heads_init, _mlp_init, _outputs
 
     if not isinstance(observation_space, Box):
         raise TypeError(f"make_recurrent_policy needs a Box observation space, got {type(observation_space).__name__}")
@@ -235,7 +237,7 @@ def make_recurrent_policy(
         """``[*N, ...] -> [prod(N), 4H or 3H]``: encoder and input projection (no carry)."""
         x = obs.reshape(-1, obs_dim)
         for layer in params["encoder"]:
-            x = act(x @ layer["w"].T + layer["b"])
+            x = act(x @ layer["w"].t() + layer["b"])
         return _input_projection(params["core"], x)
 
     def recur(params: Params, xw: torch.Tensor, carry: torch.Tensor, reset: torch.Tensor | None) -> torch.Tensor:
@@ -245,7 +247,10 @@ def make_recurrent_policy(
         return core_step(params["core"], xw, carry)
 
     def heads(params: Params, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        return _outputs(params, _mlp_apply([params["pi"]], h, act), _mlp_apply([params["v"]], h, act), continuous)
+        return _outputs(params, h @ params["pi"]["w"].t() + params["pi"]["b"], critic(params, h), continuous)
+
+    def critic(params: Params, h: torch.Tensor) -> torch.Tensor:
+        return h @ params["v"]["w"] + params["v"]["b"]
 
     def apply(params: Params, obs: torch.Tensor, carry: torch.Tensor, reset: torch.Tensor | None = None):
         lead = obs.shape[: obs.dim() - obs_ndim]
@@ -256,7 +261,7 @@ def make_recurrent_policy(
     def value(params: Params, obs: torch.Tensor, carry: torch.Tensor, reset: torch.Tensor | None = None) -> torch.Tensor:
         lead = obs.shape[: obs.dim() - obs_ndim]
         carry = recur(params, encode(params, obs), carry, reset)
-        return _mlp_apply([params["v"]], carry[:, :hidden_size], act).reshape(lead)
+        return critic(params, carry[:, :hidden_size]).reshape(lead)
 
     spec = {
         "kind": "recurrent_actor_critic", "core": core, "hidden_size": hidden_size, "encoder_sizes": list(encoder_sizes),
