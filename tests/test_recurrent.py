@@ -258,3 +258,26 @@ def test_the_lstm_balances_cartpole_without_velocities_where_the_mlp_cannot():
     lstm = _final_return(PPOConfig(policy="lstm", **base))
     mlp = _final_return(PPOConfig(policy="mlp", **base))
     assert lstm >= 120 and mlp <= 70 and lstm >= 2 * mlp, (lstm, mlp)
+
+
+def test_a_gymnasium_env_and_the_reference_components_carry_the_state():
+    """The host-simulator path (policy half, simulator, bookkeeping half) keeps the carry too,
+    and the reference trainer's components train a recurrent policy unchanged."""
+    pytest.importorskip("gymnasium")
+    from functional_rl.compat.components import PPOOptimizer, RolloutCollector
+    from functional_rl.envs import from_gymnasium
+
+    cfg = _config("gru", env_id="CartPole-v1", num_envs=4, num_steps=8, total_timesteps=64)
+    env = from_gymnasium("CartPole-v1", num_envs=4)
+    state, kernel = build(cfg, env=env, compile=False)
+    state, traj = kernel.rollout(state)
+    assert traj["carry"].shape == (8, 4, 32) and torch.equal(traj["reset"][0], torch.ones(4, dtype=torch.bool))
+    new, old = _recompute_log_prob(kernel, state, traj)
+    assert torch.equal(new, old)
+    env.close()
+    cfg = _config("gru")
+    policy = make_policy("gru", CUE.observation_space, CUE.action_space, cfg.hidden_sizes)
+    s = frl.init_state(cfg, CUE, policy)
+    s, trajectory, _ = RolloutCollector(CUE, policy, cfg).collect(s)
+    s, losses = PPOOptimizer(policy, cfg, env=CUE).update(s, trajectory)
+    assert s.envs.carry.shape == (8, 32) and int(s.learner.num_updates) == 4 and losses["approx_kl"] == losses["approx_kl"]
