@@ -245,6 +245,25 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _conv_features(shape: tuple[int, ...], encoder: str, what: str) -> int:
+    """The flattened width of the ``encoder`` conv stack's output for an image ``(C, H, W)``.
+
+    Raises:
+        ValueError: an unknown encoder, or an image the stack shrinks below one pixel (``what``
+            names the observation in the message).
+    """
+    if encoder not in CNN_ENCODERS:
+        raise ValueError(f"unknown CNN encoder {encoder!r}; choose one of {sorted(CNN_ENCODERS)}")
+    layers = CNN_ENCODERS[encoder]
+    _, h, w = shape
+    for _, k, stride, pad in layers:
+        h, w = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
+    if h < 1 or w < 1:
+        raise ValueError(f"the {encoder} encoder needs a larger image than {what} {tuple(shape)} "
+                         f"(its layers {layers} shrink it below 1 pixel); use encoder='simple_cnn' for small grids")
+    return layers[-1][0] * h * w
+
+
 def _conv_init(key: torch.Tensor, in_channels: int, layers: tuple[tuple[int, int, int, int], ...]) -> list[dict[str, torch.Tensor]]:
     """A conv stack's parameters: orthogonal kernels (as ``[out, in * k * k]`` matrices, gain
     sqrt 2), zero biases."""
@@ -314,14 +333,9 @@ def make_cnn_policy(
         raise ValueError(f"unknown CNN encoder {encoder!r}; choose one of {sorted(CNN_ENCODERS)}")
     if not hidden_sizes:
         raise ValueError("make_cnn_policy needs at least one dense layer after the encoder (hidden_sizes)")
-    c, h, w = observation_space.shape
+    c = observation_space.shape[0]
     layers = CNN_ENCODERS[encoder]
-    for out_c, k, stride, pad in layers:
-        h, w = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
-        if h < 1 or w < 1:
-            raise ValueError(f"the {encoder} encoder needs a larger image than {observation_space.shape} "
-                             f"(its layers {layers} shrink it below 1 pixel); use encoder='simple_cnn' for small grids")
-    features = layers[-1][0] * h * w + obs_dim_extra
+    features = _conv_features(observation_space.shape, encoder, "the observation") + obs_dim_extra
     image_size = math.prod(observation_space.shape)
     scale = 1.0 / 255.0 if observation_space.dtype == torch.uint8 else 1.0
     out_dim, dist = _action_head(action_space)
@@ -403,17 +417,8 @@ def make_multi_input_policy(
         raise ValueError(f"unknown CNN encoder {cnn!r}; choose one of {sorted(CNN_ENCODERS)}")
     act = _activation(activation)
     layers = CNN_ENCODERS[cnn]
-    widths = {}
-    for name, box in observation_space.parts:
-        if len(box.shape) == 3:
-            c, h, w = box.shape
-            for _, k, stride, pad in layers:
-                h, w = _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad)
-            if h < 1 or w < 1:
-                raise ValueError(f"Dict part {name!r} of shape {box.shape} is too small for the {cnn} encoder; use cnn='simple_cnn'")
-            widths[name] = layers[-1][0] * h * w
-        else:
-            widths[name] = key_features
+    widths = {name: _conv_features(box.shape, cnn, f"Dict part {name!r}") if len(box.shape) == 3 else key_features
+              for name, box in observation_space.parts}
     features = sum(widths.values()) + obs_dim_extra
     flat_dim = observation_space.shape[0]
     out_dim, dist = _action_head(action_space)
@@ -544,7 +549,8 @@ def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space:
         from functional_rl.kernel.recurrent import make_recurrent_policy
 
         policy = make_recurrent_policy(observation_space, action_space, spec["core"], spec["hidden_size"],
-                                       tuple(spec["encoder_sizes"]), spec["activation"], obs_dim_extra=extra)
+                                       tuple(spec["encoder_sizes"]), spec["activation"], obs_dim_extra=extra,
+                                       cnn=spec.get("cnn"))
     elif kind == "multi_input_actor_critic":
         policy = make_multi_input_policy(observation_space, action_space, tuple(spec["hidden_sizes"]), spec["activation"],
                                          spec["key_features"], spec["cnn"], obs_dim_extra=extra)

@@ -171,22 +171,26 @@ def make_recurrent_policy(
     encoder_sizes: tuple[int, ...] = (64,),
     activation: str = "tanh",
     obs_dim_extra: int = 0,
+    cnn: str | None = "simple_cnn",
 ) -> Any:
-    """A recurrent actor-critic: MLP encoder -> LSTM/GRU core -> policy and value heads.
+    """A recurrent actor-critic: encoder -> LSTM/GRU core -> policy and value heads.
 
-    The shape of CleanRL's ``ppo_atari_lstm.py`` agent with an MLP encoder: the flattened
-    observation (and appended extra inputs such as the last action) goes through dense
-    layers of ``encoder_sizes`` (orthogonal, gain sqrt 2), then the core; the policy head
-    (gain 0.01) and the value head (gain 1) read the core's output ``h``.
+    The shape of CleanRL's ``ppo_atari_lstm.py`` agent: an image observation ``[C, H, W]``
+    first goes through the conv stack ``cnn`` (:data:`~functional_rl.kernel.policies.CNN_ENCODERS`,
+    ReLU, flattened; a uint8 space divided by 255), any other is flattened; extra inputs such
+    as the last action are appended; dense layers of ``encoder_sizes`` (orthogonal, gain
+    sqrt 2, ``activation``) lead to the core; the policy head (gain 0.01) and the value head
+    (gain 1) read the core's output ``h``.
 
     Args:
-        observation_space: a :class:`Box` (flattened).
+        observation_space: a :class:`Box`: an image ``(C, H, W)`` or any shape (flattened).
         action_space: Discrete, MultiDiscrete or Box (as :func:`~functional_rl.kernel.policies.make_mlp_policy`).
         core: ``"lstm"`` or ``"gru"`` (:data:`RECURRENT_CORES`).
         hidden_size: ``H``, the core's width; the carry is ``[B, 2H]`` (LSTM) or ``[B, H]`` (GRU).
         encoder_sizes: dense layers before the core (may be empty).
         activation: of the encoder, ``"tanh"`` or ``"relu"``.
         obs_dim_extra: extra flat inputs appended to the observation.
+        cnn: the conv stack for an image observation; ``None`` flattens images too.
 
     Returns:
         A :class:`~functional_rl.kernel.policies.Policy` with ``initial_carry(n) -> zeros [n, C]``,
@@ -203,8 +207,14 @@ def make_recurrent_policy(
         >>> out, _ = policy.apply(params, torch.zeros(2, 2), c1, no)
         >>> bool(torch.equal(out["logits"][0], out["logits"][1]))
         False
+        >>> catch = make("Catch-v0")  # an image [1, 10, 5]: a conv stack before the core
+        >>> pixels = make_recurrent_policy(catch.observation_space, catch.action_space, hidden_size=8)
+        >>> sorted(pixels.init(jr.key(0))), pixels.spec["cnn"]
+        (['conv', 'core', 'encoder', 'pi', 'v'], 'simple_cnn')
     """
-    from functional_rl.kernel.policies import Policy, _action_head, _activation, _heads_init, _mlp_init, _outputs
+    from functional_rl.kernel.policies import (
+        CNN_ENCODERS, Policy, _action_head, _activation, _conv_apply, _conv_features, _conv_init, _heads_init, _mlp_init, _outputs,
+    )
 
     if not isinstance(observation_space, Box):
         raise TypeError(f"make_recurrent_policy needs a Box observation space, got {type(observation_space).__name__}")
@@ -218,17 +228,24 @@ def make_recurrent_policy(
     obs_ndim = 1 if obs_dim_extra else len(observation_space.shape)
     out_dim, dist = _action_head(action_space)
     continuous = isinstance(action_space, Box)
-    enc = [obs_dim, *encoder_sizes]
+    image = cnn is not None and len(observation_space.shape) == 3
+    image_size = math.prod(observation_space.shape)
+    scale = 1.0 / 255.0 if observation_space.dtype == torch.uint8 else 1.0
+    features = (_conv_features(observation_space.shape, cnn, "the observation") + obs_dim_extra) if image else obs_dim
+    enc = [features, *encoder_sizes]
     carry_size = width * hidden_size
 
     def init(key: torch.Tensor) -> Params:
         k_enc, k_core, k_heads = jr.split(key, 3)
-        return {
+        params = {
             # the encoder's layers all hidden (a dummy 1-wide head is dropped)
             "encoder": _mlp_init(k_enc, [*enc, 1], 1.0, None)[:-1],
             "core": core_init(k_core, enc[-1], hidden_size),
             **_heads_init(k_heads, hidden_size, out_dim, continuous),
         }
+        if image:
+            params["conv"] = _conv_init(jr.fold_in(k_enc, 1), observation_space.shape[0], CNN_ENCODERS[cnn])
+        return params
 
     def initial_carry(num_envs: int) -> torch.Tensor:
         return torch.zeros(num_envs, carry_size)
@@ -236,6 +253,9 @@ def make_recurrent_policy(
     def encode(params: Params, obs: torch.Tensor) -> torch.Tensor:
         """``[*N, ...] -> [prod(N), 4H or 3H]``: encoder and input projection (no carry)."""
         x = obs.reshape(-1, obs_dim)
+        if image:
+            pixels = x[:, :image_size].reshape(-1, *observation_space.shape) * scale
+            x = torch.cat([_conv_apply(params["conv"], pixels, CNN_ENCODERS[cnn]), x[:, image_size:]], dim=-1)
         for layer in params["encoder"]:
             x = act(x @ layer["w"].t() + layer["b"])
         return _input_projection(params["core"], x)
@@ -265,6 +285,7 @@ def make_recurrent_policy(
 
     spec = {
         "kind": "recurrent_actor_critic", "core": core, "hidden_size": hidden_size, "encoder_sizes": list(encoder_sizes),
+        "cnn": cnn if image else None,
         "activation": activation, "obs_dim": obs_dim, "action": "continuous" if continuous else "discrete", "action_dim": out_dim,
     }
     return Policy(init=init, apply=apply, value=value, distribution=dist, spec=spec, initial_carry=initial_carry)
