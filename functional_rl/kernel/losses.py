@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from functional_rl.kernel.distributions import mask_logits
-from functional_rl.kernel.recurrent import is_recurrent
+from functional_rl.kernel.recurrent import is_recurrent, unroll
 
 __all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output", "sequence_outputs"]
 
@@ -135,12 +135,12 @@ def sequence_outputs(policy: Any, params: Any, batch: Mapping[str, torch.Tensor]
     both flattened to ``[N * T]`` (row ``n * T + t``).
 
     The policy is unrolled (:func:`~functional_rl.kernel.recurrent.unroll`) from the carry
-    the first step started from, ``batch["carry"][:, 0]``, with the stored episode starts
+    the first step started from, ``batch["carry"]``, with the stored episode starts
     ``batch["reset"]``.
 
     Args:
-        batch: ``[N, T, ...]`` entries (``obs``, ``action``, ... ``carry [N, T, C]``,
-            ``reset [N, T]``) and possibly 0-d ones (``adv_mean``), which are kept.
+        batch: ``[N, T, ...]`` entries (``obs``, ``action``, ..., ``reset [N, T]``), the first
+            carry ``carry [N, C]``, and possibly 0-d ones (``adv_mean``), which are kept.
 
     Returns:
         ``(outputs, batch)``: outputs entries ``[N * T, ...]``; every ``[N, T, ...]`` batch
@@ -152,20 +152,18 @@ def sequence_outputs(policy: Any, params: Any, batch: Mapping[str, torch.Tensor]
         >>> from functional_rl.kernel.recurrent import make_recurrent_policy
         >>> env = make("MemoryCue-v0")
         >>> pol = make_recurrent_policy(env.observation_space, env.action_space, hidden_size=4)
-        >>> mb = {"obs": torch.zeros(3, 5, 2), "carry": torch.zeros(3, 5, 8), "reset": torch.zeros(3, 5, dtype=torch.bool),
+        >>> mb = {"obs": torch.zeros(3, 5, 2), "carry": torch.zeros(3, 8), "reset": torch.zeros(3, 5, dtype=torch.bool),
         ...       "action": torch.zeros(3, 5, dtype=torch.int64), "adv_mean": torch.zeros(())}
         >>> out, flat = sequence_outputs(pol, pol.init(jr.key(0)), mb)
         >>> out["logits"].shape, flat["action"].shape, flat["adv_mean"].shape, "carry" in flat
         (torch.Size([15, 2]), torch.Size([15]), torch.Size([]), False)
     """
-    from functional_rl.kernel.recurrent import unroll
-
     if "carry" not in batch.keys() or "reset" not in batch.keys():
         raise ValueError("a recurrent policy trains on env sequences with 'carry' and 'reset' entries; this minibatch has "
                          f"{sorted(batch.keys())}: collect the trajectory with the recurrent policy's rollout")
     reset = batch["reset"]
     lead = reset.shape
-    outputs = unroll(policy, params, batch["obs"], batch["carry"][:, 0], reset)
+    outputs = unroll(policy, params, batch["obs"], batch["carry"], reset)
     flat = {k: v.flatten(0, 1) if v.dim() >= 2 and v.shape[:2] == lead else v for k, v in batch.items() if k != "carry"}
     return {k: v.flatten(0, 1) for k, v in outputs.items()}, flat
 

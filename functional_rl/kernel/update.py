@@ -66,7 +66,8 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
         every trajectory entry and ``advantage``, ``returns`` (GAE), reshaped to ``[T * B, ...]``;
         for a recurrent policy's trajectory (it has ``carry``) transposed to env-major
         sequences ``[B, T, ...]`` instead, which minibatches split by env
-        (:func:`sequence_order`).
+        (:func:`sequence_order`), with ``carry [B, C]`` the carry each env started the
+        rollout from (the only one the replay reads).
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -82,8 +83,9 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
     data = {k: trajectory[k] for k in trajectory.keys()}
     data.update(advantage=advantage, returns=returns)
     T, B = trajectory["reward"].shape
-    if "carry" in data:
-        return {k: v.transpose(0, 1).contiguous() for k, v in data.items()}
+    if "carry" in data:  # the replay starts from each env's first carry: keep only that one
+        sequences = {k: v.transpose(0, 1).contiguous() for k, v in data.items() if k != "carry"}
+        return {**sequences, "carry": data["carry"][0].contiguous()}
     return {k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}
 
 
