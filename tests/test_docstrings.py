@@ -26,6 +26,8 @@ CORE_MODULES = (
     "kernel.state",
     "kernel.policies",
     "kernel.distributions",
+    "kernel.exact",
+    "kernel.recurrent",
     "kernel.struct",
     "kernel.config",
     "envs.base",

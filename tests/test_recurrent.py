@@ -206,18 +206,28 @@ def test_the_lstm_remembers_the_cue_where_the_mlp_cannot():
 
 
 @pytest.mark.slow
-def test_compiled_recurrent_rollout_matches_eager_and_its_log_probs():
-    """The rollout of a recurrent policy compiles as one scan like the MLP's; its log-probs
-    equal the eager training recomputation to float rounding (inductor fuses the rollout's and
-    the eager update's arithmetic differently, so the last bits may differ)."""
-    cfg = _config("gru", num_envs=4, num_steps=8, num_minibatches=2)
+@pytest.mark.parametrize("env_id, core, num_envs, widths, last_action", [
+    ("Catch-v0", "lstm", 1, (16, 32), False),  # pixels: a conv stack before the core
+    ("MaskedChoice-v0", "lstm", 6, (64, 64), True),  # an action mask
+    ("Pendulum-v1", "gru", 4, (3, 5, 7), False),  # a Gaussian head
+])
+def test_compiled_recurrent_rollout_log_probs_equal_the_eager_replay(env_id, core, num_envs, widths, last_action):
+    """The rollout compiles as one scan like the MLP's, and the log-probs it samples with are,
+    bit for bit, those the (eager) training replay recomputes: the policy's tanh, sigmoid,
+    exp and log-softmax go through :mod:`functional_rl.kernel.exact`. Without it 1 to 4 in a
+    hundred log-probs differed by an ulp on these configs."""
+    cfg = _config(core, env_id=env_id, num_envs=num_envs, num_steps=16, num_minibatches=max(1, num_envs // 2),
+                  hidden_sizes=widths, last_action=last_action, norm_adv=False)
     eager_state, eager = build(cfg, compile=False)
     comp_state, comp = build(cfg, compile=True)
     s1, t1 = eager.rollout(eager_state)
     s2, t2 = comp.rollout(comp_state)
-    assert torch.equal(t1["action"], t2["action"]) and torch.allclose(t1["log_prob"], t2["log_prob"], atol=1e-6)
+    if env_id == "Pendulum-v1":  # Gaussian noise: the compiled Box-Muller's log and cos are inductor's own
+        assert torch.allclose(t1["action"], t2["action"], atol=1e-6) and torch.allclose(t1["log_prob"], t2["log_prob"], atol=1e-5)
+    else:
+        assert torch.equal(t1["action"], t2["action"]) and torch.equal(t1["log_prob"], t2["log_prob"])
     new, old = _recompute_log_prob(comp, s2, t2)
-    assert torch.allclose(new, old, atol=1e-6)
+    assert torch.equal(new, old)
     s2, m = frl.train_iteration(s2, comp)
     assert float(m["nonfinite_params"]) == 0.0
 

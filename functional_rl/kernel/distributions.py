@@ -24,6 +24,7 @@ import math
 import torch
 
 import functional_rl.kernel.random as jr
+from functional_rl.kernel import exact as _exact
 
 __all__ = ["Categorical", "MultiCategorical", "DiagGaussian", "mask_logits", "MASKED_LOGIT"]
 
@@ -41,6 +42,13 @@ class Categorical:
         >>> d.log_prob(out, torch.tensor([1, 0])).shape, d.entropy(out).shape
         (torch.Size([2]), torch.Size([2]))
     """
+
+    #: compute ``log softmax`` with :func:`functional_rl.kernel.exact.log_softmax`, so a
+    #: compiled log-prob has the bits of an eager one (recurrent policies set it).
+    exact: bool = False
+
+    def _log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return _exact.log_softmax(logits) if self.exact else torch.log_softmax(logits, dim=-1)
 
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """int64 ``[...]`` by the Gumbel-max trick; ``key`` is one key ``[2]`` or one per row
@@ -79,12 +87,12 @@ class Categorical:
 
     def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """``log softmax(logits)[action]``, float ``[...]``."""
-        logp = torch.log_softmax(outputs["logits"], dim=-1)
+        logp = self._log_softmax(outputs["logits"])
         return torch.gather(logp, -1, action.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``-sum_a p(a) log p(a)``, float ``[...]``."""
-        logp = torch.log_softmax(outputs["logits"], dim=-1)
+        logp = self._log_softmax(outputs["logits"])
         return -(logp.exp() * logp).sum(-1)
 
 
@@ -113,6 +121,7 @@ class MultiCategorical:
     """
 
     nvec: tuple[int, ...]
+    exact: bool = False  # as Categorical.exact
 
     def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.shape[-1] != sum(self.nvec):
@@ -138,11 +147,13 @@ class MultiCategorical:
 
     def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """``sum_k log softmax(logits_k)[action_k]`` for ``action`` int64 ``[..., K]``: float ``[...]``."""
-        return sum(_ONE.log_prob({"logits": b}, action[..., k]) for k, b in enumerate(self._blocks(outputs["logits"])))
+        one = Categorical(self.exact)
+        return sum(one.log_prob({"logits": b}, action[..., k]) for k, b in enumerate(self._blocks(outputs["logits"])))
 
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``sum_k H(softmax(logits_k))``: float ``[...]``."""
-        return sum(_ONE.entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
+        one = Categorical(self.exact)
+        return sum(one.entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
 
 
 #: The logit of an illegal action. Finite on purpose: with ``-inf`` the entropy's
@@ -209,6 +220,8 @@ class DiagGaussian:
         tensor([2.8379, 2.8379, 2.8379])
     """
 
+    exact: bool = False  # log_prob's exp(log_std) by functional_rl.kernel.exact.exp (see Categorical.exact)
+
     def sample(self, key: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``mean + exp(log_std) * z`` with ``z ~ N(0, 1)`` from ``key``; float ``[..., D]``.
 
@@ -244,7 +257,7 @@ class DiagGaussian:
     def log_prob(self, outputs: dict[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """``log N(action; mean, exp(log_std))`` summed over the last axis; ``action [..., D]`` -> float ``[...]``."""
         mean, log_std = outputs["mean"], outputs["log_std"]
-        z = (action - mean) / log_std.exp()
+        z = (action - mean) / (_exact.exp(log_std) if self.exact else log_std.exp())
         return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def entropy(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:

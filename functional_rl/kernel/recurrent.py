@@ -18,7 +18,9 @@ The rollout hands the policy the carry it left at the previous step and ``reset 
 env sequences: :func:`unroll` runs ``apply`` over the ``T`` steps of a minibatch of envs from
 the carry stored at the first step, with the stored resets, and backpropagates through all
 ``T`` steps (truncated backprop over the rollout). The recomputed log-probs equal the
-rollout's (``tests/test_recurrent.py`` checks it bit for bit, eager and compiled).
+rollout's (``tests/test_recurrent.py`` checks it bit for bit, eager and compiled). For the
+compiled rollout to give the eager replay's bits, the cores, a ``tanh`` encoder and the
+action distribution call their transcendental functions through :mod:`functional_rl.kernel.exact`.
 
 The cores follow PyTorch's ``nn.LSTMCell`` / ``nn.GRUCell`` equations (below); weights are
 orthogonal with gain 1 and biases zero, as CleanRL's ``ppo_atari_lstm.py`` initialises its
@@ -40,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -47,6 +50,7 @@ import torch
 
 import functional_rl.kernel.random as jr
 from functional_rl.envs.base import Box
+from functional_rl.kernel import exact
 
 __all__ = ["RECURRENT_CORES", "lstm_init", "lstm_step", "gru_init", "gru_step", "make_recurrent_policy", "unroll", "is_recurrent"]
 
@@ -116,8 +120,8 @@ def _lstm_recur(p: Params, xw: torch.Tensor, carry: torch.Tensor) -> torch.Tenso
     h, c = carry.chunk(2, dim=-1)
     z = xw + h @ p["w_hh"].t() + p["b_hh"]
     i, f, g, o = z.chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
+    c = exact.sigmoid(f) * c + exact.sigmoid(i) * exact.tanh(g)
+    h = exact.sigmoid(o) * exact.tanh(c)
     return torch.cat([h, c], dim=-1)
 
 
@@ -154,8 +158,8 @@ def gru_step(p: Params, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def _gru_recur(p: Params, xw: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     xr, xz, xn = xw.chunk(3, dim=-1)
     hr, hz, hn = (h @ p["w_hh"].t() + p["b_hh"]).chunk(3, dim=-1)
-    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-    n = torch.tanh(xn + r * hn)
+    r, z = exact.sigmoid(xr + hr), exact.sigmoid(xz + hz)
+    n = exact.tanh(xn + r * hn)
     return (1.0 - z) * n + z * h
 
 
@@ -223,10 +227,11 @@ def make_recurrent_policy(
     if hidden_size < 1:
         raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
     core_init, core_step, width = RECURRENT_CORES[core]
-    act = _activation(activation)
+    act = exact.tanh if _activation(activation) is torch.tanh else torch.relu
     obs_dim = math.prod(observation_space.shape) + obs_dim_extra
     obs_ndim = 1 if obs_dim_extra else len(observation_space.shape)
     out_dim, dist = _action_head(action_space)
+    dist = dataclasses.replace(dist, exact=True)  # compiled rollout log-probs = the eager replay's, bit for bit
     continuous = isinstance(action_space, Box)
     image = cnn is not None and len(observation_space.shape) == 3
     image_size = math.prod(observation_space.shape)
