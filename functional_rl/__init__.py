@@ -13,9 +13,10 @@ impure shell :func:`functional_training_loop`.
 
 from functional_rl import envs
 from functional_rl.compat import components, training_config
-from functional_rl.kernel import curriculum, optim, random
+from functional_rl.kernel import curriculum, optim, random, schedules
 from functional_rl.shell import callbacks, checkpoint, distributed, policy_store, presets
 from functional_rl.kernel.advantages import compute_advantages, compute_advantages_reference
+from functional_rl.kernel.vtrace import compute_vtrace
 from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
@@ -55,6 +56,7 @@ __all__ = [
     "Policy",
     "TrainerState",
     "compute_advantages",
+    "compute_vtrace",
     "compute_advantages_reference",
     "envs",
     "functional_training_loop",
@@ -72,6 +74,7 @@ __all__ = [
     "random",
     "rollout",
     "rollout_step",
+    "schedules",
     "static_field",
     "train_epoch",
     "train_iteration",

@@ -256,6 +256,9 @@ ERRORS = [
     (["train", "CartPole-v1", "--set", "gama=0.9"], "unknown PPOConfig key 'gama' (did you mean 'gamma'?)"),
     (["train", "CartPole-v1", "--set", "learning_rate"], "malformed --set 'learning_rate'"),
     (["train", "CartPole-v1", "--set", "num_envs=0"], "PPOConfig.num_envs=0 is invalid"),
+    (["train", "CartPole-v1", "--set", "ent_coef.schedule=cosin"], "unknown kind 'cosin'"),
+    (["train", "CartPole-v1", "--set", "learning_rate.schedule=cosine"], "set anneal_lr=False"),
+    (["train", "CartPole-v1", "--set", "vf_clip_coef=wide"], "vf_clip_coef='wide' has type str; expected a number or null"),
     (["train", "CartPole-v1", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["train"], "the following arguments are required: env_id"),
     (["resume", "no/such/run"], "run dir 'no/such/run' does not exist"),
@@ -339,3 +342,15 @@ def test_the_cli_checkpoints_every_60_s_by_default_and_announces_the_compile(tmp
     with pytest.raises(cli_module.UsageError, match="not allowed with"):
         cli_module.build_parser().parse_args(["train", "CartPole-v1", "--checkpoint-every", "1",
                                               "--checkpoint-every-s", "1"])
+
+
+def test_set_schedules_with_the_dotted_syntax_or_an_object():
+    from functional_rl.shell.cli import _make_config, build_parser
+
+    dotted = ["--set", "ent_coef.schedule=cosine:end=0", "--set", "anneal_lr=false",
+              "--set", "learning_rate.schedule=linear:end=0.1,warmup=1000"]
+    cfg = _make_config(build_parser().parse_args(["train", "CartPole-v1", *dotted]))
+    assert dict(cfg.schedules) == {"ent_coef": "cosine:end=0", "learning_rate": "linear:end=0.1,warmup=1000"}
+    obj = _make_config(build_parser().parse_args(["train", "CartPole-v1", "--set", 'schedules={"ent_coef": "cosine:end=0"}']))
+    assert dict(obj.schedules) == {"ent_coef": "cosine:end=0"}
+    assert frl.PPOConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # config.json round trip

@@ -27,6 +27,8 @@ CORE_MODULES = (
     "kernel.policies",
     "kernel.distributions",
     "kernel.exact",
+    "kernel.schedules",
+    "kernel.vtrace",
     "kernel.recurrent",
     "kernel.struct",
     "kernel.config",

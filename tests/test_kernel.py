@@ -84,6 +84,30 @@ def test_fifty_iterations_with_the_learning_rate_annealing_never_recompile(compi
     assert int(state.iteration) == 51 + int(compiled[0].iteration)
 
 
+def test_scheduled_hyperparameters_move_every_iteration_without_recompiling(compiled):
+    """The schedules run in the glue, on the step counter: the compiled update takes the
+    scheduled values as tensor inputs, so they never recompile, and the state keeps the base."""
+    import dataclasses
+
+    from functional_rl.kernel.schedules import Schedule
+
+    state, kernel = compiled
+    state, _ = run(state, kernel, 1)
+    cfg = TINY.replace(schedules={"ent_coef": "cosine:end=0", "clip_coef": "linear:end=0.5"})
+    scheduled = dataclasses.replace(kernel, config=cfg)  # same compiled functions, other schedules
+    ent, clip = [], []
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for _ in range(4):
+            start = state.agent_step
+            state, m = frl.train_iteration(state, scheduled)
+            ent.append(float(m["schedule/ent_coef"]))
+            clip.append(float(m["schedule/clip_coef"]))
+            expect = Schedule("cosine").value(torch.tensor(TINY.ent_coef), start, TINY.total_timesteps)
+            assert abs(ent[-1] - float(expect)) < 1e-7
+    assert ent == sorted(ent, reverse=True) and len(set(ent)) == 4 and clip == sorted(clip, reverse=True)
+    assert float(state.learner.hparams.ent_coef) == pytest.approx(TINY.ent_coef)  # the base stays in the state
+
+
 def test_train_iteration_is_pure_and_deterministic(compiled):
     _, kernel = build(TINY, compile=False)
     state = frl.TrainerState.create(TINY, kernel.env, kernel.policy)

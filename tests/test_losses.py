@@ -55,6 +55,22 @@ def test_hand_computed_clipping_and_value_loss():
     assert m["approx_kl"].item() == pytest.approx(kl, abs=1e-6)
 
 
+def test_the_value_clip_range_is_its_own():
+    # V = (1, 3), old values (0, 0), returns (5, 5): unclipped errors (16, 4).
+    # vf_clip_coef 2: clipped V = (1, 2) -> errors (16, 9); max (16, 9); 0.5 * mean = 6.25.
+    # unset, it is clip_coef 0.2: clipped V = (0.2, 0.2) -> (23.04, 23.04); 0.5 * mean = 11.52.
+    pol = table_policy()
+    params = {"l": torch.log(torch.tensor([0.55, 0.45])), "v": torch.tensor(1.0)}
+    batch = {"obs": torch.tensor([[1.0], [3.0]]), "action": torch.tensor([0, 1]), "log_prob": torch.log(torch.tensor([0.5, 0.5])),
+             "value": torch.zeros(2), "advantage": torch.tensor([2.0, -1.0]), "returns": torch.full((2,), 5.0)}
+    _, own = ppo_loss(params, batch, policy=pol, hparams=hp(vf_clip_coef=2.0), norm_adv=False)
+    _, shared = ppo_loss(params, batch, policy=pol, hparams=hp(), norm_adv=False)
+    assert own["value_loss"].item() == pytest.approx(6.25, abs=1e-5)
+    assert shared["value_loss"].item() == pytest.approx(11.52, abs=1e-4)
+    assert own["policy_loss"].item() == shared["policy_loss"].item()  # the ratio's clip is untouched
+    assert float(hp(clip_coef=0.3).vf_clip_coef) == pytest.approx(0.3)  # None follows clip_coef
+
+
 def test_hand_computed_ratio_outside_the_clip_range():
     # pi(0) = 0.9, old 0.5: ratio 1.8 > 1.2. A = +1: max(-1.8, -1.2) = -1.2 (clipped, no gradient).
     # A = -1 on the same sample: max(1.8, 1.2) = 1.8 (unclipped, pessimistic). clipfrac 1.

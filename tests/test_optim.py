@@ -51,3 +51,133 @@ def test_update_does_not_mutate_inputs():
     assert torch.equal(params["w"], before[0]) and torch.equal(grads["w"], before[1])
     assert torch.equal(state[1][0].mu["w"], before[2]) and torch.equal(state[1][0].count, before[3])
     assert int(new_state[1][0].count) == 1
+
+
+def _shifting_quadratic_grads(params, k, step):
+    """The gradient of a quadratic whose target moves every step (a varied, fixed sequence)."""
+    target = jr.normal(jr.fold_in(k, step + 10), params["w"].shape)
+    return {"w": 2 * (params["w"] - target), "b": params["b"] * torch.cos(torch.tensor(float(step)))}
+
+
+def test_adamw_matches_torch_adamw_over_100_steps():
+    k = jr.key(1)
+    params = {"w": jr.normal(k, (5, 3)), "b": jr.normal(jr.fold_in(k, 1), (3,))}
+    ref = [params["w"].clone().requires_grad_(), params["b"].clone().requires_grad_()]
+    torch_opt = torch.optim.AdamW(ref, lr=1e-2, eps=1e-5, weight_decay=0.1)
+    tx = optim.adamw(1e-2, eps=1e-5, weight_decay=0.1)
+    state = tx.init(params)
+    for step in range(100):
+        grads = _shifting_quadratic_grads(params, k, step)
+        ref[0].grad, ref[1].grad = grads["w"].clone(), grads["b"].clone()
+        torch_opt.step()
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    assert torch.allclose(params["w"], ref[0].detach(), atol=1e-6)
+    assert torch.allclose(params["b"], ref[1].detach(), atol=1e-6)
+    assert not torch.allclose(params["w"], _adam_reference(k, 100), atol=1e-3)  # the decay did act
+
+
+def _adam_reference(k, steps):
+    params = {"w": jr.normal(k, (5, 3)), "b": jr.normal(jr.fold_in(k, 1), (3,))}
+    tx = optim.adam(1e-2, eps=1e-5)
+    state = tx.init(params)
+    for step in range(steps):
+        updates, state = tx.update(_shifting_quadratic_grads(params, k, step), state, params)
+        params = optim.apply_updates(params, updates)
+    return params["w"]
+
+
+def _newton_schulz_reference(G, steps=5):
+    """Muon's published iteration, written out as in Keller Jordan's reference code (float32 here)."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    X = G.clone()
+    if G.size(0) > G.size(1):
+        X = X.T
+    X = X / (X.norm() + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if G.size(0) > G.size(1):
+        X = X.T
+    return X
+
+
+def test_muon_matches_a_plain_reference_of_the_published_iteration():
+    """20 steps on a [6, 4] and a [3, 7] matrix and a bias: momentum buffers, Nesterov,
+    the Newton-Schulz orthogonalisation and Moonlight's 0.2 sqrt(max(m, n)) scale, written
+    as a stateful loop; the bias follows Adam."""
+    k = jr.key(2)
+    params = {"w": jr.normal(k, (6, 4)), "u": jr.normal(jr.fold_in(k, 1), (3, 7)), "b": jr.normal(jr.fold_in(k, 2), (3,))}
+    lr, wd, beta = 0.02, 0.01, 0.95
+    ref = {n: p.clone() for n, p in params.items()}
+    bufs = {n: torch.zeros_like(p) for n, p in params.items() if p.dim() == 2}
+    adam_ref = torch.optim.AdamW([ref["b"].requires_grad_()], lr=lr, weight_decay=wd, eps=1e-8)
+    tx = optim.muon(lr, weight_decay=wd, beta=beta)
+    state = tx.init(params)
+    for step in range(20):
+        grads = {n: jr.normal(jr.fold_in(k, 100 + step * 3 + i), p.shape) for i, (n, p) in enumerate(params.items())}
+        with torch.no_grad():
+            for n in bufs:
+                bufs[n].mul_(beta).add_(grads[n], alpha=1 - beta)
+                direction = grads[n].lerp(bufs[n], beta)  # Nesterov
+                o = _newton_schulz_reference(direction) * (0.2 * max(direction.shape) ** 0.5)
+                ref[n].mul_(1 - lr * wd).add_(o, alpha=-lr)
+        ref["b"].grad = grads["b"].clone()
+        adam_ref.step()
+        updates, state = tx.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    for n in params:
+        assert torch.allclose(params[n], ref[n].detach(), atol=1e-5), n
+
+
+def test_newton_schulz_orthogonalises():
+    g = jr.normal(jr.key(3), (8, 5))
+    s = torch.linalg.svdvals(optim.newton_schulz(g))
+    assert bool(((s > 0.6) & (s < 1.25)).all()), s  # Muon's quintic lands every singular value in ~[0.7, 1.2]
+    conv = optim.newton_schulz(jr.normal(jr.key(4), (4, 2, 3, 3)))  # a conv kernel: as [4, 18]
+    assert conv.shape == (4, 2, 3, 3)
+
+
+def test_make_optimizer_selects_and_weight_decay_is_a_tensor_that_never_recompiles():
+    import torch._dynamo
+
+    from functional_rl.kernel.config import Hyperparams, PPOConfig
+
+    params = {"w": torch.ones(3, 2), "b": torch.ones(3)}
+    grads = {"w": torch.full((3, 2), 0.5), "b": torch.full((3,), 0.5)}
+    moved = {}
+    for kind in optim.OPTIMIZERS:
+        cfg = PPOConfig(optimizer=kind, weight_decay=0.0 if kind == "adam" else 0.1, learning_rate=0.1, anneal_lr=False)
+        tx = optim.make_optimizer(cfg)
+        updates, _ = tx.update(grads, tx.init(params), params, Hyperparams.from_config(cfg))
+        moved[kind] = optim.apply_updates(params, updates)
+    assert not torch.allclose(moved["adam"]["w"], moved["adamw"]["w"])  # decay on top of the same Adam step
+    assert torch.allclose(moved["adamw"]["w"], moved["adam"]["w"] - 0.1 * 0.1 * params["w"])
+    assert not torch.allclose(moved["muon"]["w"], moved["adamw"]["w"]) and torch.allclose(moved["muon"]["b"], moved["adamw"]["b"])
+
+    cfg = PPOConfig(optimizer="adamw", weight_decay=0.1)
+    tx = optim.make_optimizer(cfg)
+    step = torch.compile(lambda g, s, p, h: tx.update(g, s, p, h), fullgraph=True, dynamic=False)
+    hp = Hyperparams.from_config(cfg)
+    state = tx.init(params)
+    outs = [step(grads, state, params, hp)[0]["w"]]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for wd in (0.0, 0.3):
+            outs.append(step(grads, state, params, hp.replace(weight_decay=torch.tensor(wd)))[0]["w"])
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+
+
+def test_optimizer_config_errors_say_what_to_do():
+    import pytest
+
+    from functional_rl.kernel.config import PPOConfig
+
+    with pytest.raises(ValueError, match="optimizer='adamw' or 'muon'"):
+        PPOConfig(weight_decay=0.1)
+    with pytest.raises(ValueError, match="must be one of 'adam', 'adamw', 'muon'"):
+        PPOConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="weight_decay.*>= 0"):
+        PPOConfig(optimizer="adamw", weight_decay=-1.0)
+    with pytest.raises(ValueError, match="vf_clip_coef"):
+        PPOConfig(vf_clip_coef=0.0)

@@ -31,3 +31,13 @@ def test_policies_and_spaces_examples_run():
     assert torch.isfinite(results[2].learner.params["actor"][0]["w"]).all()
     assert sorted(results[3].learner.params["encoders"]) == ["paddle", "pixels"]
     assert results[4].envs.carry.shape == (8, 128) and int(results[4].agent_step) == 2048
+
+
+def test_algorithm_options_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", _section("Algorithm options: optimizers, V-trace, schedules, value clip"), re.S)
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    history = namespace["history"]
+    assert len(history) == 4 and history[-1]["schedule/ent_coef"] < history[0]["schedule/ent_coef"]
+    assert history[0]["learning_rate"] < history[1]["learning_rate"]  # the warmup

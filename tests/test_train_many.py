@@ -103,3 +103,13 @@ def test_compiled_one_call_rollout_of_agents_matches_eager_and_never_recompiles(
     with torch.compiler.set_stance("fail_on_recompile"):
         s2, _ = compiled.rollout(swept)
     assert s2.agent_step.tolist() == [2 * CFG.batch_size] * 3
+
+
+def test_schedules_scale_each_agents_own_base_value():
+    cfg = CFG.replace(schedules={"ent_coef": "linear:end=0"})
+    states, histories = frl.train_many(cfg, seeds=[0], hparams={"ent_coef": [0.01, 0.04]}, compile=False)
+    for base, history in zip((0.01, 0.04), histories):
+        got = [h["schedule/ent_coef"] for h in history]
+        want = [base * (1 - i * cfg.batch_size / cfg.total_timesteps) for i in range(len(history))]
+        assert got == pytest.approx(want, rel=1e-5), (got, want)
+    assert states.learner.hparams.ent_coef.tolist() == pytest.approx([0.01, 0.04])

@@ -25,6 +25,8 @@ CUSTOM = {
         "learning_rate": 3e-4, "anneal_lr": False, "gamma": 0.97, "gae_lambda": 0.9, "clip_coef": 0.1,
         "clip_vloss": False, "norm_adv": False, "ent_coef": 0.002, "vf_coef": 0.25, "max_grad_norm": 1.5,
         "update_epochs": 3, "num_minibatches": 8, "adam_eps": 1e-7, "normalize_obs": True, "normalize_reward": True,
+        "vf_clip_coef": 0.3, "optimizer": "adamw", "weight_decay": 0.01, "vtrace": True, "vtrace_rho_clip": 0.9,
+        "vtrace_c_clip": 0.8, "schedules": {"ent_coef": "cosine:end=0"},
     },
 }
 
@@ -251,3 +253,17 @@ def test_preset_values():
     assert pend.experiment_name == "p"
     assert (pend.trainer.env_id, pend.trainer.num_envs, pend.ppo.update_epochs, pend.ppo.gamma, pend.ppo.ent_coef) == ("Pendulum-v1", 16, 10, 0.95, 0.0)
     assert pend.to_ppo_config().minibatch_size == 16 * 64 // 8
+
+
+def test_the_reference_optimizer_section_and_value_clip_lower_into_ppo():
+    cfg = TrainingConfig.from_dict({"optimizer": {"type": "muon", "weight_decay": 0.01, "eps": 1e-8},
+                                    "ppo": {"vf_clip_coef": 0.1, "clip_coef": 0.3}})
+    ppo = cfg.to_ppo_config()
+    assert (ppo.optimizer, ppo.weight_decay, ppo.adam_eps, ppo.vf_clip_coef, ppo.clip_coef) == ("muon", 0.01, 1e-8, 0.1, 0.3)
+    assert TrainingConfig.from_dict({"ppo": {"vf_clip_coef": None}}).ppo.vf_clip_coef is None
+    with pytest.raises(ValueError, match="unknown key 'optimizer.weight_decy' \\(did you mean 'optimizer.weight_decay'"):
+        TrainingConfig.from_dict({"optimizer": {"weight_decy": 0.1}})
+    with pytest.raises(ValueError, match="give it once"):
+        TrainingConfig.from_dict({"optimizer": {"type": "adamw"}, "ppo": {"optimizer": "muon"}})
+    with pytest.raises(ValueError, match="ppo.weight_decay=0.1 is invalid: needs optimizer='adamw' or 'muon'"):
+        TrainingConfig.from_dict({"optimizer": {"weight_decay": 0.1}})

@@ -69,7 +69,8 @@ SUPPORTED_AGENTS = POLICY_NAMES
 
 # Expected types by annotation string (``from __future__ import annotations`` keeps them strings).
 _TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "tuple[int, ...]": "list of int",
-               "int | None": "int or null"}
+               "int | None": "int or null", "float | None": "float or null",
+               "tuple[tuple[str, str], ...]": "mapping of hyperparameter names to schedule strings"}
 
 
 def _check_field(path: str, value: Any, annotation: str) -> Any:
@@ -102,10 +103,19 @@ def _check_field(path: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, int):
             raise wrong()
         return value
-    if annotation == "float":
+    if annotation == "float | None" and value is None:
+        return None
+    if annotation in ("float", "float | None"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong()
         return float(value)
+    if annotation == "tuple[tuple[str, str], ...]":  # schedules: {name: "cosine:end=0"}
+        if isinstance(value, Mapping):
+            value = list(value.items())
+        if (not isinstance(value, (list, tuple))
+                or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value)):
+            raise wrong()
+        return tuple(sorted(tuple(p) for p in value))
     if annotation == "tuple[int, ...]":
         if not isinstance(value, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, int) for h in value):
             raise wrong()
@@ -189,15 +199,23 @@ class PPOSection:
         gae_lambda: GAE lambda in [0, 1].
         clip_coef: PPO ratio clip range.
         clip_vloss: clip the value update around the old value.
+        vf_clip_coef: the value clip range; null uses ``clip_coef``.
         norm_adv: normalise advantages per minibatch.
+        vtrace: V-trace advantages and value targets, recomputed before every epoch.
+        vtrace_rho_clip: V-trace's ``rho_bar``.
+        vtrace_c_clip: V-trace's ``c_bar``.
         ent_coef: entropy bonus coefficient.
         vf_coef: value loss coefficient.
         max_grad_norm: global gradient norm clip.
         update_epochs: passes over each batch.
         num_minibatches: minibatches per epoch; must divide ``num_steps`` (each takes ``num_steps / num_minibatches`` steps of every env).
         adam_eps: Adam epsilon.
+        optimizer: ``adam``, ``adamw`` or ``muon``.
+        weight_decay: decoupled weight decay (adamw and muon).
         normalize_obs: whiten observations with running statistics kept in the state.
         normalize_reward: scale rewards by the running std of the discounted return.
+        schedules: ``{hyperparameter: schedule string}`` (``PPOConfig.schedules``), e.g.
+            ``{ent_coef: "cosine:end=0"}``.
 
     Example:
         >>> PPOSection(gamma=1).gamma  # ints are accepted for float fields
@@ -214,15 +232,22 @@ class PPOSection:
     gae_lambda: float = _DEFAULTS.gae_lambda
     clip_coef: float = _DEFAULTS.clip_coef
     clip_vloss: bool = _DEFAULTS.clip_vloss
+    vf_clip_coef: float | None = _DEFAULTS.vf_clip_coef
     norm_adv: bool = _DEFAULTS.norm_adv
+    vtrace: bool = _DEFAULTS.vtrace
+    vtrace_rho_clip: float = _DEFAULTS.vtrace_rho_clip
+    vtrace_c_clip: float = _DEFAULTS.vtrace_c_clip
     ent_coef: float = _DEFAULTS.ent_coef
     vf_coef: float = _DEFAULTS.vf_coef
     max_grad_norm: float = _DEFAULTS.max_grad_norm
     update_epochs: int = _DEFAULTS.update_epochs
     num_minibatches: int = _DEFAULTS.num_minibatches
     adam_eps: float = _DEFAULTS.adam_eps
+    optimizer: str = _DEFAULTS.optimizer
+    weight_decay: float = _DEFAULTS.weight_decay
     normalize_obs: bool = _DEFAULTS.normalize_obs
     normalize_reward: bool = _DEFAULTS.normalize_reward
+    schedules: tuple[tuple[str, str], ...] = _DEFAULTS.schedules
 
     def __post_init__(self) -> None:
         _check_section(self, "ppo")
@@ -271,6 +296,28 @@ FIELD_PATHS: dict[str, str] = {
     for f in dataclasses.fields(cls)
     if f.name in {g.name for g in dataclasses.fields(PPOConfig)}
 } | {"policy": "agent.name"}
+
+#: The reference trainer's ``optimizer`` section: its keys and the ``ppo`` keys they set.
+OPTIMIZER_KEYS = {"type": "optimizer", "weight_decay": "weight_decay", "learning_rate": "learning_rate", "eps": "adam_eps"}
+
+
+def _lower_optimizer_section(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Move a reference-style ``optimizer: {type, weight_decay, learning_rate, eps}`` section
+    into ``ppo`` (``optimizer.type`` -> ``ppo.optimizer``, ``optimizer.eps`` -> ``ppo.adam_eps``)."""
+    if "optimizer" not in d:
+        return d
+    section = d["optimizer"] or {}
+    if not isinstance(section, Mapping):
+        raise TypeError(f"optimizer must be a mapping of {', '.join(OPTIMIZER_KEYS)}, got {type(section).__name__}")
+    ppo = dict(d.get("ppo") or {})
+    for key, value in section.items():
+        if key not in OPTIMIZER_KEYS:
+            raise ValueError(_unknown_key(str(key), "optimizer", list(OPTIMIZER_KEYS)))
+        if OPTIMIZER_KEYS[key] in ppo:
+            raise ValueError(f"optimizer.{key} and ppo.{OPTIMIZER_KEYS[key]} are the same setting; give it once")
+        ppo[OPTIMIZER_KEYS[key]] = value
+    return {**{k: v for k, v in d.items() if k != "optimizer"}, "ppo": ppo}
+
 
 _PPO_ERROR = re.compile(r"^PPOConfig\.(\w+)=(.*)$", re.S)
 
@@ -369,7 +416,7 @@ class TrainingConfig:
         for section in _SECTIONS:
             values = dataclasses.asdict(getattr(self, section))
             values.pop("hidden_size", None)  # derived from hidden_sizes, which is stored
-            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+            out[section] = {k: dict(v) if k == "schedules" else list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return out
 
     @classmethod
@@ -380,7 +427,8 @@ class TrainingConfig:
 
         Args:
             d: ``{"experiment_name": str, "agent": {...}, "trainer": {...}, "ppo": {...}}``,
-                each part optional.
+                each part optional; a reference-style ``optimizer: {type, weight_decay,
+                learning_rate, eps}`` section is read into ``ppo`` (:data:`OPTIMIZER_KEYS`).
 
         Raises:
             ValueError: an unknown key, named by its full path with the closest known key,
@@ -396,6 +444,7 @@ class TrainingConfig:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"a TrainingConfig dict must be a mapping, got {type(d).__name__}")
+        d = _lower_optimizer_section(d)
         top = ["experiment_name", *_SECTIONS]
         for key in d:
             if key not in top:

@@ -28,6 +28,7 @@ import dataclasses
 import difflib
 import math
 import reprlib
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -102,12 +103,24 @@ class PPOConfig:
         gamma: discount factor in [0, 1].
         gae_lambda: GAE lambda in [0, 1].
         clip_coef: PPO ratio clip range epsilon (> 0).
-        clip_vloss: clip the value update to ``clip_coef`` around the old value.
+        clip_vloss: clip the value update to ``vf_clip_coef`` around the old value.
+        vf_clip_coef: the value clip range (> 0), apart from the ratio's ``clip_coef`` as the
+            reference trainer has it; ``None`` (the default) uses ``clip_coef`` (CleanRL).
         norm_adv: normalise advantages per minibatch to zero mean, unit std.
+        vtrace: before every epoch, recompute advantages and value targets with V-trace
+            (Espeholt et al. 2018) from the importance ratio of the current policy to the one
+            that acted (:func:`~functional_rl.kernel.update.vtrace_batch`); off: GAE once.
+        vtrace_rho_clip: V-trace's ``rho_bar`` (> 0), the clip of the ratio in the advantage.
+        vtrace_c_clip: V-trace's ``c_bar`` (> 0), the clip of the ratio in the traces.
         ent_coef: entropy bonus coefficient (>= 0).
         vf_coef: value loss coefficient (>= 0).
         max_grad_norm: global gradient norm clip (> 0).
         adam_eps: Adam epsilon (CleanRL uses 1e-5, not torch's 1e-8).
+        optimizer: ``"adam"`` (CleanRL's), ``"adamw"`` (decoupled weight decay) or ``"muon"``
+            (Newton-Schulz orthogonalised momentum for weight matrices, Adam for the rest):
+            :data:`~functional_rl.kernel.optim.OPTIMIZERS`.
+        weight_decay: ``>= 0``, decoupled (``p <- p - lr * wd * p`` each update) for adamw and
+            muon; must be 0 for adam. A tensor in the state: changing it never recompiles.
         policy: the default policy's architecture (static): ``"mlp"`` (CleanRL's MLP
             actor-critic), ``"simple_cnn"`` or ``"nature_cnn"`` (a conv encoder for image
             observations ``[C, H, W]``), ``"lstm"`` or ``"gru"`` (a recurrent core after an MLP
@@ -121,6 +134,12 @@ class PPOConfig:
         last_action: feed the previous action (one-hot for discrete actions, zeros at an
             episode's start) to the policy with the observation; kept in the state and stored
             in the trajectory's ``obs`` so training sees exactly what the rollout saw.
+        schedules: ``{hyperparameter: schedule string}``, e.g. ``{"ent_coef": "cosine:end=0"}``
+            (:class:`~functional_rl.kernel.schedules.Schedule`; steps are env steps,
+            ``agent_step`` at the start of each iteration, over ``total_timesteps`` unless the
+            string gives ``total``). A scheduled value is ``base * factor(agent_step)``; the
+            learning rate's schedule needs ``anneal_lr=False`` (that is the built-in linear one).
+            Stored as sorted ``(name, string)`` pairs so the config stays hashable.
         device: torch device string for the state and the compiled functions.
         world_size: processes of a data-parallel run, each with ``num_envs`` envs (set from the
             ``torch.distributed`` process group by :func:`functional_training_loop`; 1 otherwise).
@@ -150,23 +169,37 @@ class PPOConfig:
     gae_lambda: float = 0.95
     clip_coef: float = 0.2
     clip_vloss: bool = True
+    vf_clip_coef: float | None = None
     norm_adv: bool = True
+    vtrace: bool = False
+    vtrace_rho_clip: float = 1.0
+    vtrace_c_clip: float = 1.0
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     adam_eps: float = 1e-5
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
     policy: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     normalize_obs: bool = False
     normalize_reward: bool = False
     last_action: bool = False
+    schedules: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
     world_size: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden_sizes, list):
             object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        if isinstance(self.schedules, Mapping) or isinstance(self.schedules, list):
+            items = self.schedules.items() if isinstance(self.schedules, Mapping) else self.schedules
+            try:
+                pairs = tuple(sorted((k, v) for k, v in items))
+            except (TypeError, ValueError):
+                pairs = self.schedules  # validate() says what is wrong
+            object.__setattr__(self, "schedules", pairs)
         self.validate()
 
     # ------------------------------------------------------------------ derived sizes
@@ -230,7 +263,8 @@ class PPOConfig:
                 f"must divide num_steps = {self.num_steps} (each minibatch takes num_steps / num_minibatches "
                 "steps of every env)",
             )
-        floats = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "adam_eps")
+        floats = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm", "adam_eps",
+                  "weight_decay", "vtrace_rho_clip", "vtrace_c_clip")
         for name in floats:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -241,7 +275,19 @@ class PPOConfig:
                 finite = False
             if not finite:
                 bad(name, "must be a finite number")
-        for name in ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps"):
+        if self.vf_clip_coef is not None:
+            v = self.vf_clip_coef
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                bad("vf_clip_coef", "must be a number > 0, or None to use clip_coef")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if self.weight_decay > 0 and self.optimizer == "adam":
+            bad("weight_decay", "needs optimizer='adamw' or 'muon' (decoupled decay); plain adam takes no weight decay")
+        from functional_rl.kernel.optim import OPTIMIZERS
+
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"must be one of {', '.join(map(repr, OPTIMIZERS))}")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps", "vtrace_rho_clip", "vtrace_c_clip"):
             if getattr(self, name) <= 0:
                 bad(name, "must be > 0")
         for name in ("gamma", "gae_lambda"):
@@ -260,9 +306,20 @@ class PPOConfig:
             bad("policy", f"must be one of {', '.join(map(repr, POLICY_NAMES))} (or pass your own Policy to the loop)")
         if not isinstance(self.activation, str) or self.activation not in ("tanh", "relu"):
             bad("activation", "must be 'tanh' or 'relu'")
-        for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action"):
+        for name in ("anneal_lr", "clip_vloss", "norm_adv", "normalize_obs", "normalize_reward", "last_action", "vtrace"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
+        if (not isinstance(self.schedules, tuple)
+                or not all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in self.schedules)):
+            bad("schedules", "must map hyperparameter names to schedule strings, e.g. {'ent_coef': 'cosine:end=0'}")
+        from functional_rl.kernel.schedules import parse_schedules
+
+        try:
+            parsed = parse_schedules(self.schedules)
+        except ValueError as e:
+            bad("schedules", str(e))
+        if "learning_rate" in parsed and self.anneal_lr:
+            bad("schedules", "schedules learning_rate while anneal_lr=True (the built-in linear decay): set anneal_lr=False")
         if not isinstance(self.env_id, str) or not self.env_id:
             bad("env_id", "must be a non-empty string")
         if self.norm_adv and self.minibatch_size == 1:
@@ -279,6 +336,7 @@ class PPOConfig:
         """Plain JSON-able dict (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
+        out["schedules"] = dict(self.schedules)
         return out
 
     @classmethod
@@ -297,7 +355,8 @@ class PPOConfig:
         return PPOConfig.from_dict({**self.to_dict(), **changes})
 
 
-HYPERPARAM_NAMES = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "ent_coef", "vf_coef", "max_grad_norm")
+HYPERPARAM_NAMES = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "vf_clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
+                    "weight_decay", "vtrace_rho_clip", "vtrace_c_clip")
 
 
 @pytree_dataclass
@@ -319,9 +378,13 @@ class Hyperparams:
     gamma: torch.Tensor
     gae_lambda: torch.Tensor
     clip_coef: torch.Tensor
+    vf_clip_coef: torch.Tensor
     ent_coef: torch.Tensor
     vf_coef: torch.Tensor
     max_grad_norm: torch.Tensor
+    weight_decay: torch.Tensor
+    vtrace_rho_clip: torch.Tensor
+    vtrace_c_clip: torch.Tensor
 
     @classmethod
     def from_config(cls, config: PPOConfig, device: str | torch.device | None = None) -> Hyperparams:
@@ -331,7 +394,10 @@ class Hyperparams:
         0.9900000095367432
         """
         dev = device if device is not None else config.device
-        return cls(**{n: torch.tensor(float(getattr(config, n)), dtype=torch.float32, device=dev) for n in HYPERPARAM_NAMES})
+        values = {n: getattr(config, n) for n in HYPERPARAM_NAMES}
+        if values["vf_clip_coef"] is None:
+            values["vf_clip_coef"] = config.clip_coef
+        return cls(**{n: torch.tensor(float(v), dtype=torch.float32, device=dev) for n, v in values.items()})
 
 
 def learning_rate_at(hparams: Hyperparams, iteration: torch.Tensor, num_iterations: int, anneal: bool) -> torch.Tensor:

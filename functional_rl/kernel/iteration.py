@@ -25,6 +25,7 @@ steps, 2 minibatches; ``env``: CartPole; ``policy``: an MLP; ``state``: a fresh 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +36,10 @@ from functional_rl.kernel.config import PPOConfig
 from functional_rl.kernel.losses import LossFn
 from functional_rl.kernel.metrics import mean_metrics
 from functional_rl.kernel.parallel import AllReduce
+from functional_rl.kernel.schedules import parse_schedules, scheduled_hparams
 from functional_rl.kernel.state import TrainerState
 
-__all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration"]
+__all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration", "iteration_hparams"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,9 @@ class StepFns:
         finish: ``(metrics, trajectory, batch, params) -> metrics``, the iteration's statistics
             (:func:`~functional_rl.kernel.metrics.iteration_metrics`).
         learning_rate: ``(num_updates, hparams) -> lr``, the optimizer's schedule (reported).
+        vtrace_batch: ``(params, batch, hparams) -> batch`` with V-trace advantages and targets
+            (:func:`~functional_rl.kernel.update.vtrace_batch`), run before every epoch when
+            ``config.vtrace``.
         curriculum: optional task sampler (:mod:`functional_rl.kernel.curriculum`).
         all_reduce: ``None`` in one process; in a data-parallel run a function summing a 1-D
             tensor over all processes (:func:`functional_rl.shell.distributed.process_group_sum`).
@@ -90,12 +95,13 @@ class StepFns:
     finish: Callable[..., Any]
     learning_rate: Callable[..., Any]
     compiled: bool = False
+    vtrace_batch: Callable[..., Any] | None = None
     curriculum: Any = None
     all_reduce: AllReduce | None = None
     world_size: int = 1
 
 
-def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns, hparams: Any = None) -> tuple[TrainerState, dict[str, torch.Tensor]]:
     """One pass over ``batch`` in ``num_minibatches`` shuffled minibatches. Pure.
 
     The order comes from ``state.key`` (split; the state carries the new key): every
@@ -103,6 +109,8 @@ def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns) -> tuple[T
 
     Args:
         batch: TensorDict ``[N]`` with ``MINIBATCH_KEYS``, ``N = num_envs * num_steps``.
+        hparams: the hyperparameters to update with (:func:`iteration_hparams`); ``None``
+            takes ``state.learner.hparams`` as they are.
 
     Returns:
         ``(state, metrics)`` with metrics averaged over the minibatches.
@@ -117,9 +125,10 @@ def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns) -> tuple[T
     """
     key, minibatches = fns.epoch_minibatches(state.key, state.envs.env_ids, batch)
     learner = state.learner
+    hparams = learner.hparams if hparams is None else hparams
     params, opt_state, history = learner.params, learner.opt_state, []
     for i in range(fns.config.num_minibatches):
-        params, opt_state, m = fns.update(params, opt_state, {k: v[i] for k, v in minibatches.items()}, learner.hparams)
+        params, opt_state, m = fns.update(params, opt_state, {k: v[i] for k, v in minibatches.items()}, hparams)
         history.append(m)
     learner = learner.replace(params=params, opt_state=opt_state, num_updates=learner.num_updates + fns.config.num_minibatches)
     return state.replace(learner=learner, key=key), mean_metrics(history)
@@ -127,7 +136,7 @@ def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns) -> tuple[T
 
 def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFns) -> tuple[TrainerState, TensorDict, dict[str, torch.Tensor]]:
     """The update half of an iteration: GAE, then ``update_epochs`` epochs of minibatch
-    updates. Pure.
+    updates (with ``config.vtrace``, each epoch on V-trace targets for the current policy). Pure.
 
     Args:
         trajectory: TensorDict ``[T, B]`` from :func:`~functional_rl.kernel.rollout.rollout`.
@@ -135,7 +144,9 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
     Returns:
         ``(state, batch, metrics)``: ``batch`` the flattened TensorDict ``[N]`` with
         ``advantage`` and ``returns``; ``metrics`` the loss diagnostics averaged over all
-        minibatch updates plus ``learning_rate`` (the optimizer's, for this iteration).
+        minibatch updates plus ``learning_rate`` (the optimizer's, for this iteration) and
+        ``schedule/NAME``, the value of every other scheduled hyperparameter
+        (``config.schedules``) this iteration used.
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -144,13 +155,43 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
         >>> batch.batch_size, int(state2.learner.num_updates), "learning_rate" in metrics
         (torch.Size([8]), 2, True)
     """
-    lr = fns.learning_rate(state.learner.num_updates, state.learner.hparams)
-    batch = fns.make_batch(trajectory, state.learner.hparams)
+    hparams = iteration_hparams(state, fns.config)
+    lr = fns.learning_rate(state.learner.num_updates, hparams)
+    batch = fns.make_batch(trajectory, hparams)
+    if fns.config.vtrace and fns.vtrace_batch is None:
+        raise ValueError("config.vtrace is on but these step functions have no vtrace_batch: build them with make_kernel")
     epoch_metrics = []
     for _ in range(fns.config.update_epochs):
-        state, m = train_epoch(state, batch, fns)
+        if fns.config.vtrace:  # targets for the policy as it is now
+            batch = fns.vtrace_batch(state.learner.params, batch, hparams)
+        state, m = train_epoch(state, batch, fns, hparams)
         epoch_metrics.append(m)
-    return state, batch, {**mean_metrics(epoch_metrics), "learning_rate": lr}
+    scheduled = {f"schedule/{name}": getattr(hparams, name) for name, _ in fns.config.schedules if name != "learning_rate"}
+    return state, batch, {**mean_metrics(epoch_metrics), **scheduled, "learning_rate": lr}
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(schedules: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return parse_schedules(schedules)
+
+
+def iteration_hparams(state: TrainerState, config: Any) -> Any:
+    """The hyperparameters this iteration's update uses: ``state.learner.hparams`` with
+    ``config.schedules`` applied at the env step the iteration started from
+    (``agent_step - batch_size``; :func:`~functional_rl.kernel.schedules.scheduled_hparams`).
+    Pure; the state keeps the base values.
+
+    Example (the entropy bonus decays linearly to 0 over the run):
+        >>> c = cfg.replace(schedules={"ent_coef": "linear:end=0"}, total_timesteps=80)
+        >>> half = state.replace(agent_step=torch.tensor(40 + c.batch_size))
+        >>> round(float(iteration_hparams(half, c).ent_coef), 6), round(float(half.learner.hparams.ent_coef), 6)
+        (0.005, 0.01)
+    """
+    schedules = _parsed(config.schedules)
+    if not schedules:
+        return state.learner.hparams
+    step = (state.agent_step - config.batch_size).clamp(min=0)
+    return scheduled_hparams(state.learner.hparams, schedules, step, config.total_timesteps)
 
 
 def train_iteration(state: TrainerState, fns: StepFns) -> tuple[TrainerState, dict[str, torch.Tensor]]:

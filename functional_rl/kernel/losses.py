@@ -72,8 +72,9 @@ def ppo_loss(
             ``advantage [N]``, ``returns [N]``; with ``action_mask`` bool ``[N, K]`` the
             distribution is restricted to the legal actions the rollout sampled among.
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
-        hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``ent_coef``, ``vf_coef``).
-        clip_vloss: clip the value update around the old value.
+        hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``vf_clip_coef``
+            (``clip_coef`` where absent), ``ent_coef``, ``vf_coef``).
+        clip_vloss: clip the value update to ``vf_clip_coef`` around the old value.
         norm_adv: normalise advantages to zero mean and unit (unbiased) std within the minibatch:
             ``A' = (A - mean) / (std + 1e-8)``.
         custom_losses: extra loss functions (module docstring); they see the raw advantages.
@@ -115,7 +116,8 @@ def ppo_loss(
         advantage = normalize_advantage(advantage, adv_stats)
     clip = hparams.clip_coef
     policy_loss = clipped_policy_loss(ratio, advantage, clip)
-    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], clip if clip_vloss else None)
+    vf_clip = getattr(hparams, "vf_clip_coef", clip)  # its own range (the reference trainer's vf_clip_coef)
+    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], vf_clip if clip_vloss else None)
     total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
     with torch.no_grad():
         metrics = {

@@ -22,6 +22,7 @@ Example (one Adam step from zero state; ``m_hat = g``, ``v_hat = g^2``, so the s
     tensor([ 0.9000, -1.9000])
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -46,6 +47,13 @@ __all__ = [
     "scale_by_schedule",
     "make_optimizer",
     "learning_rate_schedule",
+    "add_decayed_weights",
+    "adamw",
+    "newton_schulz",
+    "ScaleByMuonState",
+    "scale_by_muon",
+    "muon",
+    "OPTIMIZERS",
 ]
 
 
@@ -257,6 +265,142 @@ def adam(learning_rate: float | torch.Tensor, b1: float = 0.9, b2: float = 0.999
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+def add_decayed_weights(weight_decay: Any) -> GradientTransformation:
+    """``updates + weight_decay * params`` (decoupled weight decay, Loshchilov & Hutter 2019).
+
+    Put it after the preconditioner and before the learning-rate scaling, so the parameters
+    shrink by ``lr * weight_decay`` per step whatever the gradient (AdamW, not Adam with an
+    L2 term). ``weight_decay`` is a number, a tensor or ``hparams -> tensor``; every leaf is
+    decayed, as ``torch.optim.AdamW`` does.
+
+    Example:
+        >>> import torch
+        >>> tx = add_decayed_weights(0.1)
+        >>> tx.update({"w": torch.tensor([1.0, 1.0])}, tx.init(None), {"w": torch.tensor([10.0, -10.0])})[0]["w"]
+        tensor([2., 0.])
+    """
+
+    def update(updates, state, params=None, hparams=None):
+        if params is None:
+            raise ValueError("add_decayed_weights needs the parameters: call update(updates, state, params)")
+        wd = _resolve(weight_decay, hparams)
+        return _map(lambda u, p: u + wd * p, updates, params), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def adamw(learning_rate: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: Any = 1e-2) -> GradientTransformation:
+    """AdamW (Loshchilov & Hutter 2019): ``chain(scale_by_adam, add_decayed_weights,
+    scale_by_learning_rate)``, i.e. ``p <- p - lr * (adam_update + weight_decay * p)``, the
+    update of ``torch.optim.AdamW`` (equal to float rounding; ``tests/test_optim.py``).
+
+    Example (no gradient: only the decay moves the weights, by ``lr * wd * p``):
+        >>> import torch
+        >>> params = {"w": torch.tensor([1.0, -2.0])}
+        >>> tx = adamw(0.1, weight_decay=0.5)
+        >>> updates, _ = tx.update({"w": torch.zeros(2)}, tx.init(params), params)
+        >>> apply_updates(params, updates)["w"]
+        tensor([ 0.9500, -1.9000])
+    """
+    return chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
+
+
+#: Newton-Schulz coefficients ``(a, b, c)`` of Muon's quintic iteration (Keller Jordan, "Muon:
+#: An optimizer for hidden layers in neural networks", 2024, kellerjordan.github.io/posts/muon).
+MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """An approximately orthogonal matrix with ``g``'s singular vectors: ``~ U V^T`` for
+    ``g = U S V^T``, ``[m, n] -> [m, n]`` (a conv kernel ``[m, ...]`` is treated as ``[m, prod(...)]``).
+
+    ``X_0 = g / ||g||_F`` (transposed when ``m > n``), then ``steps`` times
+    ``A = X X^T``, ``X <- a X + (b A + c A^2) X`` with :data:`MUON_COEFFICIENTS`, which push
+    every singular value into about ``[0.7, 1.2]`` in 5 steps (the quintic trades exactness
+    for speed, as Muon does).
+
+    Example (a diagonal matrix's singular vectors are the identity's):
+        >>> import torch
+        >>> newton_schulz(torch.diag(torch.tensor([3.0, 0.5]))).diag().round(decimals=1)
+        tensor([0.7000, 1.0000])
+    """
+    a, b, c = MUON_COEFFICIENTS
+    x = g.reshape(g.shape[0], -1)
+    tall = x.shape[0] > x.shape[1]
+    x = x.t() if tall else x
+    x = x / (torch.linalg.vector_norm(x) + eps)
+    for _ in range(steps):
+        s = x @ x.t()
+        x = a * x + (b * s + c * s @ s) @ x
+    return (x.t() if tall else x).reshape(g.shape)
+
+
+@pytree_dataclass
+class ScaleByMuonState:
+    """Muon's state: the momentum of every leaf and the Adam state used for the vectors.
+
+    Example:
+        >>> import torch
+        >>> s = scale_by_muon().init({"w": torch.zeros(3, 2), "b": torch.zeros(3)})
+        >>> s.momentum["w"].shape, s.adam.count
+        (torch.Size([3, 2]), tensor(0))
+    """
+
+    momentum: Any
+    adam: Any
+
+
+def scale_by_muon(beta: float = 0.95, nesterov: bool = True, ns_steps: int = 5, b1: float = 0.9, b2: float = 0.999,
+                  eps: float = 1e-8) -> GradientTransformation:
+    """Muon's preconditioning for matrices (``ndim >= 2``), Adam's for the other leaves.
+
+    For a matrix ``G [m, n]``: ``M <- beta M + (1 - beta) G``; with ``nesterov`` the
+    direction is ``D = (1 - beta) G + beta M`` (else ``M``); the update is
+    ``newton_schulz(D) * 0.2 * sqrt(max(m, n))``. The last factor is Moonlight's (Liu et al.
+    2025, "Muon is Scalable for LLM Training"): it gives the update the RMS of an Adam update,
+    so one learning rate serves the matrices and the Adam-driven biases and vectors.
+    The Adam state is kept for every leaf for simplicity (its matrix entries go unused).
+
+    Example (the update of a matrix has every singular value near ``0.2 sqrt(max(m, n))``):
+        >>> import torch
+        >>> tx = scale_by_muon()
+        >>> params = {"w": torch.zeros(4, 4)}
+        >>> u, _ = tx.update({"w": torch.diag(torch.tensor([5.0, 1.0, 0.5, 0.1]))}, tx.init(params), params)
+        >>> bool(((torch.linalg.svdvals(u["w"]) / 0.4 - 1).abs() < 0.35).all())
+        True
+    """
+    adam = scale_by_adam(b1, b2, eps)
+
+    def init(params):
+        return ScaleByMuonState(momentum=_map(torch.zeros_like, params), adam=adam.init(params))
+
+    def direction(g, m):
+        d = torch.lerp(g, m, beta) if nesterov else m
+        return newton_schulz(d, ns_steps) * (0.2 * math.sqrt(max(g.shape[0], g[0].numel())))
+
+    def update(updates, state, params=None, hparams=None):
+        adam_updates, adam_state = adam.update(updates, state.adam, params, hparams)
+        momentum = _map(lambda m, g: torch.lerp(m, g, 1 - beta) if g.dim() >= 2 else m, state.momentum, updates)
+        out = _map(lambda g, m, a: direction(g, m) if g.dim() >= 2 else a, updates, momentum, adam_updates)
+        return out, ScaleByMuonState(momentum=momentum, adam=adam_state)
+
+    return GradientTransformation(init, update)
+
+
+def muon(learning_rate: Any, weight_decay: Any = 0.0, beta: float = 0.95, nesterov: bool = True) -> GradientTransformation:
+    """Muon with decoupled weight decay: ``chain(scale_by_muon, add_decayed_weights, scale_by_learning_rate)``.
+
+    Example (a step on a matrix and a bias):
+        >>> import torch
+        >>> params = {"w": torch.ones(2, 3), "b": torch.zeros(2)}
+        >>> tx = muon(0.01)
+        >>> updates, state = tx.update({"w": torch.randn(2, 3), "b": torch.ones(2)}, tx.init(params), params)
+        >>> updates["w"].shape, updates["b"]  # the bias takes Adam's first step, -lr * sign(g)
+        (torch.Size([2, 3]), tensor([-0.0100, -0.0100]))
+    """
+    return chain(scale_by_muon(beta, nesterov), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
+
+
 def apply_updates(params: Any, updates: Any) -> Any:
     """``params + updates`` leaf by leaf (new tensors; inputs untouched).
 
@@ -337,11 +481,14 @@ def learning_rate_schedule(config: Any) -> Callable[[torch.Tensor, Any], torch.T
 
 
 def make_optimizer(config: Any) -> GradientTransformation:
-    """PPO's optimizer, built once per run: clip by global norm, Adam, the scheduled step.
+    """PPO's optimizer, built once per run: clip by global norm, the preconditioner of
+    ``config.optimizer``, the scheduled step.
 
     ``chain(clip_by_global_norm(hparams.max_grad_norm), scale_by_adam(eps=config.adam_eps),
     scale_by_schedule(-lr))`` with ``lr`` the :func:`learning_rate_schedule` of the
-    optimizer's own update count. The learning rate and the clip norm are read from
+    optimizer's own update count. ``"adamw"`` adds :func:`add_decayed_weights` of
+    ``hparams.weight_decay`` after Adam; ``"muon"`` puts :func:`scale_by_muon` in Adam's place
+    (and decays likewise). The learning rate and the clip norm are read from
     ``hparams`` at every update, so they can change (or be swept under vmap) without
     rebuilding anything or recompiling.
 
@@ -363,8 +510,21 @@ def make_optimizer(config: Any) -> GradientTransformation:
         (tensor([ 0.9000, -0.9000]), tensor(1))
     """
     learning_rate = learning_rate_schedule(config)
+    kind = getattr(config, "optimizer", "adam")
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {kind!r}; choose one of {', '.join(map(repr, OPTIMIZERS))}")
+    decay = add_decayed_weights(lambda hparams: hparams.weight_decay)
+    steps = {
+        "adam": (scale_by_adam(eps=config.adam_eps),),  # no decay (PPOConfig refuses weight_decay > 0 with adam)
+        "adamw": (scale_by_adam(eps=config.adam_eps), decay),
+        "muon": (scale_by_muon(eps=config.adam_eps), decay),
+    }[kind]
     return chain(
         clip_by_global_norm(lambda hparams: hparams.max_grad_norm),
-        scale_by_adam(eps=config.adam_eps),
+        *steps,
         scale_by_schedule(lambda count, hparams: -learning_rate(count, hparams)),
     )
+
+
+#: ``PPOConfig.optimizer`` values :func:`make_optimizer` builds.
+OPTIMIZERS = ("adam", "adamw", "muon")

@@ -23,13 +23,15 @@ from tensordict import TensorDict
 
 import functional_rl.kernel.random as jr
 from functional_rl.kernel.advantages import compute_advantages
-from functional_rl.kernel.losses import LossFn, ppo_loss
+from functional_rl.kernel.distributions import mask_logits
+from functional_rl.kernel.losses import LossFn, ppo_loss, sequence_outputs
 from functional_rl.kernel.optim import GradientTransformation, apply_updates, global_norm
 from functional_rl.kernel.parallel import AllReduce, sum_over_processes
+from functional_rl.kernel.vtrace import compute_vtrace
 
 __all__ = [
     "MINIBATCH_KEYS", "OPTIONAL_MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
-    "update_minibatch", "gradient_stats", "sequence_order", "grad_and_aux",
+    "update_minibatch", "gradient_stats", "sequence_order", "grad_and_aux", "vtrace_batch",
 ]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
@@ -87,6 +89,65 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
         sequences = {k: v.transpose(0, 1).contiguous() for k, v in data.items() if k != "carry"}
         return {**sequences, "carry": data["carry"][0].contiguous()}
     return {k: v.reshape(T * B, *v.shape[2:]) for k, v in data.items()}
+
+
+def vtrace_batch(params: Any, batch: Mapping[str, torch.Tensor], hparams: Any, *, policy: Any, num_steps: int) -> dict[str, torch.Tensor]:
+    """``batch`` with V-trace advantages and value targets for the policy ``params`` now is
+    (``PPOConfig.vtrace``: called before every epoch). Pure; no gradient flows.
+
+    The log importance ratio of every stored step is ``log pi_params(a_t | x_t) -
+    log mu(a_t | x_t)``, ``mu`` the rollout's policy (``batch["log_prob"]``), recomputed with
+    one forward pass over the whole batch (a recurrent policy replays every env's sequence).
+    :func:`~functional_rl.kernel.vtrace.compute_vtrace` then gives the value targets
+    ``returns = v_s`` (``rho_bar = hparams.vtrace_rho_clip``, ``c_bar =
+    hparams.vtrace_c_clip``, ``gamma``, ``lambda = gae_lambda``) and ``advantage = v_s -
+    value``, the clipped-ratio form of GAE's recursion ``A_t = rho_t delta_t + gamma lambda
+    c_t A_{t+1}``. Not IMPALA's
+    policy-gradient advantage ``rho_t (r_t + gamma v_{s,t+1} - V_t)``: PPO's ratio already
+    weights the policy gradient by ``pi / mu``, and weighting the advantage by ``rho`` again
+    would count it twice. ``value`` stays the rollout's. In the first epoch the ratio is 1 (up
+    to rounding), so with both clips at least 1 this is GAE exactly; in later epochs it
+    corrects the targets for how far the updates moved the policy from the one that acted.
+
+    Args:
+        batch: :func:`batch_arrays`'s layout: ``[T * B, ...]`` (index ``t * B + b``), or a
+            recurrent policy's ``[B, T, ...]`` sequences with ``carry [B, C]``.
+        hparams: ``gamma``, ``gae_lambda``, ``vtrace_rho_clip``, ``vtrace_c_clip``.
+        num_steps: ``T``.
+
+    Returns:
+        The entries of ``batch`` with ``advantage`` and ``returns`` replaced (same layout).
+
+    Example (with the parameters that acted the ratio is 1, and V-trace is GAE):
+        >>> from functional_rl.kernel.config import Hyperparams
+        >>> kernel = frl.make_kernel(cfg, env, policy)
+        >>> _, trajectory = frl.rollout(state, cfg.num_steps, kernel.rollout_step, kernel.critic)
+        >>> hp = Hyperparams.from_config(cfg)
+        >>> data = batch_arrays(trajectory, hp)
+        >>> again = vtrace_batch(state.learner.params, data, hp, policy=policy, num_steps=cfg.num_steps)
+        >>> bool(torch.allclose(again["advantage"], data["advantage"], atol=1e-5))
+        True
+    """
+    data = {k: batch[k] for k in batch.keys()}
+    recurrent = "carry" in data
+    with torch.no_grad():
+        outputs, flat = sequence_outputs(policy, params, data) if recurrent else (policy.apply(params, data["obs"]), data)
+        outputs = mask_logits(outputs, flat.get("action_mask"))
+        log_rho = policy.distribution.log_prob(outputs, flat["action"]) - flat["log_prob"]
+    T = num_steps
+    B = data["reward"].shape[0] if recurrent else data["reward"].shape[0] // T
+
+    def time_major(x: torch.Tensor) -> torch.Tensor:  # the batch's layout -> [T, B]
+        return x.reshape(B, T).t() if recurrent else x.reshape(T, B)
+
+    names = ("reward", "value", "next_value", "terminated", "truncated")
+    _, vs = compute_vtrace(
+        *(time_major(data[k]) for k in names), time_major(log_rho), gamma=hparams.gamma, gae_lambda=hparams.gae_lambda,
+        rho_bar=hparams.vtrace_rho_clip, c_bar=hparams.vtrace_c_clip,
+    )
+    back = (lambda x: x.t().contiguous()) if recurrent else (lambda x: x.reshape(T * B))
+    returns = back(vs)
+    return {**data, "advantage": returns - data["value"], "returns": returns}
 
 
 def sequence_order(key: torch.Tensor, env_ids: torch.Tensor, num_minibatches: int) -> torch.Tensor:

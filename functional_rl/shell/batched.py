@@ -35,7 +35,7 @@ from functional_rl.kernel.iteration import StepFns
 from functional_rl.kernel.recurrent import is_recurrent
 from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
-from functional_rl.kernel.update import batch_arrays
+from functional_rl.kernel.update import batch_arrays, vtrace_batch
 from functional_rl.shell.build import (
     ROLLOUT_OPTIONS, as_batch, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout, plain_args,
 )
@@ -207,6 +207,7 @@ def make_agents_kernel(
         # The C++ wrapper's code for the vmapped scan segfaults when called (torch 2.13, CPU):
         # the agents' rollout keeps inductor's Python wrapper.
         run_rollout = as_trajectory(maybe_compile(agents_rollout, options=inductor_options({**ROLLOUT_OPTIONS, "cpp_wrapper": False}, compile_options)))
+    revalue = _vmapped(functools.partial(vtrace_batch, policy=policy, num_steps=config.num_steps), in_dims=(0, 0, 0))
     return dataclasses.replace(
         one,
         rollout=run_rollout,
@@ -216,6 +217,7 @@ def make_agents_kernel(
         epoch_minibatches=plain_args(maybe_compile(_contiguous_key(
             _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))))),
         update=agents_update if is_recurrent(policy) else maybe_compile(agents_update),  # as make_kernel
+        vtrace_batch=as_batch(revalue if is_recurrent(policy) or not config.vtrace else maybe_compile(revalue), batch_ndim=2),
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
         compiled=compile,
     )

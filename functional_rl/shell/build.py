@@ -27,7 +27,7 @@ from functional_rl.kernel.recurrent import is_recurrent
 from functional_rl.kernel.rollout import env_action_mask, policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
-from functional_rl.kernel.update import batch_arrays, epoch_minibatches, make_batch, update_minibatch
+from functional_rl.kernel.update import batch_arrays, epoch_minibatches, make_batch, update_minibatch, vtrace_batch
 from functional_rl.shell.checks import check_action_mask, check_policy, check_state, require_policy
 
 __all__ = ["make_kernel", "build", "default_policy", "compiler", "own_code", "allow_scan_in_compile_cache"]
@@ -159,12 +159,14 @@ def plain_args(fn: Any) -> Any:
 
 def as_batch(fn: Any, batch_ndim: int) -> Any:
     """Wrap ``fn(trajectory, hparams) -> dict`` (:func:`~functional_rl.kernel.update.batch_arrays`,
-    compiled or vmapped) to take a TensorDict trajectory and return a TensorDict batch whose
-    batch size is the leading ``batch_ndim`` dims (``[N]``; ``[A, N]`` for many agents)."""
+    compiled or vmapped; or any function of TensorDicts returning a batch's dict, such as
+    :func:`~functional_rl.kernel.update.vtrace_batch`) to take TensorDicts and return a
+    TensorDict batch whose batch size is the leading ``batch_ndim`` dims (``[N]``; ``[A, N]``
+    for many agents)."""
     plain = plain_args(fn)
 
-    def make_batch(trajectory, hparams):
-        data = plain(trajectory, hparams)
+    def make_batch(*args):
+        data = plain(*args)
         return TensorDict(data, batch_size=data["reward"].shape[:batch_ndim])
 
     return make_batch
@@ -311,12 +313,15 @@ def make_kernel(
     # A recurrent policy's update runs eagerly: it replays T steps, and torch 2.13 can neither
     # differentiate a scan under torch.func.grad nor compile the unrolled loop in reasonable time.
     compiled_update = update if is_recurrent(policy) else maybe_compile(update, **update_extra)
+    revalue = functools.partial(vtrace_batch, policy=policy, num_steps=config.num_steps)
+    revalue = as_batch(revalue if is_recurrent(policy) or not config.vtrace else maybe_compile(revalue), batch_ndim=1)
     return StepFns(
         config=config, env=env, env_params=env_params, policy=policy, custom_losses=custom_losses,
         rollout=run_rollout, rollout_step=step, critic=policy.value, make_batch=batch_fn,
         epoch_minibatches=minibatches,
         update=compiled_update, finish=functools.partial(iteration_metrics, **collective),
-        learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, **collective,
+        learning_rate=learning_rate_schedule(config), compiled=compile, curriculum=curriculum, vtrace_batch=revalue,
+        **collective,
     )
 
 

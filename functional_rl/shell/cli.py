@@ -139,6 +139,26 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _lift_schedules(sets: dict[str, Any]) -> dict[str, Any]:
+    """``--set NAME.schedule=SPEC`` -> ``schedules[NAME] = SPEC`` (beside any ``--set schedules={...}``).
+
+    >>> _lift_schedules({"ent_coef.schedule": "cosine:end=0", "gamma": 0.9})
+    {'gamma': 0.9, 'schedules': {'ent_coef': 'cosine:end=0'}}
+    """
+    dotted = {k[: -len(".schedule")]: v for k, v in sets.items() if k.endswith(".schedule")}
+    if not dotted:
+        return sets
+    out = {k: v for k, v in sets.items() if not k.endswith(".schedule")}
+    given = out.get("schedules", {})
+    if not isinstance(given, dict):
+        raise UsageError(f"--set schedules={short(given)} must be an object, e.g. '{{\"ent_coef\": \"cosine:end=0\"}}'")
+    for name, spec in dotted.items():
+        if name in given and given[name] != spec:
+            raise UsageError(f"--set {name}.schedule and --set schedules both schedule {name}; give it once")
+    out["schedules"] = {**given, **{name: str(spec) for name, spec in dotted.items()}}
+    return out
+
+
 def _load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
@@ -189,7 +209,7 @@ def _make_config(args: argparse.Namespace):
     override the file; two sources on the command line that disagree are refused, and so is an
     ``env_id`` in the file or ``--set`` that differs from the positional ENV_ID."""
     from_file = _load_config_file(args.config) if getattr(args, "config", None) else {}
-    sets = _parse_sets(args.set or [])
+    sets = _lift_schedules(_parse_sets(args.set or []))
     for where, given in ((f"config file {short(args.config)}", from_file), ("--set", sets)):
         if "env_id" in given and given["env_id"] != args.env_id:
             raise UsageError(f"{where} sets env_id={short(given['env_id'])} but the command line names "
@@ -818,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "tensorboard/ and learning_curve.png into the run dir.")
     train.add_argument("env_id", help="environment id, see `functional-rl list-envs`")
     train.add_argument("--config", metavar="FILE", help="a .toml or .json file of PPOConfig fields")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable); NAME.schedule=SPEC schedules a hyperparameter, e.g. ent_coef.schedule=cosine:end=0")
     train.add_argument("--total-timesteps", type=_positive, dest="total_timesteps", metavar="N",
                        help="environment steps to train for (summed over envs)")
     train.add_argument("--seed", type=int, metavar="S", help="the run's seed")

@@ -109,9 +109,11 @@ def check_config_dict(d: Mapping[str, Any]) -> None:
                 raise wrong("an integer")
             if not -_INT64 <= value < _INT64:
                 raise ConfigError(f"{key}={short(value)} does not fit a 64-bit integer")
-        elif kind == "float":
+        elif kind in ("float", "float | None"):
+            if value is None and kind == "float | None":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise wrong("a number")
+                raise wrong("a number" if kind == "float" else "a number or null")
             try:
                 float(value)
             except OverflowError:
@@ -122,6 +124,9 @@ def check_config_dict(d: Mapping[str, Any]) -> None:
         elif kind == "str":
             if not isinstance(value, str):
                 raise wrong("a string")
+        elif kind == "tuple[tuple[str, str], ...]":  # schedules
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise wrong('an object of hyperparameter names to schedule strings, e.g. {"ent_coef": "cosine:end=0"}')
         elif kind == "tuple[int, ...]":
             if (not isinstance(value, (list, tuple)) or not value
                     or any(isinstance(h, bool) or not isinstance(h, int) for h in value)):
