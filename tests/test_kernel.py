@@ -108,6 +108,36 @@ def test_scheduled_hyperparameters_move_every_iteration_without_recompiling(comp
     assert float(state.learner.hparams.ent_coef) == pytest.approx(TINY.ent_coef)  # the base stays in the state
 
 
+def test_target_kl_masks_the_updates_after_the_kl_passes_it_without_recompiling(compiled):
+    """With a KL target below any moved policy's KL the iteration stops at the first update
+    whose minibatch KL exceeds it (the very first has ratio 1, KL ~ 0): the parameters are
+    exactly those of the updates that ran, replayed one by one, and the compiled graphs run
+    as they are (the mask is applied outside them, with tensors)."""
+    import dataclasses
+
+    state, kernel = compiled
+    state, _ = run(state, kernel, 1)
+    stopping = dataclasses.replace(kernel, config=TINY.replace(target_kl=1e-12))
+    tiny = state.replace(learner=state.learner.replace(hparams=state.learner.hparams.replace(target_kl=torch.tensor(1e-12))))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        after, m = frl.train_iteration(tiny, stopping)
+        ran = int(m["updates_run"])
+        s1, trajectory = kernel.rollout(tiny)
+        batch = kernel.make_batch(trajectory, tiny.learner.hparams)
+        key, params, opt_state, done = s1.key, s1.learner.params, s1.learner.opt_state, 0
+        while done < ran:  # replay the updates that ran
+            key, mbs = kernel.epoch_minibatches(key, s1.envs.env_ids, batch)
+            for i in range(min(TINY.num_minibatches, ran - done)):
+                params, opt_state, _ = kernel.update(params, opt_state, {k: v[i] for k, v in mbs.items()}, s1.learner.hparams)
+                done += 1
+    assert 1 <= ran <= 2 < TINY.update_epochs * TINY.num_minibatches
+    for a, b in zip(leaves(after.learner.params), leaves(params)):
+        assert torch.equal(a, b)
+    assert int(after.learner.num_updates) == int(state.learner.num_updates) + TINY.update_epochs * TINY.num_minibatches
+    _, m = frl.train_iteration(state, dataclasses.replace(kernel, config=TINY.replace(target_kl=1e9)))
+    assert float(m["updates_run"]) == TINY.update_epochs * TINY.num_minibatches
+
+
 def test_train_iteration_is_pure_and_deterministic(compiled):
     _, kernel = build(TINY, compile=False)
     state = frl.TrainerState.create(TINY, kernel.env, kernel.policy)

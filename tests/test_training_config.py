@@ -26,7 +26,7 @@ CUSTOM = {
         "clip_vloss": False, "norm_adv": False, "ent_coef": 0.002, "vf_coef": 0.25, "max_grad_norm": 1.5,
         "update_epochs": 3, "num_minibatches": 8, "adam_eps": 1e-7, "normalize_obs": True, "normalize_reward": True,
         "vf_clip_coef": 0.3, "optimizer": "adamw", "weight_decay": 0.01, "vtrace": True, "vtrace_rho_clip": 0.9,
-        "vtrace_c_clip": 0.8, "schedules": {"ent_coef": "cosine:end=0"},
+        "vtrace_c_clip": 0.8, "schedules": {"ent_coef": "cosine:end=0"}, "target_kl": 0.02,
     },
 }
 

@@ -204,6 +204,7 @@ class PPOSection:
         vtrace: V-trace advantages and value targets, recomputed before every epoch.
         vtrace_rho_clip: V-trace's ``rho_bar``.
         vtrace_c_clip: V-trace's ``c_bar``.
+        target_kl: stop an iteration's updates once the approximate KL passes it; null: never.
         ent_coef: entropy bonus coefficient.
         vf_coef: value loss coefficient.
         max_grad_norm: global gradient norm clip.
@@ -237,6 +238,7 @@ class PPOSection:
     vtrace: bool = _DEFAULTS.vtrace
     vtrace_rho_clip: float = _DEFAULTS.vtrace_rho_clip
     vtrace_c_clip: float = _DEFAULTS.vtrace_c_clip
+    target_kl: float | None = _DEFAULTS.target_kl
     ent_coef: float = _DEFAULTS.ent_coef
     vf_coef: float = _DEFAULTS.vf_coef
     max_grad_norm: float = _DEFAULTS.max_grad_norm

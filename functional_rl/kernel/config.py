@@ -112,6 +112,10 @@ class PPOConfig:
             that acted (:func:`~functional_rl.kernel.update.vtrace_batch`); off: GAE once.
         vtrace_rho_clip: V-trace's ``rho_bar`` (> 0), the clip of the ratio in the advantage.
         vtrace_c_clip: V-trace's ``c_bar`` (> 0), the clip of the ratio in the traces.
+        target_kl: stop an iteration's updates once a minibatch's approximate KL
+            (``approx_kl``) exceeds it (the later updates are masked in the graph: no host
+            sync); ``None`` (the default) never stops. The metric ``updates_run`` counts the
+            updates that ran.
         ent_coef: entropy bonus coefficient (>= 0).
         vf_coef: value loss coefficient (>= 0).
         max_grad_norm: global gradient norm clip (> 0).
@@ -174,6 +178,7 @@ class PPOConfig:
     vtrace: bool = False
     vtrace_rho_clip: float = 1.0
     vtrace_c_clip: float = 1.0
+    target_kl: float | None = None
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -279,6 +284,10 @@ class PPOConfig:
             v = self.vf_clip_coef
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 bad("vf_clip_coef", "must be a number > 0, or None to use clip_coef")
+        if self.target_kl is not None:
+            v = self.target_kl
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                bad("target_kl", "must be a number > 0 (CleanRL suggests 0.01 to 0.05), or None never to stop early")
         if self.weight_decay < 0:
             bad("weight_decay", "must be >= 0")
         if self.weight_decay > 0 and self.optimizer == "adam":
@@ -356,7 +365,7 @@ class PPOConfig:
 
 
 HYPERPARAM_NAMES = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "vf_clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-                    "weight_decay", "vtrace_rho_clip", "vtrace_c_clip")
+                    "weight_decay", "vtrace_rho_clip", "vtrace_c_clip", "target_kl")
 
 
 @pytree_dataclass
@@ -385,6 +394,7 @@ class Hyperparams:
     weight_decay: torch.Tensor
     vtrace_rho_clip: torch.Tensor
     vtrace_c_clip: torch.Tensor
+    target_kl: torch.Tensor
 
     @classmethod
     def from_config(cls, config: PPOConfig, device: str | torch.device | None = None) -> Hyperparams:
@@ -397,6 +407,8 @@ class Hyperparams:
         values = {n: getattr(config, n) for n in HYPERPARAM_NAMES}
         if values["vf_clip_coef"] is None:
             values["vf_clip_coef"] = config.clip_coef
+        if values["target_kl"] is None:  # never stops (the check is skipped altogether)
+            values["target_kl"] = math.inf
         return cls(**{n: torch.tensor(float(v), dtype=torch.float32, device=dev) for n, v in values.items()})
 
 

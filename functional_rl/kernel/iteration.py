@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from tensordict import TensorDict
 
 from functional_rl.kernel.config import PPOConfig
@@ -113,7 +114,8 @@ def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns, hparams: A
             takes ``state.learner.hparams`` as they are.
 
     Returns:
-        ``(state, metrics)`` with metrics averaged over the minibatches.
+        ``(state, metrics)`` with metrics averaged over the minibatches (over those that ran,
+        with ``config.target_kl``; ``updates_run`` counts them).
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -123,15 +125,59 @@ def train_epoch(state: TrainerState, batch: TensorDict, fns: StepFns, hparams: A
         >>> int(new_state.learner.num_updates), metrics["policy_loss"].shape
         (2, torch.Size([]))
     """
+    state, metrics, _ = _epoch(state, batch, fns, hparams, None)
+    return state, metrics
+
+
+def _epoch(state: TrainerState, batch: TensorDict, fns: StepFns, hparams: Any, stopped: torch.Tensor | None):
+    """:func:`train_epoch`, carrying ``stopped`` (bool, 0-d or ``[A]``): with
+    ``config.target_kl`` set, an update whose minibatch's ``approx_kl`` (averaged over
+    processes) exceeds ``hparams.target_kl`` stops the iteration: the updates after it are
+    computed but masked out (``torch.where`` on the parameters and the optimizer's float
+    state), so nothing syncs with the host and nothing recompiles."""
     key, minibatches = fns.epoch_minibatches(state.key, state.envs.env_ids, batch)
     learner = state.learner
     hparams = learner.hparams if hparams is None else hparams
-    params, opt_state, history = learner.params, learner.opt_state, []
+    early = fns.config.target_kl is not None
+    if early and stopped is None:
+        stopped = torch.zeros_like(learner.num_updates, dtype=torch.bool)
+    params, opt_state, history, ran = learner.params, learner.opt_state, [], []
     for i in range(fns.config.num_minibatches):
-        params, opt_state, m = fns.update(params, opt_state, {k: v[i] for k, v in minibatches.items()}, hparams)
+        new_params, new_opt_state, m = fns.update(params, opt_state, {k: v[i] for k, v in minibatches.items()}, hparams)
         history.append(m)
+        if not early:
+            params, opt_state = new_params, new_opt_state
+            continue
+        ran.append(~stopped)
+        params, opt_state = _keep_where(stopped, params, new_params), _keep_where(stopped, opt_state, new_opt_state)
+        stopped = stopped | (_process_mean(m["approx_kl"], fns) > hparams.target_kl)
     learner = learner.replace(params=params, opt_state=opt_state, num_updates=learner.num_updates + fns.config.num_minibatches)
-    return state.replace(learner=learner, key=key), mean_metrics(history)
+    if not early:
+        return state.replace(learner=learner, key=key), mean_metrics(history), stopped
+    weights = torch.stack(ran).to(torch.float32)  # [M] or [M, A]
+    count = weights.sum(0)
+    metrics = {k: (torch.stack([h[k] for h in history]) * weights).sum(0) / count.clamp(min=1.0) for k in history[0]}
+    return state.replace(learner=learner, key=key), {**metrics, "updates_run": count}, stopped
+
+
+def _keep_where(stopped: torch.Tensor, old: Any, new: Any) -> Any:
+    """``old`` where ``stopped`` (per agent: ``stopped`` broadcasts over each leaf's trailing
+    dims), else ``new``; integer leaves (step counters) always take ``new``, so the
+    optimizer's schedule stays tied to the iteration."""
+
+    def pick(o, n):
+        if not isinstance(n, torch.Tensor) or not n.is_floating_point():
+            return n
+        return torch.where(stopped.reshape(stopped.shape + (1,) * (n.dim() - stopped.dim())), o, n)
+
+    return pytree.tree_map(pick, old, new)
+
+
+def _process_mean(x: torch.Tensor, fns: StepFns) -> torch.Tensor:
+    """``x`` averaged over the processes of a data-parallel run (all decide alike)."""
+    if fns.all_reduce is None:
+        return x
+    return fns.all_reduce(x.reshape(-1)).reshape(x.shape) / fns.world_size
 
 
 def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFns) -> tuple[TrainerState, TensorDict, dict[str, torch.Tensor]]:
@@ -160,12 +206,17 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
     batch = fns.make_batch(trajectory, hparams)
     if fns.config.vtrace and fns.vtrace_batch is None:
         raise ValueError("config.vtrace is on but these step functions have no vtrace_batch: build them with make_kernel")
-    epoch_metrics = []
+    epoch_metrics, stopped = [], None
     for _ in range(fns.config.update_epochs):
         if fns.config.vtrace:  # targets for the policy as it is now
             batch = fns.vtrace_batch(state.learner.params, batch, hparams)
-        state, m = train_epoch(state, batch, fns, hparams)
+        state, m, stopped = _epoch(state, batch, fns, hparams, stopped)
         epoch_metrics.append(m)
+    if stopped is not None:  # target_kl: metrics over the updates that ran, and their count
+        counts = torch.stack([m.pop("updates_run") for m in epoch_metrics])
+        total = counts.sum(0)
+        epoch_metrics = [{k: sum(m[k] * c for m, c in zip(epoch_metrics, counts)) / total.clamp(min=1.0) for k in epoch_metrics[0]}]
+        epoch_metrics[0]["updates_run"] = total
     scheduled = {f"schedule/{name}": getattr(hparams, name) for name, _ in fns.config.schedules if name != "learning_rate"}
     return state, batch, {**mean_metrics(epoch_metrics), **scheduled, "learning_rate": lr}
 
