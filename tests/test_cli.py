@@ -259,6 +259,7 @@ ERRORS = [
     (["train", "CartPole-v1", "--set", "ent_coef.schedule=cosin"], "unknown kind 'cosin'"),
     (["train", "CartPole-v1", "--set", "learning_rate.schedule=cosine"], "set anneal_lr=False"),
     (["train", "CartPole-v1", "--set", "vf_clip_coef=wide"], "vf_clip_coef='wide' has type str; expected a number or null"),
+    (["train", "CartPole-v1", "--initial-policy", "no_such_policy"], "--initial-policy: "),
     (["train", "CartPole-v1", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["train"], "the following arguments are required: env_id"),
     (["resume", "no/such/run"], "run dir 'no/such/run' does not exist"),

@@ -227,3 +227,30 @@ def test_save_errors(tmp_path, cartpole):
     with pytest.raises(TypeError, match="metadata"):
         store.save("t", params, policy, {"when": object()}, env=env)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.frl"]  # failed saves wrote nothing
+
+
+def test_initial_policy_starts_a_fresh_run_from_a_stored_policy(tmp_path):
+    """The reference trainer's initial_policy: the run's first parameters are the record's;
+    everything else is a fresh run's. A record of another architecture, or a given state,
+    is refused with a message that says what to do."""
+    import torch.utils._pytree as pytree
+
+    import functional_rl as frl
+    from functional_rl.shell.build import build
+
+    cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, update_epochs=1, total_timesteps=32, hidden_sizes=(8,))
+    fresh, kernel = build(cfg)
+    teacher = pytree.tree_map(lambda p: p + 0.5, fresh.learner.params)
+    store = PolicyStore(tmp_path)
+    store.save("teacher", teacher, kernel.policy, {"agent_step": 1000}, env=kernel.env)
+    started, history = frl.functional_training_loop(cfg, compile=False, initial_policy="teacher", policy_store=store, max_iterations=0)
+    assert history == [] and all(torch.equal(a, b) for a, b in zip(pytree.tree_leaves(started.learner.params), pytree.tree_leaves(teacher)))
+    assert int(started.agent_step) == 0
+    trained, _ = frl.functional_training_loop(cfg, compile=False, initial_policy=store.path("teacher"))
+    assert int(trained.agent_step) == 32
+    wide = make_mlp_policy(kernel.env.observation_space, kernel.env.action_space, (16,))
+    store.save("wide", wide.init(jr.key(0)), wide, {}, env=kernel.env)
+    with pytest.raises(ValueError, match=r"parameter .* is \(16, 4\) but this run's policy has \(8, 4\)"):
+        frl.functional_training_loop(cfg, compile=False, initial_policy="wide", policy_store=store)
+    with pytest.raises(ValueError, match="already has its parameters"):
+        frl.functional_training_loop(cfg, compile=False, initial_policy="teacher", policy_store=store, state=fresh)

@@ -5,7 +5,7 @@
     functional-rl train ENV_ID [--config FILE.toml|.json] [--set key=value ...]
                                [--total-timesteps N] [--seed S] [--run-dir DIR] [--no-compile]
                                [--checkpoint-every-s SECONDS | --checkpoint-every N] [--keep-last K] [--eval-every N]
-                               [--stop-after-iterations K]
+                               [--stop-after-iterations K] [--initial-policy URI]
     functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
     functional-rl eval RUN_DIR [--episodes N] [--seed S]
     functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE]
@@ -239,6 +239,23 @@ def _make_policy(config, env):
     from functional_rl.shell.build import default_policy
 
     return default_policy(config, env)
+
+
+def _initial_policy(uri: str | None, config, env):
+    """The record ``--initial-policy`` names, checked against the run's policy (a UsageError
+    names what does not fit), or ``None``."""
+    if uri is None:
+        return None
+    from functional_rl.kernel.state import TrainerState
+    from functional_rl.shell.checkpoint import CheckpointError
+    from functional_rl.shell.policy_store import PolicyStore, PolicyStoreError, start_from
+
+    try:
+        record = PolicyStore(".").load(uri)
+        start_from(TrainerState.create(config, env, _make_policy(config, env)), record)
+    except (PolicyStoreError, CheckpointError, ValueError) as e:
+        raise UsageError(f"--initial-policy: {e}") from e
+    return record
 
 
 def _write_atomic(path: Path, data: str | bytes) -> None:
@@ -504,7 +521,7 @@ def _train(args: argparse.Namespace, config, run_dir: Path, state, compile: bool
     callbacks = _callbacks(args, run_dir, env, policy, compile, purge_step) if main else []
     try:
         functional_training_loop(config, env=env, policy=policy, state=state, callbacks=callbacks, compile=compile,
-                                 max_iterations=args.stop_after_iterations)
+                                 max_iterations=args.stop_after_iterations, initial_policy=getattr(args, "initial_record", None))
     except KeyboardInterrupt:
         if main:
             print(f"functional-rl: interrupted; the last good state is checkpointed. Continue with: "
@@ -536,6 +553,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _make_config(args)
     env = _make_env(config.env_id)  # an unknown id fails before anything is written
     _check_config(config, env)
+    args.initial_record = _initial_policy(args.initial_policy, config, env)
     replica, config = _join(config, args.argv)
     locks: list[RunDirLock] = []
 
@@ -845,6 +863,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", dest="run_dir",
                        help="the run directory (default runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS})")
     train.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile)")
+    train.add_argument("--initial-policy", dest="initial_policy", metavar="URI",
+                       help="start from a stored policy's parameters: a policy record's name, path or file:// URI")
     _add_run_options(train)
     train.set_defaults(func=cmd_train)
 

@@ -22,6 +22,7 @@ from functional_rl.kernel.state import TrainerState
 from functional_rl.shell.callbacks import PolicySaver
 from functional_rl.shell.build import build, resolve_env_policy
 from functional_rl.shell.checks import check_callbacks, check_policy, check_step_output, require_state
+from functional_rl.shell.policy_store import start_from
 
 __all__ = [
     "functional_training_loop",
@@ -164,6 +165,7 @@ def functional_training_loop(
     curriculum: Any = None,
     scan_rollout: bool | None = None,
     policy_store: Any = None,
+    initial_policy: Any = None,
 ) -> tuple[TrainerState, list[dict[str, float]]]:
     """Train until ``config.num_iterations`` iterations are done; return ``(state, history)``.
 
@@ -199,6 +201,11 @@ def functional_training_loop(
         policy_store: a :class:`~functional_rl.shell.policy_store.PolicyStore` (or a directory):
             the final policy is saved there as a record (:class:`~functional_rl.shell.callbacks.PolicySaver`;
             add a ``PolicySaver(every=N)`` callback for periodic ones).
+        initial_policy: start a fresh run from a stored policy's parameters (the reference
+            trainer's ``initial_policy``): a :class:`~functional_rl.shell.policy_store.PolicyRecord`,
+            or a name, path or ``file://`` URI resolved by ``policy_store`` (default: the
+            current directory); :func:`~functional_rl.shell.policy_store.start_from`. Not
+            with ``state``, which already has its parameters.
 
     Data parallel: launched by ``torchrun`` (or inside an initialised default process group)
     the loop trains one share of a data-parallel run (:mod:`functional_rl.shell.distributed`):
@@ -239,6 +246,9 @@ def functional_training_loop(
         raise TypeError(f"step_fn must be a function (state, kernel) -> (state, metrics), got {type(step_fn).__name__}")
     if state is not None:
         require_state(state)
+        if initial_policy is not None:
+            raise ValueError("initial_policy starts a fresh run from a stored policy; the given state (a checkpoint?) "
+                             "already has its parameters: pass one of them")
     replica = distributed.setup(config.device)
     try:
         if replica is not None:
@@ -252,6 +262,8 @@ def functional_training_loop(
             env_params=env_params, compile_options=compile_options, curriculum=curriculum, replica=replica,
             scan_rollout=scan_rollout,
         )
+        if initial_policy is not None:
+            state = start_from(state, initial_policy, policy_store)
         if policy_store is not None and (replica is None or replica.is_main):
             callbacks = (*callbacks, PolicySaver(policy_store, kernel.policy, kernel.env))
         return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica=replica)

@@ -56,11 +56,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import torch.utils._pytree as pytree
+
 from functional_rl.shell import checkpoint as ckpt_io
 from functional_rl.envs.base import Box, Dict, Discrete, MultiDiscrete
 from functional_rl.kernel.policies import SPEC_KINDS, Policy, policy_from_spec
 
-__all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND"]
+__all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "encode_space", "decode_space", "RECORD_KIND", "start_from"]
 
 #: ``metadata["kind"]`` of a policy-record file (what tells it from a training checkpoint).
 RECORD_KIND = "functional_rl.policy_record"
@@ -430,6 +432,52 @@ class PolicyStore:
             raise PolicyStoreError(f"{text}: metric= applies only with select=best")
         metric = query["metric"][0] if "metric" in query else "eval_score"
         return Path(unquote(parts.path)), select, metric, text
+
+
+def start_from(state: Any, initial_policy: Any, policy_store: Any = None) -> Any:
+    """``state`` with its parameters replaced by a stored policy's (the reference trainer's
+    ``initial_policy``): a fresh run that starts from a trained policy instead of a random one.
+
+    The optimizer state, counters, keys and envs stay the fresh run's; only
+    ``state.learner.params`` change, to the record's tensors cast to the state's devices and
+    dtypes.
+
+    Args:
+        state: a fresh :class:`~functional_rl.kernel.state.TrainerState`.
+        initial_policy: a :class:`PolicyRecord`, or a name, path or ``file://`` URI that
+            ``policy_store`` (a :class:`PolicyStore` or a directory; default the current
+            directory) resolves with :meth:`PolicyStore.load`.
+
+    Raises:
+        PolicyStoreError: the record cannot be found or read.
+        ValueError: its parameters are not shaped like the run's policy (the message names
+            the first parameter that differs).
+
+    Example:
+        >>> import tempfile, torch, torch.utils._pytree as pytree, functional_rl as frl
+        >>> from functional_rl.shell.build import build
+        >>> cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, hidden_sizes=(8,))
+        >>> state, kernel = build(cfg)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = PolicyStore(d).save("teacher", pytree.tree_map(lambda p: p + 1, state.learner.params), kernel.policy, {}, env=kernel.env)
+        ...     started = start_from(state, "teacher", d)
+        >>> bool(torch.equal(started.learner.params["critic"][0]["b"], state.learner.params["critic"][0]["b"] + 1))
+        True
+    """
+    if not isinstance(initial_policy, PolicyRecord):
+        store = policy_store if isinstance(policy_store, PolicyStore) else PolicyStore(policy_store or ".")
+        initial_policy = store.load(initial_policy)
+    mine, spec = pytree.tree_flatten_with_path(state.learner.params)
+    theirs, their_spec = pytree.tree_flatten_with_path(initial_policy.params)
+    if spec != their_spec:
+        raise ValueError(f"initial policy {initial_policy.uri}: its parameters are structured as {initial_policy.spec} but "
+                         f"this run's policy differs; build the run with the record's architecture (record.make_policy())")
+    for (path, a), (_, b) in zip(mine, theirs):
+        if a.shape != b.shape:
+            raise ValueError(f"initial policy {initial_policy.uri}: parameter {pytree.keystr(path)} is {tuple(b.shape)} "
+                             f"but this run's policy has {tuple(a.shape)}; build the run with the record's architecture")
+    params = pytree.tree_unflatten([b.to(a.device, a.dtype) for (_, a), (_, b) in zip(mine, theirs)], spec)
+    return state.replace(learner=state.learner.replace(params=params))
 
 
 def _check_spec_fits(spec: dict[str, Any], obs_space: Any, act_space: Any, name: str) -> None:
