@@ -28,10 +28,12 @@ VARIANTS = {
     "adam (default)": {},
     "adamw, weight_decay 1e-4": {"optimizer": "adamw", "weight_decay": 1e-4},
     "muon, weight_decay 1e-4": {"optimizer": "muon", "weight_decay": 1e-4},
+    "muon, lr 1e-3, weight_decay 1e-4": {"optimizer": "muon", "weight_decay": 1e-4, "learning_rate": 1e-3},
     "vtrace (rho 1, c 1)": {"vtrace": True},
     "ent_coef cosine to 0": {"schedules": {"ent_coef": "cosine:end=0"}},
     "vf_clip_coef 0.5": {"vf_clip_coef": 0.5},
     "target_kl 0.02": {"target_kl": 0.02},
+    "target_kl 0.005": {"target_kl": 0.005},
 }
 ENVS = {
     "cartpole": (lambda seed: frl.PPOConfig(seed=seed, total_timesteps=500_000), 475.0),
@@ -50,7 +52,7 @@ def windowed(history: list[dict], window: int = 10) -> list[tuple[int, float]]:
     return out
 
 
-def run(variant: dict, env: str, seed: int) -> tuple[float, int | None, float]:
+def run(variant: dict, env: str, seed: int) -> tuple[float, int | None, float, float]:
     make, threshold = ENVS[env]
     config = make(seed).replace(**variant)
     t0 = time.perf_counter()
@@ -58,7 +60,8 @@ def run(variant: dict, env: str, seed: int) -> tuple[float, int | None, float]:
     curve = windowed(history)
     best = max((r for _, r in curve), default=-math.inf)
     first = next((step for step, r in curve if r >= threshold), None)
-    return best, first, time.perf_counter() - t0
+    updates = sum(h.get("updates_run", config.update_epochs * config.num_minibatches) for h in history) / len(history)
+    return best, first, time.perf_counter() - t0, updates
 
 
 def main() -> None:
@@ -73,10 +76,12 @@ def main() -> None:
     for env in a.envs.split(","):
         for name in chosen:
             for seed in map(int, a.seeds.split(",")):
-                best, first, wall = run(VARIANTS[name], env, seed)
-                rows.append([env, name, seed, f"{best:.1f}", f"{first:,}" if first is not None else "not reached", f"{wall:.0f}"])
+                best, first, wall, updates = run(VARIANTS[name], env, seed)
+                rows.append([env, name, seed, f"{best:.1f}", f"{first:,}" if first is not None else "not reached",
+                             f"{updates:.1f}", f"{wall:.0f}"])
                 print(" | ".join(map(str, rows[-1])), flush=True)
-    body = table(["env", "option", "seed", "best 10-iteration mean return", "env steps to threshold", "wall s (incl. compile)"], rows)
+    body = table(["env", "option", "seed", "best 10-iteration mean return", "env steps to threshold",
+                  "updates per iteration (mean)", "wall s (incl. compile)"], rows)
     body += ("\n\nThresholds: CartPole-v1 475, Acrobot-v1 -100, within 500k env steps; compiled, 1 thread. One seed per "
              "row: it shows the option trains, not a ranking (seed-to-seed spread is about 2x in steps).")
     print(body)
