@@ -181,3 +181,62 @@ def test_optimizer_config_errors_say_what_to_do():
         PPOConfig(optimizer="adamw", weight_decay=-1.0)
     with pytest.raises(ValueError, match="vf_clip_coef"):
         PPOConfig(vf_clip_coef=0.0)
+
+
+def test_l2_terms_add_exactly_the_gradient_of_their_losses():
+    k = jr.key(5)
+    params = {"w": jr.normal(k, (3, 2)), "b": jr.normal(jr.fold_in(k, 1), (2,))}
+    start = {n: p + 0.3 for n, p in params.items()}
+    grads = {n: jr.normal(jr.fold_in(k, 7 + i), p.shape) for i, (n, p) in enumerate(params.items())}
+
+    def loss(p):
+        reg = sum((x**2).sum() for x in p.values())
+        init = sum(((x - start[n]) ** 2).sum() for n, x in p.items())
+        return 0.25 * reg + 0.5 * init
+
+    want = torch.func.grad(loss)(params)
+    tx = optim.chain(optim.add_l2_gradient(0.25), optim.add_l2_to_initial(0.5))
+    state = (optim.EmptyState(), optim.add_l2_to_initial(0.5).init(start))
+    got, _ = tx.update(grads, state, params)
+    for n in params:
+        assert torch.allclose(got[n], grads[n] + want[n], atol=1e-6)
+
+
+def test_l2_terms_join_the_optimizer_only_when_configured_and_anchor_at_the_start():
+    import functional_rl as frl
+    from functional_rl.kernel.config import PPOConfig
+
+    assert len(optim.make_optimizer(PPOConfig()).init({"w": torch.zeros(2)})) == 3  # clip, adam, schedule
+    cfg = PPOConfig(l2_reg_loss_coef=0.0, l2_init_loss_coef=1.0, num_envs=2, num_steps=8, num_minibatches=2,
+                    update_epochs=2, total_timesteps=64, hidden_sizes=(8,), learning_rate=1e-2)
+    state = frl.TrainerState.create(cfg, frl.envs.make(cfg.env_id), frl.make_mlp_policy(frl.envs.make(cfg.env_id).observation_space,
+                                                                                         frl.envs.make(cfg.env_id).action_space, (8,)))
+    anchor = state.learner.opt_state[1]
+    assert isinstance(anchor, optim.L2ToInitialState) and torch.equal(anchor.initial["actor"][0]["w"], state.learner.params["actor"][0]["w"])
+
+    def drift(c):
+        run = cfg.replace(l2_init_loss_coef=c)
+        final, _ = frl.functional_training_loop(run, compile=False)
+        start = frl.TrainerState.create(run, frl.envs.make(run.env_id), frl.make_mlp_policy(
+            frl.envs.make(run.env_id).observation_space, frl.envs.make(run.env_id).action_space, (8,))).learner.params
+        return float(global_norm_diff(final.learner.params, start))
+
+    assert drift(50.0) < 0.5 * drift(0.0)  # a strong pull keeps the policy near its start
+
+
+def global_norm_diff(a, b):
+    import torch.utils._pytree as pytree
+
+    return optim.global_norm(pytree.tree_map(lambda x, y: x - y, a, b))
+
+
+def test_sweeping_a_piece_the_config_leaves_out_is_refused():
+    import pytest
+
+    import functional_rl as frl
+
+    cfg = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, total_timesteps=16)
+    with pytest.raises(ValueError, match="cannot sweep target_kl while the config's target_kl is None"):
+        frl.train_many(cfg, seeds=[0], hparams={"target_kl": [0.01, 0.02]}, compile=False)
+    states, _ = frl.train_many(cfg.replace(l2_init_loss_coef=0.0), seeds=[0], hparams={"l2_init_loss_coef": [0.0, 0.1]}, compile=False)
+    assert states.learner.hparams.l2_init_loss_coef.tolist() == pytest.approx([0.0, 0.1])

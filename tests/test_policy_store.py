@@ -246,6 +246,9 @@ def test_initial_policy_starts_a_fresh_run_from_a_stored_policy(tmp_path):
     started, history = frl.functional_training_loop(cfg, compile=False, initial_policy="teacher", policy_store=store, max_iterations=0)
     assert history == [] and all(torch.equal(a, b) for a, b in zip(pytree.tree_leaves(started.learner.params), pytree.tree_leaves(teacher)))
     assert int(started.agent_step) == 0
+    anchored, _ = frl.functional_training_loop(cfg.replace(l2_init_loss_coef=1.0), compile=False, initial_policy="teacher",
+                                               policy_store=store, max_iterations=0)
+    assert torch.equal(anchored.learner.opt_state[0].initial["actor"][0]["w"], teacher["actor"][0]["w"])  # the pull is to the record
     trained, _ = frl.functional_training_loop(cfg, compile=False, initial_policy=store.path("teacher"))
     assert int(trained.agent_step) == 32
     wide = make_mlp_policy(kernel.env.observation_space, kernel.env.action_space, (16,))

@@ -27,6 +27,7 @@ CUSTOM = {
         "update_epochs": 3, "num_minibatches": 8, "adam_eps": 1e-7, "normalize_obs": True, "normalize_reward": True,
         "vf_clip_coef": 0.3, "optimizer": "adamw", "weight_decay": 0.01, "vtrace": True, "vtrace_rho_clip": 0.9,
         "vtrace_c_clip": 0.8, "schedules": {"ent_coef": "cosine:end=0"}, "target_kl": 0.02,
+        "l2_reg_loss_coef": 1e-5, "l2_init_loss_coef": 0.0,
     },
 }
 

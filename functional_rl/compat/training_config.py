@@ -205,6 +205,8 @@ class PPOSection:
         vtrace_rho_clip: V-trace's ``rho_bar``.
         vtrace_c_clip: V-trace's ``c_bar``.
         target_kl: stop an iteration's updates once the approximate KL passes it; null: never.
+        l2_reg_loss_coef: L2 loss on the parameters; null: off.
+        l2_init_loss_coef: L2 loss on the distance to the initial parameters; null: off.
         ent_coef: entropy bonus coefficient.
         vf_coef: value loss coefficient.
         max_grad_norm: global gradient norm clip.
@@ -239,6 +241,8 @@ class PPOSection:
     vtrace_rho_clip: float = _DEFAULTS.vtrace_rho_clip
     vtrace_c_clip: float = _DEFAULTS.vtrace_c_clip
     target_kl: float | None = _DEFAULTS.target_kl
+    l2_reg_loss_coef: float | None = _DEFAULTS.l2_reg_loss_coef
+    l2_init_loss_coef: float | None = _DEFAULTS.l2_init_loss_coef
     ent_coef: float = _DEFAULTS.ent_coef
     vf_coef: float = _DEFAULTS.vf_coef
     max_grad_norm: float = _DEFAULTS.max_grad_norm

@@ -112,6 +112,12 @@ class PPOConfig:
             that acted (:func:`~functional_rl.kernel.update.vtrace_batch`); off: GAE once.
         vtrace_rho_clip: V-trace's ``rho_bar`` (> 0), the clip of the ratio in the advantage.
         vtrace_c_clip: V-trace's ``c_bar`` (> 0), the clip of the ratio in the traces.
+        l2_reg_loss_coef: ``c`` of an L2 loss ``c * sum ||p||^2`` on the parameters
+            (:func:`~functional_rl.kernel.optim.add_l2_gradient`); ``None`` (the default): off.
+        l2_init_loss_coef: ``c`` of ``c * sum ||p - p0||^2``, ``p0`` the parameters the run
+            started from, kept in the optimizer state
+            (:func:`~functional_rl.kernel.optim.add_l2_to_initial`); ``None``: off. Set either to
+            a number (0 included) to sweep or schedule it; ``None`` leaves it out of the graph.
         target_kl: stop an iteration's updates once a minibatch's approximate KL
             (``approx_kl``) exceeds it (the later updates are masked in the graph: no host
             sync); ``None`` (the default) never stops. The metric ``updates_run`` counts the
@@ -179,6 +185,8 @@ class PPOConfig:
     vtrace_rho_clip: float = 1.0
     vtrace_c_clip: float = 1.0
     target_kl: float | None = None
+    l2_reg_loss_coef: float | None = None
+    l2_init_loss_coef: float | None = None
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
@@ -284,6 +292,10 @@ class PPOConfig:
             v = self.vf_clip_coef
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 bad("vf_clip_coef", "must be a number > 0, or None to use clip_coef")
+        for name in ("l2_reg_loss_coef", "l2_init_loss_coef"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+                bad(name, "must be a number >= 0, or None to leave the term out")
         if self.target_kl is not None:
             v = self.target_kl
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -365,7 +377,7 @@ class PPOConfig:
 
 
 HYPERPARAM_NAMES = ("learning_rate", "gamma", "gae_lambda", "clip_coef", "vf_clip_coef", "ent_coef", "vf_coef", "max_grad_norm",
-                    "weight_decay", "vtrace_rho_clip", "vtrace_c_clip", "target_kl")
+                    "weight_decay", "vtrace_rho_clip", "vtrace_c_clip", "target_kl", "l2_reg_loss_coef", "l2_init_loss_coef")
 
 
 @pytree_dataclass
@@ -395,6 +407,8 @@ class Hyperparams:
     vtrace_rho_clip: torch.Tensor
     vtrace_c_clip: torch.Tensor
     target_kl: torch.Tensor
+    l2_reg_loss_coef: torch.Tensor
+    l2_init_loss_coef: torch.Tensor
 
     @classmethod
     def from_config(cls, config: PPOConfig, device: str | torch.device | None = None) -> Hyperparams:
@@ -409,6 +423,8 @@ class Hyperparams:
             values["vf_clip_coef"] = config.clip_coef
         if values["target_kl"] is None:  # never stops (the check is skipped altogether)
             values["target_kl"] = math.inf
+        for name in ("l2_reg_loss_coef", "l2_init_loss_coef"):  # off: not in the optimizer at all
+            values[name] = 0.0 if values[name] is None else values[name]
         return cls(**{n: torch.tensor(float(v), dtype=torch.float32, device=dev) for n, v in values.items()})
 
 

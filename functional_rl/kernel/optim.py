@@ -54,6 +54,9 @@ __all__ = [
     "scale_by_muon",
     "muon",
     "OPTIMIZERS",
+    "add_l2_gradient",
+    "L2ToInitialState",
+    "add_l2_to_initial",
 ]
 
 
@@ -289,6 +292,68 @@ def add_decayed_weights(weight_decay: Any) -> GradientTransformation:
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
+def add_l2_gradient(coef: Any) -> GradientTransformation:
+    """Add the gradient of the L2 loss ``coef * sum_i ||p_i||^2``: ``g + 2 coef p`` (the
+    reference trainer's ``l2_reg_loss_coef``; ``coef`` a number, a tensor or ``hparams -> tensor``).
+
+    Put it first in a chain, where the loss's own gradient would be (before clipping and
+    Adam), so it is exactly an L2 term in the loss.
+
+    Example:
+        >>> import torch
+        >>> tx = add_l2_gradient(0.5)
+        >>> tx.update({"w": torch.zeros(2)}, tx.init(None), {"w": torch.tensor([1.0, -2.0])})[0]["w"]
+        tensor([ 1., -2.])
+    """
+
+    def update(updates, state, params=None, hparams=None):
+        if params is None:
+            raise ValueError("add_l2_gradient needs the parameters: call update(updates, state, params)")
+        c = _resolve(coef, hparams)
+        return _map(lambda g, p: g + 2 * c * p, updates, params), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+@pytree_dataclass
+class L2ToInitialState:
+    """The parameters :func:`add_l2_to_initial` pulls toward: a copy of those it was initialised with.
+
+    Example:
+        >>> import torch
+        >>> add_l2_to_initial(0.1).init({"w": torch.ones(2)}).initial["w"]
+        tensor([1., 1.])
+    """
+
+    initial: Any
+
+
+def add_l2_to_initial(coef: Any) -> GradientTransformation:
+    """Add the gradient of ``coef * sum_i ||p_i - p0_i||^2``, ``p0`` the parameters at
+    ``init``: ``g + 2 coef (p - p0)`` (the reference trainer's ``l2_init_loss_coef``, which
+    keeps a policy near where it started, e.g. a pretrained one). ``p0`` lives in this
+    transformation's state, so it is checkpointed and vmapped with the optimizer.
+
+    Example (no loss gradient: the step points back to the start):
+        >>> import torch
+        >>> tx = add_l2_to_initial(1.0)
+        >>> state = tx.init({"w": torch.tensor([1.0, 1.0])})
+        >>> tx.update({"w": torch.zeros(2)}, state, {"w": torch.tensor([2.0, 0.0])})[0]["w"]
+        tensor([ 2., -2.])
+    """
+
+    def init(params):
+        return L2ToInitialState(initial=_map(lambda p: p.detach().clone(), params))
+
+    def update(updates, state, params=None, hparams=None):
+        if params is None:
+            raise ValueError("add_l2_to_initial needs the parameters: call update(updates, state, params)")
+        c = _resolve(coef, hparams)
+        return _map(lambda g, p, p0: g + 2 * c * (p - p0), updates, params, state.initial), state
+
+    return GradientTransformation(init, update)
+
+
 def adamw(learning_rate: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: Any = 1e-2) -> GradientTransformation:
     """AdamW (Loshchilov & Hutter 2019): ``chain(scale_by_adam, add_decayed_weights,
     scale_by_learning_rate)``, i.e. ``p <- p - lr * (adam_update + weight_decay * p)``, the
@@ -490,7 +555,9 @@ def make_optimizer(config: Any) -> GradientTransformation:
     scale_by_schedule(-lr))`` with ``lr`` the :func:`learning_rate_schedule` of the
     optimizer's own update count. ``"adamw"`` adds :func:`add_decayed_weights` of
     ``hparams.weight_decay`` after Adam; ``"muon"`` puts :func:`scale_by_muon` in Adam's place
-    (and decays likewise). The learning rate and the clip norm are read from
+    (and decays likewise). ``config.l2_reg_loss_coef`` / ``l2_init_loss_coef`` (when not
+    ``None``) put :func:`add_l2_gradient` / :func:`add_l2_to_initial` first, as L2 terms of
+    the loss would be. The learning rate and the clip norm are read from
     ``hparams`` at every update, so they can change (or be swept under vmap) without
     rebuilding anything or recompiling.
 
@@ -521,7 +588,14 @@ def make_optimizer(config: Any) -> GradientTransformation:
         "adamw": (scale_by_adam(eps=config.adam_eps), decay),
         "muon": (scale_by_muon(eps=config.adam_eps), decay),
     }[kind]
+    # L2 terms, when the config switches them on, are gradients of the loss: before clipping.
+    l2 = []
+    if getattr(config, "l2_reg_loss_coef", None) is not None:
+        l2.append(add_l2_gradient(lambda hparams: hparams.l2_reg_loss_coef))
+    if getattr(config, "l2_init_loss_coef", None) is not None:
+        l2.append(add_l2_to_initial(lambda hparams: hparams.l2_init_loss_coef))
     return chain(
+        *l2,
         clip_by_global_norm(lambda hparams: hparams.max_grad_norm),
         *steps,
         scale_by_schedule(lambda count, hparams: -learning_rate(count, hparams)),

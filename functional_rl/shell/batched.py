@@ -84,6 +84,10 @@ def agent_grid(seeds: Sequence[int], hparams: Mapping[str, Sequence[float]] | Se
     return [{"seed": int(s), **p} for p in points for s in seeds]
 
 
+#: Hyperparameters whose ``None`` in the config switches a piece off for the whole run.
+OPTIONAL_HYPERPARAMS = ("target_kl", "l2_reg_loss_coef", "l2_init_loss_coef")
+
+
 def stack_states(config: PPOConfig, env: Any, policy: Any, agents: Sequence[Mapping[str, Any]], env_params: Any = None) -> TrainerState:
     """One fresh state per agent (its seed and hyperparameters), stacked on a leading axis.
 
@@ -97,6 +101,10 @@ def stack_states(config: PPOConfig, env: Any, policy: Any, agents: Sequence[Mapp
         >>> states.envs.obs.shape, states.key.shape, states.learner.hparams.gamma.shape  # [A, B, 4], [A, 2], [A]
         (torch.Size([3, 2, 4]), torch.Size([3, 2]), torch.Size([3]))
     """
+    for name in OPTIONAL_HYPERPARAMS:  # None leaves the piece out of the graph for every agent
+        if getattr(config, name) is None and any(agent.get(name) is not None for agent in agents):
+            raise ValueError(f"cannot sweep {name} while the config's {name} is None (the piece is off for all agents): "
+                             f"set {name} in the config (any value) to sweep it")
     states = []
     for agent in agents:
         cfg = config.replace(**agent)

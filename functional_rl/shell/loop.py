@@ -23,6 +23,7 @@ from functional_rl.shell.callbacks import PolicySaver
 from functional_rl.shell.build import build, resolve_env_policy
 from functional_rl.shell.checks import check_callbacks, check_policy, check_step_output, require_state
 from functional_rl.shell.policy_store import start_from
+from functional_rl.kernel.optim import make_optimizer
 
 __all__ = [
     "functional_training_loop",
@@ -263,7 +264,7 @@ def functional_training_loop(
             scan_rollout=scan_rollout,
         )
         if initial_policy is not None:
-            state = start_from(state, initial_policy, policy_store)
+            state = start_from(state, initial_policy, policy_store, make_optimizer(config))
         if policy_store is not None and (replica is None or replica.is_main):
             callbacks = (*callbacks, PolicySaver(policy_store, kernel.policy, kernel.env))
         return _run(config, state, kernel, train_iteration if step_fn is None else step_fn, callbacks, max_iterations, replica=replica)

@@ -434,19 +434,22 @@ class PolicyStore:
         return Path(unquote(parts.path)), select, metric, text
 
 
-def start_from(state: Any, initial_policy: Any, policy_store: Any = None) -> Any:
+def start_from(state: Any, initial_policy: Any, policy_store: Any = None, optimizer: Any = None) -> Any:
     """``state`` with its parameters replaced by a stored policy's (the reference trainer's
     ``initial_policy``): a fresh run that starts from a trained policy instead of a random one.
 
-    The optimizer state, counters, keys and envs stay the fresh run's; only
-    ``state.learner.params`` change, to the record's tensors cast to the state's devices and
-    dtypes.
+    Counters, keys and envs stay the fresh run's; ``state.learner.params`` become the
+    record's tensors (cast to the state's devices and dtypes), and with ``optimizer`` the
+    optimizer state is initialised afresh for them (so an L2 pull toward the initial
+    parameters pulls toward the record's).
 
     Args:
         state: a fresh :class:`~functional_rl.kernel.state.TrainerState`.
         initial_policy: a :class:`PolicyRecord`, or a name, path or ``file://`` URI that
             ``policy_store`` (a :class:`PolicyStore` or a directory; default the current
             directory) resolves with :meth:`PolicyStore.load`.
+        optimizer: the run's optimizer (:func:`~functional_rl.kernel.optim.make_optimizer`),
+            or ``None`` to keep ``state.learner.opt_state``.
 
     Raises:
         PolicyStoreError: the record cannot be found or read.
@@ -477,7 +480,8 @@ def start_from(state: Any, initial_policy: Any, policy_store: Any = None) -> Any
             raise ValueError(f"initial policy {initial_policy.uri}: parameter {pytree.keystr(path)} is {tuple(b.shape)} "
                              f"but this run's policy has {tuple(a.shape)}; build the run with the record's architecture")
     params = pytree.tree_unflatten([b.to(a.device, a.dtype) for (_, a), (_, b) in zip(mine, theirs)], spec)
-    return state.replace(learner=state.learner.replace(params=params))
+    opt_state = state.learner.opt_state if optimizer is None else optimizer.init(params)
+    return state.replace(learner=state.learner.replace(params=params, opt_state=opt_state))
 
 
 def _check_spec_fits(spec: dict[str, Any], obs_space: Any, act_space: Any, name: str) -> None:
