@@ -20,7 +20,7 @@ from functional_rl.kernel.vtrace import compute_vtrace
 from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
-from functional_rl.kernel.losses import ppo_loss
+from functional_rl.kernel.losses import kickstart_loss, ppo_loss
 from functional_rl.kernel.policies import Policy, make_cnn_policy, make_mlp_policy, make_multi_input_policy, make_policy
 from functional_rl.kernel.recurrent import make_recurrent_policy
 from functional_rl.kernel.rollout import rollout, rollout_step
@@ -70,6 +70,7 @@ __all__ = [
     "make_recurrent_policy",
     "optim",
     "ppo_loss",
+    "kickstart_loss",
     "pytree_dataclass",
     "random",
     "rollout",

@@ -34,10 +34,14 @@ def test_policies_and_spaces_examples_run():
 
 
 def test_algorithm_options_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", _section("Algorithm options: optimizers, V-trace, schedules, value clip"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", _section("Algorithm options: optimizers, V-trace, schedules, value clip, prioritized minibatches, kickstarting"), re.S)
     assert len(blocks) == 1
     namespace: dict = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)
     history = namespace["history"]
     assert len(history) == 4 and history[-1]["schedule/ent_coef"] < history[0]["schedule/ent_coef"]
     assert history[0]["learning_rate"] < history[1]["learning_rate"]  # the warmup
+    second = namespace["history2"]
+    assert [round(h["schedule/prio_beta0"], 4) for h in second] == [0.4, 0.55, 0.7, 0.85]
+    assert [h["schedule/kickstart_coef"] for h in second] == [1.0, 0.5, 0.0, 0.0]
+    assert second[0]["kickstart/kl"] > 0 and "kickstart/value_mse" in second[-1]

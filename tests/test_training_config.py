@@ -27,7 +27,9 @@ CUSTOM = {
         "update_epochs": 3, "num_minibatches": 8, "adam_eps": 1e-7, "normalize_obs": True, "normalize_reward": True,
         "vf_clip_coef": 0.3, "optimizer": "adamw", "weight_decay": 0.01, "vtrace": True, "vtrace_rho_clip": 0.9,
         "vtrace_c_clip": 0.8, "schedules": {"ent_coef": "cosine:end=0"}, "target_kl": 0.02,
-        "l2_reg_loss_coef": 1e-5, "l2_init_loss_coef": 0.0,
+        "l2_reg_loss_coef": 1e-5, "l2_init_loss_coef": 0.0, "prioritized": True, "prio_alpha": 0.5, "prio_beta0": 0.5,
+        "kickstart_teachers": ["runs/teacher"], "kickstart_coef": 0.5, "kickstart_value_coef": 0.25, "kickstart_steps": 1000,
+        "schedule_free_warmup_steps": 0,
     },
 }
 
@@ -256,6 +258,30 @@ def test_preset_values():
     assert pend.to_ppo_config().minibatch_size == 16 * 64 // 8
 
 
+def test_the_reference_prioritized_kickstart_and_lr_scheduler_sections_lower_into_ppo():
+    cfg = TrainingConfig.from_dict({
+        "prioritized_experience_replay": {"prio_alpha": 0.5, "prio_beta0": 0.4},
+        "kickstart": {"teacher_uri": "file:///runs/a", "additional_teachers": [{"teacher_uri": "b.frl"}],
+                      "action_loss_coef": 0.5, "value_loss_coef": 0.1, "kickstart_steps": 1000},
+        "lr_scheduler": {"enabled": True, "schedule_type": "cosine", "warmup_steps": 100},
+    })
+    ppo = cfg.to_ppo_config()
+    assert (ppo.prioritized, ppo.prio_alpha, ppo.prio_beta0) == (True, 0.5, 0.4)
+    assert ppo.kickstart_teachers == ("file:///runs/a", "b.frl")
+    assert (ppo.kickstart_coef, ppo.kickstart_value_coef, ppo.kickstart_steps) == (0.5, 0.1, 1000)
+    assert dict(ppo.schedules) == {"learning_rate": "cosine:end=0,warmup=100"} and ppo.anneal_lr is False
+    uniform = TrainingConfig.from_dict({"prioritized_experience_replay": {"prio_alpha": 0.0}}).to_ppo_config()
+    assert uniform.prioritized is False  # the reference samples uniformly at alpha 0
+    off = TrainingConfig.from_dict({"lr_scheduler": {"enabled": False, "anneal_lr": True}}).to_ppo_config()
+    assert off.anneal_lr is True and not off.schedules
+    with pytest.raises(ValueError, match="unknown key 'kickstart.teacher' \\(did you mean 'kickstart.teacher_uri'"):
+        TrainingConfig.from_dict({"kickstart": {"teacher": "x"}})
+    with pytest.raises(ValueError, match="give it once"):
+        TrainingConfig.from_dict({"prioritized_experience_replay": {"prio_alpha": 0.5}, "ppo": {"prio_alpha": 0.1}})
+    with pytest.raises(TypeError, match="kickstart must be a mapping"):
+        TrainingConfig.from_dict({"kickstart": ["a"]})
+
+
 def test_the_reference_optimizer_section_and_value_clip_lower_into_ppo():
     cfg = TrainingConfig.from_dict({"optimizer": {"type": "muon", "weight_decay": 0.01, "eps": 1e-8},
                                     "ppo": {"vf_clip_coef": 0.1, "clip_coef": 0.3}})
@@ -266,5 +292,5 @@ def test_the_reference_optimizer_section_and_value_clip_lower_into_ppo():
         TrainingConfig.from_dict({"optimizer": {"weight_decy": 0.1}})
     with pytest.raises(ValueError, match="give it once"):
         TrainingConfig.from_dict({"optimizer": {"type": "adamw"}, "ppo": {"optimizer": "muon"}})
-    with pytest.raises(ValueError, match="ppo.weight_decay=0.1 is invalid: needs optimizer='adamw' or 'muon'"):
+    with pytest.raises(ValueError, match="ppo.weight_decay=0.1 is invalid: needs optimizer='adamw', 'muon' or 'schedule_free_adamw'"):
         TrainingConfig.from_dict({"optimizer": {"weight_decay": 0.1}})

@@ -69,7 +69,7 @@ SUPPORTED_AGENTS = POLICY_NAMES
 
 # Expected types by annotation string (``from __future__ import annotations`` keeps them strings).
 _TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "tuple[int, ...]": "list of int",
-               "int | None": "int or null", "float | None": "float or null",
+               "int | None": "int or null", "float | None": "float or null", "tuple[str, ...]": "list of str",
                "tuple[tuple[str, str], ...]": "mapping of hyperparameter names to schedule strings"}
 
 
@@ -116,6 +116,11 @@ def _check_field(path: str, value: Any, annotation: str) -> Any:
                 or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in value)):
             raise wrong()
         return tuple(sorted(tuple(p) for p in value))
+    if annotation == "tuple[str, ...]":  # a single string is a list of one
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise wrong()
+        return tuple(value)
     if annotation == "tuple[int, ...]":
         if not isinstance(value, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, int) for h in value):
             raise wrong()
@@ -204,6 +209,13 @@ class PPOSection:
         vtrace: V-trace advantages and value targets, recomputed before every epoch.
         vtrace_rho_clip: V-trace's ``rho_bar``.
         vtrace_c_clip: V-trace's ``c_bar``.
+        prioritized: draw minibatches with probability ``|A|^prio_alpha``, loss weights ``(N P)^-beta``.
+        prio_alpha: prioritization exponent (0: uniform).
+        prio_beta0: importance-weight exponent at the start, annealed to 1.
+        kickstart_teachers: teacher policies to distil from (checkpoints, run dirs, policy-store URIs).
+        kickstart_coef: weight of KL(teacher || student), falling linearly to 0.
+        kickstart_value_coef: weight of the teacher-value MSE, falling linearly to 0.
+        kickstart_steps: env steps until both weights reach 0; null: the whole run.
         target_kl: stop an iteration's updates once the approximate KL passes it; null: never.
         l2_reg_loss_coef: L2 loss on the parameters; null: off.
         l2_init_loss_coef: L2 loss on the distance to the initial parameters; null: off.
@@ -213,8 +225,9 @@ class PPOSection:
         update_epochs: passes over each batch.
         num_minibatches: minibatches per epoch; must divide ``num_steps`` (each takes ``num_steps / num_minibatches`` steps of every env).
         adam_eps: Adam epsilon.
-        optimizer: ``adam``, ``adamw`` or ``muon``.
-        weight_decay: decoupled weight decay (adamw and muon).
+        optimizer: ``adam``, ``adamw``, ``muon`` or ``schedule_free_adamw``.
+        weight_decay: decoupled weight decay (adamw, muon and schedule_free_adamw).
+        schedule_free_warmup_steps: updates of learning-rate warmup inside schedule_free_adamw.
         normalize_obs: whiten observations with running statistics kept in the state.
         normalize_reward: scale rewards by the running std of the discounted return.
         schedules: ``{hyperparameter: schedule string}`` (``PPOConfig.schedules``), e.g.
@@ -240,6 +253,13 @@ class PPOSection:
     vtrace: bool = _DEFAULTS.vtrace
     vtrace_rho_clip: float = _DEFAULTS.vtrace_rho_clip
     vtrace_c_clip: float = _DEFAULTS.vtrace_c_clip
+    prioritized: bool = _DEFAULTS.prioritized
+    prio_alpha: float = _DEFAULTS.prio_alpha
+    prio_beta0: float = _DEFAULTS.prio_beta0
+    kickstart_teachers: tuple[str, ...] = _DEFAULTS.kickstart_teachers
+    kickstart_coef: float = _DEFAULTS.kickstart_coef
+    kickstart_value_coef: float = _DEFAULTS.kickstart_value_coef
+    kickstart_steps: int | None = _DEFAULTS.kickstart_steps
     target_kl: float | None = _DEFAULTS.target_kl
     l2_reg_loss_coef: float | None = _DEFAULTS.l2_reg_loss_coef
     l2_init_loss_coef: float | None = _DEFAULTS.l2_init_loss_coef
@@ -251,6 +271,7 @@ class PPOSection:
     adam_eps: float = _DEFAULTS.adam_eps
     optimizer: str = _DEFAULTS.optimizer
     weight_decay: float = _DEFAULTS.weight_decay
+    schedule_free_warmup_steps: int = _DEFAULTS.schedule_free_warmup_steps
     normalize_obs: bool = _DEFAULTS.normalize_obs
     normalize_reward: bool = _DEFAULTS.normalize_reward
     schedules: tuple[tuple[str, str], ...] = _DEFAULTS.schedules
@@ -307,22 +328,105 @@ FIELD_PATHS: dict[str, str] = {
 OPTIMIZER_KEYS = {"type": "optimizer", "weight_decay": "weight_decay", "learning_rate": "learning_rate", "eps": "adam_eps"}
 
 
-def _lower_optimizer_section(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Move a reference-style ``optimizer: {type, weight_decay, learning_rate, eps}`` section
-    into ``ppo`` (``optimizer.type`` -> ``ppo.optimizer``, ``optimizer.eps`` -> ``ppo.adam_eps``)."""
-    if "optimizer" not in d:
-        return d
-    section = d["optimizer"] or {}
+#: The reference trainer's ``prioritized_experience_replay`` section -> ``ppo`` keys (a
+#: ``prio_alpha`` above 0 switches ``ppo.prioritized`` on, as the reference samples
+#: uniformly at 0).
+PRIORITIZED_KEYS = {"prio_alpha": "prio_alpha", "prio_beta0": "prio_beta0"}
+
+#: The reference trainer's ``kickstart`` section -> ``ppo`` keys (``teacher_uri`` and
+#: ``additional_teachers`` together make ``ppo.kickstart_teachers``).
+KICKSTART_KEYS = {"teacher_uri": "kickstart_teachers", "additional_teachers": "kickstart_teachers",
+                  "action_loss_coef": "kickstart_coef", "value_loss_coef": "kickstart_value_coef",
+                  "kickstart_steps": "kickstart_steps"}
+
+
+#: The reference trainer's ``lr_scheduler`` section: ``{enabled, anneal_lr, warmup_steps,
+#: schedule_type}`` becomes ``ppo.schedules.learning_rate`` (and ``ppo.anneal_lr``).
+LR_SCHEDULER_KEYS = {"enabled": "schedules", "anneal_lr": "anneal_lr", "warmup_steps": "schedules", "schedule_type": "schedules"}
+
+
+def _lr_schedule(section: Mapping[str, Any]) -> tuple[bool | None, str | None]:
+    """``(anneal_lr, learning-rate schedule string)`` of a reference ``lr_scheduler`` section:
+    disabled -> ``(anneal_lr or None, None)``; a ``schedule_type`` (default linear) with
+    ``warmup_steps`` -> its :class:`~functional_rl.kernel.schedules.Schedule` string ending
+    at 0, and ``anneal_lr=False`` (the schedule replaces the built-in decay)."""
+    if not section.get("enabled", True):
+        return section.get("anneal_lr"), None
+    kind = section.get("schedule_type") or "linear"
+    warmup = section.get("warmup_steps")
+    spec = kind if kind == "constant" else f"{kind}:end=0" if kind != "exponential" else f"{kind}:end=0.01"
+    if warmup:
+        spec += ("," if ":" in spec else ":") + f"warmup={int(warmup)}"
+    return False, spec
+
+
+def _section(d: Mapping[str, Any], name: str, keys: Mapping[str, str]) -> Mapping[str, Any] | None:
+    section = d.get(name) or {}
     if not isinstance(section, Mapping):
-        raise TypeError(f"optimizer must be a mapping of {', '.join(OPTIMIZER_KEYS)}, got {type(section).__name__}")
+        raise TypeError(f"{name} must be a mapping of {', '.join(keys)}, got {type(section).__name__}")
+    for key in section:
+        if key not in keys:
+            raise ValueError(_unknown_key(str(key), name, list(keys)))
+    return section
+
+
+def _lower_reference_sections(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Move the reference trainer's top-level sections into ``ppo``:
+
+    * ``optimizer: {type, weight_decay, learning_rate, eps}`` (``type`` -> ``ppo.optimizer``,
+      ``eps`` -> ``ppo.adam_eps``; :data:`OPTIMIZER_KEYS`);
+    * ``prioritized_experience_replay: {prio_alpha, prio_beta0}`` (:data:`PRIORITIZED_KEYS`);
+    * ``kickstart: {teacher_uri, additional_teachers, action_loss_coef, value_loss_coef,
+      kickstart_steps}`` (:data:`KICKSTART_KEYS`);
+    * ``lr_scheduler: {enabled, anneal_lr, warmup_steps, schedule_type}``
+      (:data:`LR_SCHEDULER_KEYS`): a ``schedule_type`` of linear, cosine or logarithmic decays
+      to 0, exponential to 1% (it cannot reach 0), after ``warmup_steps`` env steps of ramp.
+
+    A setting given both ways is refused (give it once)."""
+    names = ("optimizer", "prioritized_experience_replay", "kickstart", "lr_scheduler")
+    if not any(name in d for name in names):
+        return d
+    if not isinstance(d.get("ppo") or {}, Mapping):
+        raise TypeError(f"ppo must be a mapping of PPOSection fields, got {type(d['ppo']).__name__}")
     ppo = dict(d.get("ppo") or {})
-    for key, value in section.items():
-        if key not in OPTIMIZER_KEYS:
-            raise ValueError(_unknown_key(str(key), "optimizer", list(OPTIMIZER_KEYS)))
-        if OPTIMIZER_KEYS[key] in ppo:
-            raise ValueError(f"optimizer.{key} and ppo.{OPTIMIZER_KEYS[key]} are the same setting; give it once")
-        ppo[OPTIMIZER_KEYS[key]] = value
-    return {**{k: v for k, v in d.items() if k != "optimizer"}, "ppo": ppo}
+
+    def put(where: str, target: str, value: Any) -> None:
+        if target in ppo:
+            raise ValueError(f"{where} and ppo.{target} are the same setting; give it once")
+        ppo[target] = value
+
+    for key, value in _section(d, "optimizer", OPTIMIZER_KEYS).items():
+        put(f"optimizer.{key}", OPTIMIZER_KEYS[key], value)
+    prio = _section(d, "prioritized_experience_replay", PRIORITIZED_KEYS)
+    for key, value in prio.items():
+        put(f"prioritized_experience_replay.{key}", PRIORITIZED_KEYS[key], value)
+    if "prio_alpha" in prio:
+        alpha = prio["prio_alpha"]
+        put("prioritized_experience_replay.prio_alpha", "prioritized", bool(isinstance(alpha, (int, float)) and alpha > 0))
+    kick = _section(d, "kickstart", KICKSTART_KEYS)
+    teachers = []
+    for key in ("teacher_uri", "additional_teachers"):
+        value = kick.get(key)
+        if value is None:
+            continue
+        for t in [value] if isinstance(value, str) else value:
+            teachers.append(t["teacher_uri"] if isinstance(t, Mapping) and "teacher_uri" in t else t)
+    if teachers:
+        put("kickstart.teacher_uri", "kickstart_teachers", teachers)
+    for key in ("action_loss_coef", "value_loss_coef", "kickstart_steps"):
+        if key in kick:
+            put(f"kickstart.{key}", KICKSTART_KEYS[key], kick[key])
+    if "lr_scheduler" in d:
+        anneal, spec = _lr_schedule(_section(d, "lr_scheduler", LR_SCHEDULER_KEYS))
+        if anneal is not None:
+            put("lr_scheduler", "anneal_lr", anneal)
+        if spec is not None:
+            schedules = dict(ppo.get("schedules") or {})
+            if "learning_rate" in schedules:
+                raise ValueError("lr_scheduler and ppo.schedules.learning_rate are the same setting; give it once")
+            ppo["schedules"] = {**schedules, "learning_rate": spec}
+    rest = {k: v for k, v in d.items() if k not in names}
+    return {**rest, "ppo": ppo}
 
 
 _PPO_ERROR = re.compile(r"^PPOConfig\.(\w+)=(.*)$", re.S)
@@ -433,8 +537,10 @@ class TrainingConfig:
 
         Args:
             d: ``{"experiment_name": str, "agent": {...}, "trainer": {...}, "ppo": {...}}``,
-                each part optional; a reference-style ``optimizer: {type, weight_decay,
-                learning_rate, eps}`` section is read into ``ppo`` (:data:`OPTIMIZER_KEYS`).
+                each part optional; the reference trainer's ``optimizer``,
+                ``prioritized_experience_replay``, ``kickstart`` and ``lr_scheduler``
+                sections are read into ``ppo`` (:data:`OPTIMIZER_KEYS`, :data:`PRIORITIZED_KEYS`,
+                :data:`KICKSTART_KEYS`, :data:`LR_SCHEDULER_KEYS`).
 
         Raises:
             ValueError: an unknown key, named by its full path with the closest known key,
@@ -450,7 +556,7 @@ class TrainingConfig:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"a TrainingConfig dict must be a mapping, got {type(d).__name__}")
-        d = _lower_optimizer_section(d)
+        d = _lower_reference_sections(d)
         top = ["experiment_name", *_SECTIONS]
         for key in d:
             if key not in top:

@@ -96,6 +96,21 @@ class Categorical:
         return -(logp.exp() * logp).sum(-1)
 
 
+    def kl(self, outputs: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``KL(p || q) = sum_k p_k (log p_k - log q_k)`` with ``p`` from ``outputs`` and ``q``
+        from ``other`` (logits ``[..., K]`` each): float ``[...]``. A masked logit
+        (:data:`MASKED_LOGIT`) in ``p`` has ``p_k = 0`` and adds nothing.
+
+        Example:
+            >>> d = Categorical()
+            >>> p, q = {"logits": torch.log(torch.tensor([[0.5, 0.5]]))}, {"logits": torch.log(torch.tensor([[0.9, 0.1]]))}
+            >>> round(float(d.kl(p, q)), 4), float(d.kl(p, p))  # 0.5 log(0.5/0.9) + 0.5 log(0.5/0.1)
+            (0.5108, 0.0)
+        """
+        lp, lq = self._log_softmax(outputs["logits"]), self._log_softmax(other["logits"])
+        return (lp.exp() * (lp - lq)).sum(-1)
+
+
 _ONE = Categorical()  # a MultiCategorical's blocks are categoricals
 
 
@@ -154,6 +169,18 @@ class MultiCategorical:
         """``sum_k H(softmax(logits_k))``: float ``[...]``."""
         one = Categorical(self.exact)
         return sum(one.entropy({"logits": b}) for b in self._blocks(outputs["logits"]))
+
+    def kl(self, outputs: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k KL(p_k || q_k)`` over the blocks (independent choices): float ``[...]``.
+
+        Example:
+            >>> d = MultiCategorical((2, 3))
+            >>> float(d.kl({"logits": torch.zeros(1, 5)}, {"logits": torch.zeros(1, 5)}))
+            0.0
+        """
+        one = Categorical(self.exact)
+        pairs = zip(self._blocks(outputs["logits"]), self._blocks(other["logits"]))
+        return sum(one.kl({"logits": p}, {"logits": q}) for p, q in pairs)
 
 
 #: The logit of an illegal action. Finite on purpose: with ``-inf`` the entropy's
@@ -264,3 +291,17 @@ class DiagGaussian:
         """``sum_d (log_std_d + (1 + log(2 pi)) / 2)``, float ``[...]``."""
         log_std = outputs["log_std"] + torch.zeros_like(outputs["mean"])
         return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+    def kl(self, outputs: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``KL(p || q) = sum_d [log s_q - log s_p + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2]``
+        with ``p`` from ``outputs`` and ``q`` from ``other``: float ``[...]``.
+
+        Example (unit variances: half the squared distance of the means):
+            >>> d = DiagGaussian()
+            >>> p, q = {"mean": torch.zeros(1, 2), "log_std": torch.zeros(2)}, {"mean": torch.ones(1, 2), "log_std": torch.zeros(2)}
+            >>> float(d.kl(p, q))
+            1.0
+        """
+        mp, lp = outputs["mean"], outputs["log_std"] + torch.zeros_like(outputs["mean"])
+        mq, lq = other["mean"], other["log_std"] + torch.zeros_like(other["mean"])
+        return (lq - lp + (torch.exp(2 * lp) + (mp - mq) ** 2) / (2 * torch.exp(2 * lq)) - 0.5).sum(-1)

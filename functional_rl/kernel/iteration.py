@@ -37,10 +37,10 @@ from functional_rl.kernel.config import PPOConfig
 from functional_rl.kernel.losses import LossFn
 from functional_rl.kernel.metrics import mean_metrics
 from functional_rl.kernel.parallel import AllReduce
-from functional_rl.kernel.schedules import parse_schedules, scheduled_hparams
+from functional_rl.kernel.schedules import Schedule, parse_schedules, scheduled_hparams
 from functional_rl.kernel.state import TrainerState
 
-__all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration", "iteration_hparams"]
+__all__ = ["StepFns", "train_epoch", "train_on_trajectory", "train_iteration", "iteration_hparams", "run_schedules"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +135,10 @@ def _epoch(state: TrainerState, batch: TensorDict, fns: StepFns, hparams: Any, s
     processes) exceeds ``hparams.target_kl`` stops the iteration: the updates after it are
     computed but masked out (``torch.where`` on the parameters and the optimizer's float
     state), so nothing syncs with the host and nothing recompiles."""
-    key, minibatches = fns.epoch_minibatches(state.key, state.envs.env_ids, batch)
     learner = state.learner
     hparams = learner.hparams if hparams is None else hparams
+    extra = (hparams,) if fns.config.prioritized else ()  # the sampler reads prio_alpha / prio_beta0
+    key, minibatches = fns.epoch_minibatches(state.key, state.envs.env_ids, batch, *extra)
     early = fns.config.target_kl is not None
     if early and stopped is None:
         stopped = torch.zeros_like(learner.num_updates, dtype=torch.bool)
@@ -192,7 +193,7 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
         ``advantage`` and ``returns``; ``metrics`` the loss diagnostics averaged over all
         minibatch updates plus ``learning_rate`` (the optimizer's, for this iteration) and
         ``schedule/NAME``, the value of every other scheduled hyperparameter
-        (``config.schedules``) this iteration used.
+        (:func:`run_schedules`: ``config.schedules`` and the implicit ones) this iteration used.
 
     Example:
         >>> kernel = frl.make_kernel(cfg, env, policy)
@@ -217,13 +218,33 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
         total = counts.sum(0)
         epoch_metrics = [{k: sum(m[k] * c for m, c in zip(epoch_metrics, counts)) / total.clamp(min=1.0) for k in epoch_metrics[0]}]
         epoch_metrics[0]["updates_run"] = total
-    scheduled = {f"schedule/{name}": getattr(hparams, name) for name, _ in fns.config.schedules if name != "learning_rate"}
+    scheduled = {f"schedule/{name}": getattr(hparams, name) for name in sorted(run_schedules(fns.config)) if name != "learning_rate"}
     return state, batch, {**mean_metrics(epoch_metrics), **scheduled, "learning_rate": lr}
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed(schedules: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    return parse_schedules(schedules)
+def run_schedules(config: PPOConfig) -> dict[str, Schedule]:
+    """Every schedule a run applies: ``config.schedules``, plus the implicit ones of options
+    that anneal by definition unless the config schedules them itself:
+
+    * ``prioritized``: ``prio_beta0: linear:end=1/prio_beta0`` (beta from ``prio_beta0`` to 1
+      over the run, as prioritized replay anneals it);
+    * ``kickstart_teachers``: ``kickstart_coef`` and ``kickstart_value_coef``:
+      ``linear:end=0`` over ``kickstart_steps`` (the whole run when ``None``), so the student
+      ends on its own.
+
+    Example:
+        >>> c = PPOConfig(prioritized=True, prio_beta0=0.5, kickstart_teachers=("t.pt",), kickstart_steps=1000)
+        >>> {k: s.to_string() for k, s in sorted(run_schedules(c).items())}
+        {'kickstart_coef': 'linear:total=1000', 'kickstart_value_coef': 'linear:total=1000', 'prio_beta0': 'linear:end=2.0'}
+    """
+    schedules = dict(parse_schedules(config.schedules))
+    if config.prioritized and "prio_beta0" not in schedules:
+        schedules["prio_beta0"] = Schedule("linear", end_factor=1.0 / config.prio_beta0)
+    if config.kickstart_teachers:
+        for name in ("kickstart_coef", "kickstart_value_coef"):
+            schedules.setdefault(name, Schedule("linear", end_factor=0.0, total_steps=config.kickstart_steps))
+    return schedules
 
 
 def iteration_hparams(state: TrainerState, config: Any) -> Any:
@@ -238,7 +259,7 @@ def iteration_hparams(state: TrainerState, config: Any) -> Any:
         >>> round(float(iteration_hparams(half, c).ent_coef), 6), round(float(half.learner.hparams.ent_coef), 6)
         (0.005, 0.01)
     """
-    schedules = _parsed(config.schedules)
+    schedules = run_schedules(config)
     if not schedules:
         return state.learner.hparams
     step = (state.agent_step - config.batch_size).clamp(min=0)

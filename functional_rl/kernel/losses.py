@@ -24,12 +24,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import dataclasses
+
 import torch
 
 from functional_rl.kernel.distributions import mask_logits
 from functional_rl.kernel.recurrent import is_recurrent, unroll
 
-__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output", "sequence_outputs"]
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output", "sequence_outputs",
+           "Kickstart", "kickstart_loss"]
 
 LossFn = Callable[..., Any]
 
@@ -70,7 +73,10 @@ def ppo_loss(
         params: policy parameters (differentiated).
         batch: ``obs [N, ...]``, ``action [N]|[N, D]``, ``log_prob [N]``, ``value [N]``,
             ``advantage [N]``, ``returns [N]``; with ``action_mask`` bool ``[N, K]`` the
-            distribution is restricted to the legal actions the rollout sampled among.
+            distribution is restricted to the legal actions the rollout sampled among; with
+            ``weight [N]`` (prioritized minibatches' importance weights
+            ``(N P_i)^-beta``) the policy and value losses are the weighted means
+            ``mean(w_i l_i)`` (the entropy bonus stays unweighted).
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
         hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``vf_clip_coef``
             (``clip_coef`` where absent), ``ent_coef``, ``vf_coef``).
@@ -115,9 +121,10 @@ def ppo_loss(
     if norm_adv:
         advantage = normalize_advantage(advantage, adv_stats)
     clip = hparams.clip_coef
-    policy_loss = clipped_policy_loss(ratio, advantage, clip)
+    weight = batch["weight"] if "weight" in batch.keys() else None  # prioritized sampling's importance weights
+    policy_loss = clipped_policy_loss(ratio, advantage, clip, weight)
     vf_clip = getattr(hparams, "vf_clip_coef", clip)  # its own range (the reference trainer's vf_clip_coef)
-    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], vf_clip if clip_vloss else None)
+    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], vf_clip if clip_vloss else None, weight)
     total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
     with torch.no_grad():
         metrics = {
@@ -182,20 +189,30 @@ def normalize_advantage(advantage: torch.Tensor, stats: tuple[torch.Tensor, torc
     return (advantage - mean) / (std + 1e-8)
 
 
-def clipped_policy_loss(ratio: torch.Tensor, advantage: torch.Tensor, clip: torch.Tensor | float) -> torch.Tensor:
+def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return x.mean() if weight is None else (x * weight).mean()
+
+
+def clipped_policy_loss(ratio: torch.Tensor, advantage: torch.Tensor, clip: torch.Tensor | float,
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
     """PPO's clipped surrogate ``mean(max(-A rho, -A clip(rho, 1 - eps, 1 + eps)))``, 0-d,
-    for ``ratio``/``advantage`` float ``[N]``.
+    for ``ratio``/``advantage`` float ``[N]``; with ``weight [N]`` (prioritized sampling's
+    importance weights) the mean is ``mean(w_i l_i)``.
 
     Example (A = 1: a ratio above 1 + eps earns no more than 1 + eps):
         >>> clipped_policy_loss(torch.tensor([1.5]), torch.tensor([1.0]), 0.2)
         tensor(-1.2000)
+        >>> clipped_policy_loss(torch.tensor([1.5]), torch.tensor([1.0]), 0.2, weight=torch.tensor([0.5]))
+        tensor(-0.6000)
     """
-    return torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)).mean()
+    return _mean(torch.maximum(-advantage * ratio, -advantage * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)), weight)
 
 
-def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: torch.Tensor | float | None) -> torch.Tensor:
+def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: torch.Tensor | float | None,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """``0.5 mean((V - R)^2)``, or with ``clip`` (CleanRL's ``clip_vloss``)
-    ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))``; 0-d for ``[N]`` inputs.
+    ``0.5 mean(max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2))``; 0-d for ``[N]``
+    inputs; with ``weight [N]`` each term is weighted as in :func:`clipped_policy_loss`.
 
     Example (V moved from 0 to 1 towards R = 2; clipped at 0.2 the pessimistic term is 1.8^2):
         >>> v, old, ret = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0])
@@ -203,9 +220,9 @@ def value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tens
         (tensor(0.5000), tensor(1.6200))
     """
     if clip is None:
-        return 0.5 * ((value - returns) ** 2).mean()
+        return 0.5 * _mean((value - returns) ** 2, weight)
     clipped = old_value + torch.clamp(value - old_value, -clip, clip)
-    return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
+    return 0.5 * _mean(torch.maximum((value - returns) ** 2, (clipped - returns) ** 2), weight)
 
 
 def _loss_label(fn: LossFn) -> str:
@@ -307,3 +324,80 @@ def add_custom_losses(
         metrics[name] = out.detach()
         metrics.update({k: torch.as_tensor(v).detach().reshape(()) for k, v in extra.items()})
     return total, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Kickstart:
+    """The kickstarting loss (Schmitt et al. 2018, "Kickstarting Deep Reinforcement
+    Learning") as a custom loss: distil frozen teacher policies into the student. Pure.
+
+    For teachers ``j = 1..J`` with action distributions ``pi_j`` and values ``V_j`` on the
+    minibatch's observations (the student's policy input, action masks applied to both)::
+
+        L = (1 / J) sum_j [ c_a mean_i KL(pi_j(.|s_i) || pi(.|s_i)) + c_v mean_i (V(s_i) - V_j(s_i))^2 ]
+
+    with ``c_a = hparams.kickstart_coef`` and ``c_v = hparams.kickstart_value_coef``
+    (tensors in the state: a schedule moves them without recompiling; by default they fall
+    linearly to 0, see :func:`~functional_rl.kernel.iteration.run_schedules`). KL(teacher ||
+    student) is the forward KL: the student is pushed to cover every action the teacher
+    takes. No gradient flows into the teachers. Reported as ``kickstart`` (the weighted
+    loss), ``kickstart/kl`` and ``kickstart/value_mse`` (unweighted, averaged over teachers).
+
+    Attributes:
+        teachers: ``((policy, params), ...)``; each policy feed-forward, taking the same
+            policy input and acting in the same action space as the student.
+
+    Example (a teacher that is the student itself: both terms are 0):
+        >>> import functional_rl.kernel.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.config import Hyperparams, PPOConfig
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> env = make("CartPole-v1")
+        >>> pol = make_mlp_policy(env.observation_space, env.action_space, (8,))
+        >>> params = pol.init(jr.key(0))
+        >>> loss = kickstart_loss([(pol, params)])
+        >>> obs = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+        >>> value, m = loss(params, {"obs": obs}, pol.apply(params, obs), Hyperparams.from_config(PPOConfig()))
+        >>> float(value), float(m["kickstart/kl"]), float(m["kickstart/value_mse"])
+        (0.0, 0.0, 0.0)
+    """
+
+    teachers: tuple[tuple[Any, Any], ...]
+    __name__ = "kickstart"
+
+    def __post_init__(self) -> None:
+        if not self.teachers:
+            raise ValueError("kickstart_loss needs at least one (policy, params) teacher")
+        for policy, _ in self.teachers:
+            if is_recurrent(policy):
+                raise ValueError("a kickstart teacher must be feed-forward: a recurrent teacher would need its own carry "
+                                 "through the rollout; distil from an MLP or CNN teacher")
+
+    def __call__(self, params: Any, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor], hparams: Any):
+        mask = batch["action_mask"] if "action_mask" in batch.keys() else None
+        kls, mses = [], []
+        for policy, teacher_params in self.teachers:
+            with torch.no_grad():
+                teacher = mask_logits(policy.apply(teacher_params, batch["obs"]), mask)
+            kls.append(policy.distribution.kl(teacher, outputs).mean())
+            mses.append(((outputs["value"] - teacher["value"]) ** 2).mean())
+        kl, mse = torch.stack(kls).mean(), torch.stack(mses).mean()
+        loss = hparams.kickstart_coef * kl + hparams.kickstart_value_coef * mse
+        return loss, {"kickstart/kl": kl.detach(), "kickstart/value_mse": mse.detach()}
+
+
+def kickstart_loss(teachers: Sequence[tuple[Any, Any]]) -> Kickstart:
+    """:class:`Kickstart` over ``teachers``, ``[(policy, params), ...]``: a custom loss to pass
+    in ``custom_losses`` (``PPOConfig.kickstart_teachers`` adds it for stored teachers:
+    :func:`functional_rl.shell.kickstart.load_teachers`).
+
+    Example:
+        >>> import functional_rl.kernel.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> env = make("CartPole-v1")
+        >>> pol = make_mlp_policy(env.observation_space, env.action_space, (8,))
+        >>> kickstart_loss([(pol, pol.init(jr.key(1)))]).__name__
+        'kickstart'
+    """
+    return Kickstart(tuple((policy, params) for policy, params in teachers))

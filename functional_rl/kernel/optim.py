@@ -57,6 +57,9 @@ __all__ = [
     "add_l2_gradient",
     "L2ToInitialState",
     "add_l2_to_initial",
+    "ScheduleFreeAdamWState",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
 ]
 
 
@@ -468,6 +471,200 @@ def muon(learning_rate: Any, weight_decay: Any = 0.0, beta: float = 0.95, nester
     return chain(scale_by_muon(beta, nesterov), add_decayed_weights(weight_decay), scale_by_learning_rate(learning_rate))
 
 
+@pytree_dataclass
+class ScheduleFreeAdamWState:
+    """State of :func:`schedule_free_adamw`.
+
+    ``count`` (int64 0-d): updates done; ``z`` and ``x`` (shaped like params): the base
+    iterate and its weighted average (``x`` is what :func:`schedule_free_eval_params`
+    returns); ``nu`` (shaped like params): Adam's second moment; ``weight_sum`` and ``lr_max``
+    (float64 0-d): ``W_t = sum_i w_i`` and ``max_i gamma_i`` of the averaging weights.
+
+    Example (``z = x =`` the initial params; the sums start at 0):
+        >>> import torch
+        >>> s = schedule_free_adamw(0.1).init({"w": torch.tensor([1.0, 2.0])})
+        >>> s.count, s.z["w"], s.x["w"], s.nu["w"], s.weight_sum, s.lr_max
+        (tensor(0), tensor([1., 2.]), tensor([1., 2.]), tensor([0., 0.]), tensor(0., dtype=torch.float64), tensor(0., dtype=torch.float64))
+    """
+
+    count: torch.Tensor
+    z: Any
+    x: Any
+    nu: Any
+    weight_sum: torch.Tensor
+    lr_max: torch.Tensor
+
+
+def _first_device(tree: Any) -> torch.device | None:
+    leaves = [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
+    return leaves[0].device if leaves else None
+
+
+def schedule_free_adamw(learning_rate: Any, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: Any = 0.0,
+                        warmup_steps: int = 0, weight_lr_power: float = 2.0, r: float = 0.0) -> GradientTransformation:
+    """Schedule-free AdamW (Defazio et al. 2024, "The Road Less Scheduled", arXiv 2405.15682,
+    Algorithm 1; facebookresearch/schedule_free's ``AdamWScheduleFree``).
+
+    No learning-rate schedule is needed: the parameters the optimizer moves (those the
+    gradient is taken at) are ``y``, an interpolation between a plain AdamW-like iterate
+    ``z`` (no first moment) and ``x``, a running weighted average of the ``z``; ``x`` is the
+    point to evaluate and deploy (:func:`schedule_free_eval_params`). Given the gradient
+    ``g_t`` at ``y_t`` (``params``), ``t = count + 1`` (1 for the first update):
+
+    .. code-block:: text
+
+        gamma_t  = lr(count) * min(1, t / warmup_steps) * sqrt(1 - b2^t)   (no warmup factor when warmup_steps = 0)
+        v_t      = b2 v_{t-1} + (1 - b2) g_t^2
+        z_{t+1}  = z_t - gamma_t * (g_t / (sqrt(v_t) + eps) + weight_decay * y_t)
+        lrmax_t  = max(lrmax_{t-1}, gamma_t)
+        w_t      = t^r * lrmax_t^weight_lr_power,   W_t = W_{t-1} + w_t
+        c_{t+1}  = w_t / W_t                        (0 while W_t = 0, e.g. a zero learning rate)
+        x_{t+1}  = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}
+        y_{t+1}  = (1 - b1) z_{t+1} + b1 x_{t+1}
+
+    from ``z_1 = x_1 = y_1 =`` the params at ``init``, ``v_0 = 0``, ``W_0 = lrmax_0 = 0``; so
+    ``x_{T+1} = sum_t w_t z_{t+1} / sum_t w_t`` (once ``W_T > 0``). As in the paper and the reference, the warmup
+    and Adam's bias correction ``sqrt(1 - b2^t)`` are folded into ``gamma_t``, which also
+    drives the averaging weights (facebookresearch's later releases, and optax's
+    ``schedule_free_adamw``, divide ``v`` by ``1 - b2^t`` instead and weight by the
+    uncorrected rate: not the same iterates). The weight decay is decoupled and taken at
+    ``y``, as in the reference. The returned update is ``y_{t+1} - params``, ``y_{t+1}``
+    computed from the new ``z`` and ``x``, so ``apply_updates`` lands on it and ``y`` never
+    drifts from ``(1 - b1) z + b1 x``; keeping ``x`` in the state (rather than recovering it
+    as ``(y - (1 - b1) z) / b1``) makes it exact and lets ``b1 = 0`` (then ``y = z``) work.
+    Learning rates are ``>= 0``.
+
+    This is one transformation rather than optax's ``schedule_free(base, ...)`` wrapper around
+    an AdamW chain: the published variant's ``gamma_t`` (with Adam's bias correction) is both
+    the ``z`` step and the averaging weight, which a generic wrapper cannot see. It makes the
+    final update itself: chain it after gradient transforms (clipping, L2 terms), never before
+    a learning-rate scaling. Scalars are kept as tensors, no Python branch reads a tensor, and
+    inputs are never modified: it runs under ``torch.compile(fullgraph=True)`` and
+    ``torch.func.vmap``, and a learning rate read from ``hparams`` changes without recompiling.
+
+    Args:
+        learning_rate: the base rate ``lr``: a number, a 0-d tensor, or a function
+            ``(count, hparams) -> tensor`` of the updates done before this one (int64 0-d)
+            and the run's hyperparameters, e.g. :func:`learning_rate_schedule`'s.
+        b1: interpolation ``y = (1 - b1) z + b1 x`` (the paper's momentum), in ``[0, 1)``.
+        b2, eps: Adam's second-moment decay and denominator term.
+        weight_decay: a number, a tensor or ``hparams -> tensor``.
+        warmup_steps: linear warmup of ``lr`` over the first ``warmup_steps`` updates (static int).
+        weight_lr_power: the averaging weight is ``lrmax_t^weight_lr_power`` (0: uniform).
+        r: polynomial weighting ``t^r`` of the average (the reference's ``r``; default 0).
+
+    Returns:
+        A :class:`GradientTransformation` whose state is a :class:`ScheduleFreeAdamWState`
+        and whose update, for gradients shaped like ``params``, is shaped like ``params``.
+        ``update`` needs ``params`` (``y_t``).
+
+    Example (the first step is Adam's, ``-lr * sign(g)``, and puts ``x = y = z``; the second
+    averages, ``c_3 = w_2 / (w_1 + w_2) = (1 - b2^2) / (2 - b2 - b2^2) ~ 2/3``: ``x`` lags
+    behind ``z`` and ``y = 0.1 z + 0.9 x`` lies between them):
+        >>> import torch
+        >>> params = {"w": torch.tensor([1.0, -1.0])}
+        >>> tx = schedule_free_adamw(0.1)
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": torch.tensor([0.5, -2.0])}, state, params)
+        >>> params = apply_updates(params, updates)
+        >>> params["w"], schedule_free_eval_params(state, params)["w"]
+        (tensor([ 0.9000, -0.9000]), tensor([ 0.9000, -0.9000]))
+        >>> updates, state = tx.update({"w": torch.tensor([0.5, -2.0])}, state, params)
+        >>> params = apply_updates(params, updates)
+        >>> state.z["w"], schedule_free_eval_params(state, params)["w"], params["w"]
+        (tensor([ 0.8000, -0.8000]), tensor([ 0.8333, -0.8333]), tensor([ 0.8300, -0.8300]))
+    """
+    if not 0.0 <= b1 < 1.0:
+        raise ValueError(f"schedule_free_adamw: b1 must be in [0, 1), got {b1}")
+    if warmup_steps < 0:
+        raise ValueError(f"schedule_free_adamw: warmup_steps must be >= 0, got {warmup_steps}")
+
+    def init(params):
+        device = _first_device(params)
+        zeros = torch.zeros((), dtype=torch.float64, device=device)
+        return ScheduleFreeAdamWState(
+            count=torch.zeros((), dtype=torch.int64, device=device),
+            z=_map(lambda p: p.detach().clone(), params),
+            x=_map(lambda p: p.detach().clone(), params),
+            nu=_map(torch.zeros_like, params),
+            weight_sum=zeros,
+            lr_max=zeros.clone(),
+        )
+
+    def update(updates, state, params=None, hparams=None):
+        if params is None:
+            raise ValueError("schedule_free_adamw needs the parameters (y): call update(updates, state, params)")
+        lr = learning_rate(state.count, hparams) if callable(learning_rate) else learning_rate
+        # The scalar bookkeeping in float64, as the reference's Python floats.
+        t = (state.count + 1).to(torch.float64)
+        b2_t = torch.pow(torch.as_tensor(b2, dtype=torch.float64, device=t.device), t)
+        gamma = torch.as_tensor(lr, dtype=torch.float64, device=t.device) * torch.sqrt(1 - b2_t)
+        if warmup_steps > 0:
+            gamma = gamma * torch.clamp(t / warmup_steps, max=1.0)
+        lr_max = torch.maximum(state.lr_max, gamma)
+        weight = torch.pow(t, r) * torch.pow(lr_max, weight_lr_power)
+        weight_sum = state.weight_sum + weight
+        positive = weight_sum > 0
+        # c = w / W, 0 while W = 0 (the reference's ZeroDivisionError branch), with no 0/0 computed.
+        safe_sum = torch.where(positive, weight_sum, torch.ones_like(weight_sum))
+        ckp1 = torch.where(positive, weight / safe_sum, torch.zeros_like(weight_sum))
+        wd = _resolve(weight_decay, hparams)
+
+        nu = _map(lambda v, g: v * b2 + (1 - b2) * g * g, state.nu, updates)
+        step = _map(lambda g, v, y: g / (torch.sqrt(v) + eps) + wd * y, updates, nu, params)
+        z = _map(lambda z_, d: z_ - gamma.to(d.dtype) * d, state.z, step)
+        x = _map(lambda x_, z_: torch.lerp(x_, z_, ckp1.to(z_.dtype)), state.x, z)
+        out = _map(lambda z_, x_, y: torch.lerp(z_, x_, b1) - y, z, x, params)
+        new_state = ScheduleFreeAdamWState(count=state.count + 1, z=z, x=x, nu=nu, weight_sum=weight_sum, lr_max=lr_max)
+        return out, new_state
+
+    return GradientTransformation(init, update)
+
+
+def schedule_free_eval_params(opt_state: Any, params: Any) -> Any:
+    """The parameters to evaluate or deploy: the averaged sequence ``x`` of
+    :func:`schedule_free_adamw` (``params``, the optimizer's ``y = (1 - b1) z + b1 x``, are
+    where gradients are taken). ``x`` is kept in the state, so this is exact (no division by
+    ``b1``) and needs ``params`` only when there is no schedule-free state.
+
+    ``opt_state`` is the transformation's own :class:`ScheduleFreeAdamWState` or any pytree
+    holding one, e.g. a :func:`chain`'s tuple of states (the state :func:`make_optimizer`
+    builds for ``optimizer="schedule_free_adamw"``) or a stacked, vmapped one (then ``x`` is
+    stacked likewise). Without a schedule-free state (any other optimizer) the model is
+    evaluated where it trains: ``params`` is returned as is. Pure: nothing is copied or modified.
+
+    Args:
+        opt_state: the optimizer state.
+        params: the current parameters (``y``), a pytree of tensors.
+
+    Returns:
+        A pytree shaped like ``params``.
+
+    Raises:
+        ValueError: when ``opt_state`` holds more than one schedule-free state.
+
+    Example (three steps of a chain; with no schedule-free state, the params themselves):
+        >>> import torch
+        >>> params = {"w": torch.tensor([1.0, -1.0])}
+        >>> tx = chain(clip_by_global_norm(1.0), schedule_free_adamw(0.1))
+        >>> state = tx.init(params)
+        >>> for _ in range(3):
+        ...     updates, state = tx.update({"w": torch.tensor([1.0, -1.0])}, state, params)
+        ...     params = apply_updates(params, updates)
+        >>> params["w"], schedule_free_eval_params(state, params)["w"]
+        (tensor([ 0.7600, -0.7600]), tensor([ 0.7667, -0.7667]))
+        >>> schedule_free_eval_params(adam(0.1).init(params), params)["w"]
+        tensor([ 0.7600, -0.7600])
+    """
+    found = [s for s in pytree.tree_leaves(opt_state, is_leaf=lambda n: isinstance(n, ScheduleFreeAdamWState))
+             if isinstance(s, ScheduleFreeAdamWState)]
+    if not found:
+        return params
+    if len(found) > 1:
+        raise ValueError(f"schedule_free_eval_params: the optimizer state holds {len(found)} schedule-free states; pass the one to use")
+    return found[0].x
+
+
 def apply_updates(params: Any, updates: Any) -> Any:
     """``params + updates`` leaf by leaf (new tensors; inputs untouched).
 
@@ -555,7 +752,10 @@ def make_optimizer(config: Any) -> GradientTransformation:
     scale_by_schedule(-lr))`` with ``lr`` the :func:`learning_rate_schedule` of the
     optimizer's own update count. ``"adamw"`` adds :func:`add_decayed_weights` of
     ``hparams.weight_decay`` after Adam; ``"muon"`` puts :func:`scale_by_muon` in Adam's place
-    (and decays likewise). ``config.l2_reg_loss_coef`` / ``l2_init_loss_coef`` (when not
+    (and decays likewise); ``"schedule_free_adamw"`` is ``chain(clip_by_global_norm,
+    schedule_free_adamw(lr, eps=config.adam_eps, weight_decay=hparams.weight_decay,
+    warmup_steps=config.schedule_free_warmup_steps))``, the schedule-free transformation making the final update itself (no
+    ``scale_by_schedule``; evaluate at :func:`schedule_free_eval_params`). ``config.l2_reg_loss_coef`` / ``l2_init_loss_coef`` (when not
     ``None``) put :func:`add_l2_gradient` / :func:`add_l2_to_initial` first, as L2 terms of
     the loss would be. The learning rate and the clip norm are read from
     ``hparams`` at every update, so they can change (or be swept under vmap) without
@@ -582,18 +782,29 @@ def make_optimizer(config: Any) -> GradientTransformation:
     kind = getattr(config, "optimizer", "adam")
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {kind!r}; choose one of {', '.join(map(repr, OPTIMIZERS))}")
-    decay = add_decayed_weights(lambda hparams: hparams.weight_decay)
-    steps = {
-        "adam": (scale_by_adam(eps=config.adam_eps),),  # no decay (PPOConfig refuses weight_decay > 0 with adam)
-        "adamw": (scale_by_adam(eps=config.adam_eps), decay),
-        "muon": (scale_by_muon(eps=config.adam_eps), decay),
-    }[kind]
     # L2 terms, when the config switches them on, are gradients of the loss: before clipping.
     l2 = []
     if getattr(config, "l2_reg_loss_coef", None) is not None:
         l2.append(add_l2_gradient(lambda hparams: hparams.l2_reg_loss_coef))
     if getattr(config, "l2_init_loss_coef", None) is not None:
         l2.append(add_l2_to_initial(lambda hparams: hparams.l2_init_loss_coef))
+    if kind == "schedule_free_adamw":  # makes the final update itself: no scale_by_schedule after it
+        return chain(
+            *l2,
+            clip_by_global_norm(lambda hparams: hparams.max_grad_norm),
+            schedule_free_adamw(
+                learning_rate=learning_rate,
+                eps=config.adam_eps,
+                weight_decay=lambda hparams: hparams.weight_decay,
+                warmup_steps=config.schedule_free_warmup_steps,
+            ),
+        )
+    decay = add_decayed_weights(lambda hparams: hparams.weight_decay)
+    steps = {
+        "adam": (scale_by_adam(eps=config.adam_eps),),  # no decay (PPOConfig refuses weight_decay > 0 with adam)
+        "adamw": (scale_by_adam(eps=config.adam_eps), decay),
+        "muon": (scale_by_muon(eps=config.adam_eps), decay),
+    }[kind]
     return chain(
         *l2,
         clip_by_global_norm(lambda hparams: hparams.max_grad_norm),
@@ -603,4 +814,4 @@ def make_optimizer(config: Any) -> GradientTransformation:
 
 
 #: ``PPOConfig.optimizer`` values :func:`make_optimizer` builds.
-OPTIMIZERS = ("adam", "adamw", "muon")
+OPTIMIZERS = ("adam", "adamw", "muon", "schedule_free_adamw")

@@ -31,13 +31,18 @@ from functional_rl.kernel.vtrace import compute_vtrace
 
 __all__ = [
     "MINIBATCH_KEYS", "OPTIONAL_MINIBATCH_KEYS", "make_batch", "batch_arrays", "minibatch_order", "advantage_stats", "epoch_minibatches",
-    "update_minibatch", "gradient_stats", "sequence_order", "grad_and_aux", "vtrace_batch",
+    "update_minibatch", "gradient_stats", "sequence_order", "grad_and_aux", "vtrace_batch", "prioritized_order",
 ]
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
 #: Batch entries that minibatches carry when the trajectory has them (an env with action
-#: masks; a recurrent policy's carries and episode starts).
+#: masks; a recurrent policy's carries and episode starts; the importance weights of
+#: prioritized sampling).
 OPTIONAL_MINIBATCH_KEYS = ("action_mask", "carry", "reset")
+
+#: Floor of a segment's advantage magnitude before ``** alpha``: a segment whose advantages
+#: are all 0 keeps a tiny chance of being drawn (and a finite importance weight).
+PRIORITY_FLOOR = 1e-6
 
 
 def make_batch(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> TensorDict:
@@ -219,6 +224,59 @@ def minibatch_order(key: torch.Tensor, env_ids: torch.Tensor, num_steps: int, nu
     return flat.reshape(num_steps * B)
 
 
+def prioritized_order(
+    key: torch.Tensor, magnitude: torch.Tensor, num_minibatches: int, alpha: torch.Tensor | float, beta: torch.Tensor | float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prioritized sampling of an epoch's minibatches: ``N`` segments drawn with replacement,
+    ``N / M`` per minibatch, with probability proportional to ``|A|^alpha``; and their
+    importance weights. Pure.
+
+    With ``w_i = max(m_i, PRIORITY_FLOOR)^alpha`` (``m_i`` segment ``i``'s advantage
+    magnitude), ``S = sum_j w_j``, the probability of segment ``i`` is ``P_i = w_i / S`` and
+    each draw is ``searchsorted(cumsum(w), u S)`` for ``u`` uniform in ``[0, 1)`` (32 bits from
+    ``key``, float64). The importance weight of a drawn segment is ``(N P_i)^-beta``
+    (Schaul et al. 2016, "Prioritized Experience Replay"), written ``(N w_i / S)^-beta``;
+    at ``beta = 1`` its expectation over the draw is ``sum_i P_i / (N P_i) = 1``, so a
+    weighted mean of per-segment losses is an unbiased estimate of the uniform mean, and no
+    rescaling by the largest weight (PER's ``1 / max w``) is needed to keep the loss on the
+    scale of the unprioritized one.
+
+    ``alpha = 0`` is uniform sampling exactly: every ``w_i`` is 1, ``cumsum(w)`` holds the
+    integers ``1..N``, the draw is ``floor(u N)`` and every weight is exactly 1.
+
+    Args:
+        key: int64 ``[2]``.
+        magnitude: float ``[N]``, ``>= 0``: ``|A_t|`` of each transition, or for a recurrent
+            batch ``sum_t |A_t|`` of each env sequence (the reference trainer's segment
+            priority).
+        num_minibatches: ``M``; must divide ``N``.
+        alpha, beta: 0-d (tensors in the state: a change never recompiles).
+
+    Returns:
+        ``(index int64 [N], weight float [N])``: consecutive slices of ``N / M`` are the
+        minibatches; ``weight[k]`` belongs to the segment ``index[k]``.
+
+    Example (alpha = 0 is uniform, with weights 1; a segment with no advantage is not drawn):
+        >>> index, weight = prioritized_order(jr.key(0), torch.tensor([1.0, 2.0, 0.0, 4.0]), 2, alpha=0.0, beta=0.5)
+        >>> index.shape, weight.tolist()
+        (torch.Size([4]), [1.0, 1.0, 1.0, 1.0])
+        >>> index, weight = prioritized_order(jr.key(0), torch.tensor([1.0, 1.0, 0.0, 2.0]), 2, alpha=1.0, beta=1.0)
+        >>> 2 in index.tolist(), [round(w, 4) for w in weight.tolist()] == [round(1 / (4 * [0.25, 0.25, 0, 0.5][i]), 4) for i in index.tolist()]
+        (False, True)
+    """
+    n = magnitude.shape[-1]
+    if n % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide the {n} segments of the batch")
+    alpha = torch.as_tensor(alpha, dtype=torch.float64, device=magnitude.device)
+    beta = torch.as_tensor(beta, dtype=torch.float64, device=magnitude.device)
+    w = torch.pow(magnitude.detach().to(torch.float64).clamp(min=PRIORITY_FLOOR), alpha)  # [N]
+    total = w.sum(-1, keepdim=True)
+    u = jr.bits(key, (n,)).to(torch.float64) * (2.0**-32)  # [N] in [0, 1)
+    index = torch.searchsorted(torch.cumsum(w, -1), u * total, right=True).clamp(max=n - 1)
+    weight = torch.pow(n * w.gather(-1, index) / total, -beta)
+    return index, weight.to(magnitude.dtype)
+
+
 def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased std of advantages ``[..., N]`` over the last axis and all processes:
     float32 ``[...]`` each (0-d for one minibatch).
@@ -246,8 +304,8 @@ def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None
 
 
 def epoch_minibatches(
-    key: torch.Tensor, env_ids: torch.Tensor, batch: Mapping[str, torch.Tensor], *, num_minibatches: int,
-    norm_adv: bool, all_reduce: AllReduce | None = None,
+    key: torch.Tensor, env_ids: torch.Tensor, batch: Mapping[str, torch.Tensor], hparams: Any = None, *, num_minibatches: int,
+    norm_adv: bool, all_reduce: AllReduce | None = None, prioritized: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One epoch's minibatches of ``batch``, stacked: ``(key, minibatches)``.
 
@@ -256,14 +314,22 @@ def epoch_minibatches(
     processes, are formed here in one reduction and handed to each update as ``adv_mean`` /
     ``adv_std``.
 
+    With ``prioritized`` (``PPOConfig.prioritized``) the minibatches are drawn instead by
+    :func:`prioritized_order` with ``hparams.prio_alpha`` / ``hparams.prio_beta0`` (the
+    iteration's beta, annealed), segments being transitions (or a recurrent batch's env
+    sequences), and carry the importance weights as ``weight`` (shaped like ``advantage``),
+    which :func:`~functional_rl.kernel.losses.ppo_loss` applies to the policy and value
+    losses. In a data-parallel run each process draws from its own envs' segments.
+
     Args:
         key: int64 ``[2]``.
         env_ids: int64 ``[B]``.
         batch: ``MINIBATCH_KEYS`` tensors ``[N, ...]``, ``N = T * B``.
+        hparams: needed with ``prioritized`` only.
 
     Returns:
         ``(key [2], minibatches)`` with every ``MINIBATCH_KEYS`` tensor ``[M, N / M, ...]`` (and
-        ``adv_mean``/``adv_std`` ``[M]`` with ``norm_adv``).
+        ``adv_mean``/``adv_std`` ``[M]`` with ``norm_adv``; ``weight`` with ``prioritized``).
 
     Example:
         >>> batch = {k: torch.arange(8.0) for k in MINIBATCH_KEYS}  # T = 4 steps of B = 2 envs
@@ -273,13 +339,24 @@ def epoch_minibatches(
     """
     key, k_perm = jr.split(key, 2).unbind(0)
     n = batch["advantage"].shape[0]
-    if "carry" in batch.keys():  # a recurrent policy's [B, T] sequences: minibatches of whole envs
+    recurrent = "carry" in batch.keys()
+    weight = None
+    if prioritized:
+        if hparams is None:
+            raise ValueError("prioritized minibatches need the hyperparameters (prio_alpha, prio_beta0): pass hparams")
+        magnitude = batch["advantage"].abs()
+        magnitude = magnitude.sum(-1) if recurrent else magnitude  # a sequence's priority: sum_t |A_t|
+        perm, weight = prioritized_order(k_perm, magnitude, num_minibatches, hparams.prio_alpha, hparams.prio_beta0)
+    elif recurrent:  # a recurrent policy's [B, T] sequences: minibatches of whole envs
         perm = sequence_order(k_perm, env_ids, num_minibatches)
     else:
         perm = minibatch_order(k_perm, env_ids, n // env_ids.shape[-1], num_minibatches)
     size = n // num_minibatches
     keys = MINIBATCH_KEYS + tuple(k for k in OPTIONAL_MINIBATCH_KEYS if k in batch.keys())
     mbs = {k: batch[k][perm].unflatten(0, (num_minibatches, size)) for k in keys}
+    if weight is not None:
+        weight = weight[:, None].expand(batch["advantage"].shape) if recurrent else weight
+        mbs["weight"] = weight.unflatten(0, (num_minibatches, size))
     if norm_adv:  # every minibatch's statistics, over all processes, in one reduction
         mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"].flatten(1), all_reduce)
     return key.contiguous(), mbs

@@ -105,6 +105,11 @@ def stack_states(config: PPOConfig, env: Any, policy: Any, agents: Sequence[Mapp
         if getattr(config, name) is None and any(agent.get(name) is not None for agent in agents):
             raise ValueError(f"cannot sweep {name} while the config's {name} is None (the piece is off for all agents): "
                              f"set {name} in the config (any value) to sweep it")
+    for names, switch, on in ((("prio_alpha", "prio_beta0"), "prioritized=True", config.prioritized),
+                              (("kickstart_coef", "kickstart_value_coef"), "kickstart_teachers", bool(config.kickstart_teachers))):
+        swept = [n for n in names if any(n in agent for agent in agents)]
+        if swept and not on:
+            raise ValueError(f"cannot sweep {swept[0]}: the piece it weighs is off for all agents; set {switch} in the config")
     states = []
     for agent in agents:
         cfg = config.replace(**agent)
@@ -223,7 +228,7 @@ def make_agents_kernel(
         critic=critic,
         make_batch=as_batch(maybe_compile(_vmapped(batch_arrays, in_dims=(1, 0))), batch_ndim=2),
         epoch_minibatches=plain_args(maybe_compile(_contiguous_key(
-            _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0), out_dims=(0, 1))))),
+            _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0, 0)[:4 if config.prioritized else 3], out_dims=(0, 1))))),
         update=agents_update if is_recurrent(policy) else maybe_compile(agents_update),  # as make_kernel
         vtrace_batch=as_batch(revalue if is_recurrent(policy) or not config.vtrace else maybe_compile(revalue), batch_ndim=2),
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
@@ -236,8 +241,8 @@ def _contiguous_key(fn: Any) -> Any:
     ``[A, 2]`` of ``[A, 2, 2]``, and a key whose stride changes between calls recompiles the
     next rollout."""
 
-    def minibatches(key, env_ids, batch):
-        key, mbs = fn(key, env_ids, batch)
+    def minibatches(key, env_ids, batch, *hparams):
+        key, mbs = fn(key, env_ids, batch, *hparams)
         return key.contiguous(), mbs
 
     return minibatches

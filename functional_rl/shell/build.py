@@ -18,7 +18,7 @@ from functional_rl.compat.losses import adapt_loss
 from functional_rl.envs import make
 from functional_rl.kernel.config import PPOConfig
 from functional_rl.kernel.iteration import StepFns
-from functional_rl.kernel.losses import LossFn
+from functional_rl.kernel.losses import LossFn, kickstart_loss
 from functional_rl.kernel.metrics import iteration_metrics
 from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
@@ -224,7 +224,10 @@ def make_kernel(
     """Bind the static parts into a :class:`~functional_rl.kernel.iteration.StepFns` and
     optionally ``torch.compile`` the per-step functions.
 
-    The optimizer is built here, once per run (:func:`~functional_rl.kernel.optim.make_optimizer`).
+    The optimizer is built here, once per run (:func:`~functional_rl.kernel.optim.make_optimizer`),
+    and so are ``config.kickstart_teachers`` (loaded by
+    :func:`~functional_rl.shell.kickstart.load_teachers` and added to the custom losses as
+    :func:`~functional_rl.kernel.losses.kickstart_loss`).
     ``all_reduce`` and ``world_size`` make a data-parallel bundle; the collectives then run
     inside the compiled update (functional collectives trace).
 
@@ -268,6 +271,11 @@ def make_kernel(
     elif callable(custom_losses):  # one loss given without a list
         custom_losses = (custom_losses,)
     custom_losses = tuple(adapt_loss(fn, policy) for fn in custom_losses)
+    if config.kickstart_teachers:  # frozen teachers, loaded once per kernel, distilled by a custom loss
+        from functional_rl.shell.kickstart import load_teachers
+
+        teachers = load_teachers(config.kickstart_teachers, env=env, student=policy, device=config.device)
+        custom_losses = (*custom_losses, kickstart_loss(teachers))
     pure_env = getattr(env, "is_pure", True)
     if curriculum is not None and not pure_env:
         raise ValueError(f"a curriculum needs a pure environment; {getattr(env, 'id', env)!r} steps a host simulator")
@@ -305,7 +313,8 @@ def make_kernel(
         norm_adv=config.norm_adv, custom_losses=custom_losses, autograd=autograd, **collective,
     )
     minibatches = functools.partial(
-        epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce)
+        epoch_minibatches, num_minibatches=config.num_minibatches, norm_adv=config.norm_adv, all_reduce=all_reduce,
+        prioritized=config.prioritized)
     batch_fn = make_batch
     if compile:  # GAE and the epoch's order and advantage statistics as compiled calls too
         batch_fn = as_batch(maybe_compile(batch_arrays), batch_ndim=1)

@@ -63,6 +63,7 @@ __all__ = [
     "CompileNotice",
     "ConsoleLogger",
     "Evaluator",
+    "eval_params",
     "JSONLWriter",
     "METRIC_GROUPS",
     "ProgressBar",
@@ -964,6 +965,23 @@ def evaluate(
     return returns, lengths
 
 
+def eval_params(state: Any) -> Any:
+    """The parameters to evaluate, save and ship: ``state.learner.params``, or with
+    ``optimizer="schedule_free_adamw"`` the optimizer's averaged sequence ``x``
+    (:func:`~functional_rl.kernel.optim.schedule_free_eval_params`), which the paper evaluates.
+
+    Example:
+        >>> import functional_rl as frl
+        >>> from functional_rl.shell.build import build
+        >>> state, _ = build(frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2), compile=False)
+        >>> eval_params(state) is state.learner.params
+        True
+    """
+    from functional_rl.kernel.optim import schedule_free_eval_params
+
+    return schedule_free_eval_params(state.learner.opt_state, state.learner.params)
+
+
 def state_policy_input(state: Any) -> dict[str, Any]:
     """How the policy of ``state`` sees the world, as :func:`evaluate` keyword arguments.
 
@@ -1063,13 +1081,14 @@ class Evaluator:
             self.run(state)
 
     def run(self, state: Any) -> dict[str, float]:
-        """Evaluate ``state.learner.params`` now; record and write the row, and return it."""
+        """Evaluate the learner now (:func:`eval_params`: its parameters, or a schedule-free
+        optimizer's average ``x``); record and write the row, and return it."""
         iteration = int(state.iteration)
         inputs = state_policy_input(state)
         if self.obs_fn is not None:
             inputs["obs_fn"] = lambda obs: self.obs_fn(state, obs)
         returns, lengths = evaluate(
-            jr.fold_in(jr.key(self.seed), iteration), state.learner.params, self.env, self.policy,
+            jr.fold_in(jr.key(self.seed), iteration), eval_params(state), self.env, self.policy,
             episodes=self.episodes, env_params=self.env_params, max_steps=self.max_steps, **inputs,
         )
         r = returns.to(torch.float64)
@@ -1093,7 +1112,8 @@ class PolicySaver:
     """Saves the learner's policy as records of a :class:`~functional_rl.shell.policy_store.PolicyStore`
     every ``every`` iterations and at the end (the reference trainer's policy store in the loop).
 
-    Record ``"{prefix}.{iteration:06d}"`` holds ``state.learner.params``, the policy's spec and
+    Record ``"{prefix}.{iteration:06d}"`` holds :func:`eval_params` of the state (the
+    parameters, or a schedule-free optimizer's average ``x``), the policy's spec and
     metadata ``epoch`` (the iteration), ``agent_step``, ``episode_return`` (the iteration's
     mean, when episodes ended) and ``env_id``; ``store.load(store.uri)`` gives the latest.
     ``functional_training_loop(policy_store=...)`` adds one with ``every=0`` (the end only).
@@ -1142,5 +1162,5 @@ class PolicySaver:
         meta = {"epoch": iteration, "agent_step": int(self.last["agent_step"])}
         if math.isfinite(self.last.get("episode_return", math.nan)):
             meta["episode_return"] = float(self.last["episode_return"])
-        self.store.save(f"{self.prefix}.{iteration:06d}", state.learner.params, self.policy, meta, env=self.env, overwrite=True)
+        self.store.save(f"{self.prefix}.{iteration:06d}", eval_params(state), self.policy, meta, env=self.env, overwrite=True)
         self.saved_iteration = iteration

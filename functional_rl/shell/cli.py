@@ -258,6 +258,19 @@ def _initial_policy(uri: str | None, config, env):
     return record
 
 
+def _check_teachers(config, env) -> None:
+    """Load ``config.kickstart_teachers`` once before anything is written (a UsageError names
+    the teacher that is missing or does not fit)."""
+    if not config.kickstart_teachers:
+        return
+    from functional_rl.shell.kickstart import KickstartError, load_teachers
+
+    try:
+        load_teachers(config.kickstart_teachers, env=env, student=_make_policy(config, env))
+    except KickstartError as e:
+        raise UsageError(f"--set kickstart_teachers: {e}") from e
+
+
 def _write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
@@ -554,6 +567,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     env = _make_env(config.env_id)  # an unknown id fails before anything is written
     _check_config(config, env)
     args.initial_record = _initial_policy(args.initial_policy, config, env)
+    _check_teachers(config, env)
     replica, config = _join(config, args.argv)
     locks: list[RunDirLock] = []
 
@@ -630,7 +644,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     import functional_rl.kernel.random as jr
-    from functional_rl.shell.callbacks import evaluate, state_policy_input
+    from functional_rl.shell.callbacks import eval_params, evaluate, state_policy_input
 
     if not 1 <= args.episodes <= MAX_EPISODES:
         raise UsageError(f"--episodes must lie in [1, {MAX_EPISODES:,}], got {short(args.episodes)}")
@@ -642,7 +656,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy = _make_policy(config, env)
     # The same key as Evaluator(seed=args.seed) at this iteration: the CLI and callback agree.
     key = jr.fold_in(jr.key(args.seed), int(state.iteration))
-    returns, lengths = evaluate(key, state.learner.params, env, policy, episodes=args.episodes, **state_policy_input(state))
+    returns, lengths = evaluate(key, eval_params(state), env, policy, episodes=args.episodes, **state_policy_input(state))
     r = returns.to(torch.float64)
     print(f"{config.env_id} {path.name} (step {int(state.agent_step):,}): mean return {float(r.mean()):.2f} ± "
           f"{float(r.std(correction=0)):.2f} over {args.episodes} greedy episodes "

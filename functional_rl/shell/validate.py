@@ -104,9 +104,11 @@ def check_config_dict(d: Mapping[str, Any]) -> None:
         def wrong(expected: str) -> ConfigError:
             return ConfigError(f"{key}={short(value)} has type {_type_name(value)}; expected {expected}")
 
-        if kind == "int":
+        if kind in ("int", "int | None"):
+            if value is None and kind == "int | None":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
-                raise wrong("an integer")
+                raise wrong("an integer" if kind == "int" else "an integer or null")
             if not -_INT64 <= value < _INT64:
                 raise ConfigError(f"{key}={short(value)} does not fit a 64-bit integer")
         elif kind in ("float", "float | None"):
@@ -127,6 +129,11 @@ def check_config_dict(d: Mapping[str, Any]) -> None:
         elif kind == "tuple[tuple[str, str], ...]":  # schedules
             if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                 raise wrong('an object of hyperparameter names to schedule strings, e.g. {"ent_coef": "cosine:end=0"}')
+        elif kind == "tuple[str, ...]":  # kickstart_teachers: one path or a list of them
+            if isinstance(value, str):
+                continue
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise wrong("a list of strings")
         elif kind == "tuple[int, ...]":
             if (not isinstance(value, (list, tuple)) or not value
                     or any(isinstance(h, bool) or not isinstance(h, int) for h in value)):
