@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import torch
@@ -34,6 +35,11 @@ VARIANTS = {
     "vf_clip_coef 0.5": {"vf_clip_coef": 0.5},
     "target_kl 0.02": {"target_kl": 0.02},
     "target_kl 0.005": {"target_kl": 0.005},
+    "prioritized alpha 0.6, beta0 0.4": {"prioritized": True, "prio_alpha": 0.6, "prio_beta0": 0.4},
+    "schedule_free_adamw, lr 2.5e-4": {"optimizer": "schedule_free_adamw", "anneal_lr": False},
+    "schedule_free_adamw, lr 1e-3": {"optimizer": "schedule_free_adamw", "anneal_lr": False, "learning_rate": 1e-3},
+    "l2_reg_loss_coef 1e-4": {"l2_reg_loss_coef": 1e-4},
+    "l2_init_loss_coef 1e-3": {"l2_init_loss_coef": 1e-3},
 }
 ENVS = {
     "cartpole": (lambda seed: frl.PPOConfig(seed=seed, total_timesteps=500_000), 475.0),
@@ -82,8 +88,20 @@ def main() -> None:
                 print(" | ".join(map(str, rows[-1])), flush=True)
     body = table(["env", "option", "seed", "best 10-iteration mean return", "env steps to threshold",
                   "updates per iteration (mean)", "wall s (incl. compile)"], rows)
-    body += ("\n\nThresholds: CartPole-v1 475, Acrobot-v1 -100, within 500k env steps; compiled, 1 thread. One seed per "
-             "row: it shows the option trains, not a ranking (seed-to-seed spread is about 2x in steps).")
+    seeds = a.seeds.split(",")
+    if len(seeds) > 1:  # one line per (env, option) over the seeds
+        summary = []
+        for env in a.envs.split(","):
+            for name in chosen:
+                mine = [r for r in rows if r[0] == env and r[1] == name]
+                steps = [int(r[4].replace(",", "")) for r in mine if r[4] != "not reached"]
+                median = f"{statistics.median(steps):,.0f}" if len(steps) == len(mine) else "-"
+                summary.append([env, name, f"{len(steps)}/{len(mine)}", median, ", ".join(r[4] for r in mine),
+                                ", ".join(r[3] for r in mine)])
+        body += "\n\n" + table(["env", "option", "seeds reaching threshold", "median env steps", "per seed",
+                                  "best mean return per seed"], summary)
+    body += (f"\n\nThresholds: CartPole-v1 475, Acrobot-v1 -100, within 500k env steps; compiled, 1 thread; seeds {a.seeds}. "
+             "Seed-to-seed spread is about 2x in steps: a median over 3 seeds is a rough ranking at best.")
     print(body)
     append_results("Algorithm options: learning with each switched on (benchmarks/algorithms.py)", body)
 
