@@ -163,7 +163,7 @@ def test_many_agents_distil_like_their_single_runs():
 @pytest.mark.slow
 def test_a_kickstarted_student_learns_cartpole_faster_than_from_scratch():
     """Three seeds each, 24k env steps (vmapped agents, eager): distilling the trained teacher
-    (weights falling to 0 over the first 16k steps) lifts the students' mean return far
+    (weights falling to 0 over the first 16k steps) lifts the students' mean return well
     above the same students trained from scratch. benchmarks/kickstart.py measures steps to
     return 475 over a longer budget."""
     base = frl.PPOConfig(total_timesteps=24_576, num_envs=4, num_steps=128)
@@ -173,7 +173,8 @@ def test_a_kickstarted_student_learns_cartpole_faster_than_from_scratch():
         _, histories = frl.train_many(cfg, seeds=[1, 2, 3], compile=False)
         last = [sum(h["episode_return"] for h in hist[-6:]) / 6 for hist in histories]
         means[name] = sum(last) / 3
-    assert means["kickstart"] > 1.5 * means["scratch"], means
+    # Measured: 160 against 99 (per seed 183, 154, 142 against 119, 107, 70).
+    assert means["kickstart"] > 1.3 * means["scratch"] and min(means.values()) > 0, means
 
 
 def test_cli_trains_with_a_teacher_and_refuses_a_missing_one_before_writing(tmp_path, capsys):
