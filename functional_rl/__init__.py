@@ -13,13 +13,14 @@ impure shell :func:`functional_training_loop`.
 
 from functional_rl import envs
 from functional_rl.compat import components, training_config
-from functional_rl.kernel import curriculum, optim, random, schedules
+from functional_rl.kernel import curriculum, optim, pbt, random, schedules
 from functional_rl.shell import callbacks, checkpoint, distributed, policy_store, presets
 from functional_rl.kernel.advantages import compute_advantages, compute_advantages_reference
 from functional_rl.kernel.vtrace import compute_vtrace
 from functional_rl.kernel.config import Hyperparams, PPOConfig, learning_rate_at
 from functional_rl.kernel.distributions import Categorical, DiagGaussian, MultiCategorical
 from functional_rl.shell.loop import NonFiniteError, functional_training_loop, train_many
+from functional_rl.shell.population import train_population
 from functional_rl.kernel.losses import kickstart_loss, ppo_loss
 from functional_rl.kernel.policies import Policy, make_cnn_policy, make_mlp_policy, make_multi_input_policy, make_policy
 from functional_rl.kernel.recurrent import make_recurrent_policy
@@ -69,6 +70,8 @@ __all__ = [
     "make_policy",
     "make_recurrent_policy",
     "optim",
+    "pbt",
+    "train_population",
     "ppo_loss",
     "kickstart_loss",
     "pytree_dataclass",

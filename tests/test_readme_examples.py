@@ -45,3 +45,13 @@ def test_algorithm_options_example_runs():
     assert [round(h["schedule/prio_beta0"], 4) for h in second] == [0.4, 0.55, 0.7, 0.85]
     assert [h["schedule/kickstart_coef"] for h in second] == [1.0, 0.5, 0.0, 0.0]
     assert second[0]["kickstart/kl"] > 0 and "kickstart/value_mse" in second[-1]
+
+
+def test_population_based_training_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", _section("Population-based training in one process"), re.S)
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    result = namespace["result"]
+    assert len(result.histories) == 4 and len(result.lineage) == 7  # one copy after iterations 4, ..., 28
+    assert result.best in range(4)

@@ -1,4 +1,4 @@
-"""The ``functional-rl`` command line: train, resume, evaluate and plot runs.
+"""The ``functional-rl`` command line: train, resume, evaluate and plot runs; population-based training.
 
 ::
 
@@ -9,6 +9,7 @@
     functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
     functional-rl eval RUN_DIR [--episodes N] [--seed S]
     functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE]
+    functional-rl pbt ENV_ID --population N --exploit-every K --space FILE [--set KEY=VALUE ...]
     functional-rl list-envs
 
 Every ``train`` writes a run directory (default ``runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS}``)::
@@ -64,7 +65,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -782,6 +783,115 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pbt(args: argparse.Namespace) -> int:
+    """``functional-rl pbt``: population-based training into a new run dir."""
+    import torch
+
+    from functional_rl.kernel.pbt import parse_space
+    from functional_rl.shell import checkpoint
+    from functional_rl.shell.policy_store import PolicyStore
+    from functional_rl.shell.population import train_population
+
+    torch.set_num_threads(args.threads)
+    config = _make_config(args)
+    env = _make_env(config.env_id)
+    _check_config(config, env)
+    if not getattr(env, "is_pure", True):
+        raise UsageError(f"pbt needs a pure environment (the members are vmapped); {config.env_id!r} steps a host simulator")
+    raw = _load_config_file(args.space)
+    try:
+        space = parse_space(raw)
+        if not space:
+            raise ValueError("the space is empty: name at least one hyperparameter")
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"--space {short(args.space)}: {e}") from e
+    if not 0 < args.fraction <= 0.5 or 2 * max(1, int(args.fraction * args.population)) > args.population:
+        raise UsageError(f"--fraction {args.fraction} with --population {args.population}: the bottom and the top must "
+                         "each hold at least one member and not overlap; use a fraction in (0, 0.5] and N >= 2")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"pbt-{config.env_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    created = _new_run_dir(run_dir)
+    lock = _lock(run_dir)
+    try:
+        _refuse_foreign(run_dir, ignore=(LOCK_FILE,))
+        _write_config(run_dir, config)
+        _write_atomic(run_dir / "space.json", json.dumps(raw, indent=2) + "\n")
+        print(f"run dir: {run_dir}", flush=True)
+        print(f"pbt on {config.env_id}: {args.population} members x {config.total_timesteps:,} steps, exploit every "
+              f"{args.exploit_every} iterations", flush=True)
+        with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as metrics, (run_dir / "lineage.jsonl").open("a", encoding="utf-8") as lineage:
+            def on_iteration(state, rows, entries):
+                for row in rows:
+                    metrics.write(json.dumps(_json_safe(row)) + "\n")
+                for entry in entries:
+                    lineage.write(json.dumps(_json_safe(entry)) + "\n")
+                metrics.flush()
+                lineage.flush()
+                if rows[0]["iteration"] % 10 == 0 or rows[0]["iteration"] == config.num_iterations:
+                    returns = [r["episode_return"] for r in rows if math.isfinite(r["episode_return"])]
+                    best = max(returns) if returns else float("nan")
+                    print(f"iteration {int(rows[0]['iteration'])}/{config.num_iterations}: best member return {best:.1f}", flush=True)
+
+            result = train_population(config, args.population, space, exploit_every=args.exploit_every, fraction=args.fraction,
+                                      seed=args.pbt_seed, env=env, compile=not args.no_compile, on_iteration=on_iteration)
+        checkpoint.save(run_dir / CHECKPOINT_DIR / "population.frl", result.state, config, {"population": args.population,
+                        "exploit_every": args.exploit_every})
+        best = result.best
+        from functional_rl.shell.batched import unstack_state
+        from functional_rl.shell.callbacks import eval_params
+
+        member = unstack_state(result.state.agents, best)
+        PolicyStore(run_dir).save("best", eval_params(member), _make_policy(config, env),
+                                  {"env_id": config.env_id, "agent_step": int(member.agent_step), "member": best}, env=env, overwrite=True)
+        plot_population(run_dir, space)
+        print(f"best member {best}; run dir: {run_dir}", flush=True)
+    finally:
+        lock.release()
+    return 0
+
+
+def _json_safe(obj: Any) -> Any:
+    """Non-finite floats as strings ("nan", "inf", "-inf"): strict JSON has none."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    return obj
+
+
+def plot_population(run_dir: str | Path, space: Mapping[str, Any] | None = None, out: str | Path | None = None) -> Path:
+    """``pbt.png`` of a pbt run dir: every member's episode return over env steps, and below
+    it every searched hyperparameter's trajectory per member (the jumps are exploit steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    names = sorted(k[len("hparam/"):] for k in rows[0] if k.startswith("hparam/")) if rows else []
+    members = sorted({int(r["member"]) for r in rows})
+    fig, axes = plt.subplots(1 + len(names), 1, figsize=(8, 3 * (1 + len(names))), sharex=True, squeeze=False)
+    for m in members:
+        mine = [r for r in rows if int(r["member"]) == m]
+        steps = [r["agent_step"] for r in mine]
+        axes[0][0].plot(steps, [r["episode_return"] if isinstance(r["episode_return"], float) else math.nan for r in mine], lw=0.8, label=f"member {m}")
+        for k, n in enumerate(names):
+            axes[1 + k][0].plot(steps, [r[f"hparam/{n}"] for r in mine], lw=0.8)
+    axes[0][0].set_ylabel("episode return")
+    axes[0][0].legend(fontsize="x-small", ncol=4)
+    for k, n in enumerate(names):
+        axes[1 + k][0].set_ylabel(n)
+        dist = (space or {}).get(n)
+        if getattr(dist, "log", False):
+            axes[1 + k][0].set_yscale("log")
+    axes[-1][0].set_xlabel("env steps per member")
+    fig.tight_layout()
+    target = Path(out) if out else run_dir / "pbt.png"
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return target
+
+
 def cmd_list_envs(args: argparse.Namespace) -> int:
     """``functional-rl list-envs``: the registered environments with their spaces."""
     from functional_rl.envs import list_envs, make
@@ -861,7 +971,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``functional-rl`` argument parser (sub-commands train, resume, eval, plot, list-envs)."""
+    """The ``functional-rl`` argument parser (sub-commands train, resume, eval, plot, pbt, list-envs)."""
     parser = _Parser(prog="functional-rl", description="Train, resume, evaluate and plot PPO runs of functional_rl.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -912,6 +1022,29 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", metavar="FILE", help="the PNG (default RUN_DIR/learning_curve.png for one run, "
                                     "./learning_curve.png for several)")
     plot.set_defaults(func=cmd_plot)
+
+    pbt = sub.add_parser("pbt", help="population-based training of N vmapped members in one process",
+                         description="Population-based training on ENV_ID: N members train as vmapped agents; every K "
+                                     "iterations the bottom fraction copies a top member's learner and perturbs its "
+                                     "searched hyperparameters. Writes config.json, space.json, metrics.jsonl (a row per "
+                                     "member and iteration), lineage.jsonl, checkpoints/population.frl, best.frl (the best "
+                                     "member's policy record) and pbt.png into the run dir.")
+    pbt.add_argument("env_id", help="environment id (a pure env), see `functional-rl list-envs`")
+    pbt.add_argument("--population", type=_positive, required=True, metavar="N", help="members")
+    pbt.add_argument("--exploit-every", type=_positive, required=True, dest="exploit_every", metavar="K",
+                     help="iterations between exploit steps (the scores are mean returns over them)")
+    pbt.add_argument("--space", required=True, metavar="FILE",
+                     help='a .json or .toml file {name: [low, high] | {low, high, log} | {choices: [...]}}, e.g. docs/pbt_space_cartpole.toml')
+    pbt.add_argument("--fraction", type=float, default=0.25, help="bottom and top share of the population (default 0.25)")
+    pbt.add_argument("--pbt-seed", type=int, default=0, dest="pbt_seed", metavar="S", help="seed of the starting values and the exploit/explore draws")
+    pbt.add_argument("--config", metavar="FILE", help="a .toml or .json file of PPOConfig fields")
+    pbt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    pbt.add_argument("--total-timesteps", type=_positive, dest="total_timesteps", metavar="N", help="env steps per member")
+    pbt.add_argument("--seed", type=int, metavar="S", help="member i trains with seed S + i")
+    pbt.add_argument("--run-dir", dest="run_dir", help="the run directory (default runs/pbt-{env_id}-{YYYYmmdd-HHMMSS})")
+    pbt.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile)")
+    pbt.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
+    pbt.set_defaults(func=cmd_pbt)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
