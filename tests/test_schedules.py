@@ -171,3 +171,22 @@ def test_step_range_gate_edges():
     assert step_range_gate(torch.tensor(6), 6, 7) == 1 and step_range_gate(torch.tensor(7), 6, 7) == 0
     with pytest.raises(ValueError, match="empty"):
         step_range_gate(steps, 5, 5)
+
+
+def test_a_custom_loss_sees_the_step_to_gate_itself_and_schedule_its_own_coefficient():
+    """hparams.step is the env step the iteration started from: a custom loss switches itself
+    on for a step range and follows a schedule of its own coefficient with it."""
+    import functional_rl as frl
+
+    cfg = frl.PPOConfig(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1, total_timesteps=32 * 5)
+    coef = Schedule.parse("linear:end=0")
+
+    def value_pull(params, batch, outputs, hparams):
+        gate = step_range_gate(hparams.step, start=64, end=128)
+        weight = gate * coef.value(torch.tensor(0.1), hparams.step, cfg.total_timesteps)
+        return weight * (outputs["value"] ** 2).mean(), {"pull/step": hparams.step.float(), "pull/weight": weight}
+
+    _, history = frl.functional_training_loop(cfg, custom_losses=[value_pull], compile=False)
+    assert [h["pull/step"] for h in history] == [0, 32, 64, 96, 128]
+    assert [h["pull/weight"] for h in history] == pytest.approx([0, 0, 0.1 * (1 - 64 / 160), 0.1 * (1 - 96 / 160), 0])
+    assert [h["value_pull"] == 0 for h in history] == [True, True, False, False, True]

@@ -479,6 +479,12 @@ class Hyperparams:
     prio_beta0: torch.Tensor
     kickstart_coef: torch.Tensor
     kickstart_value_coef: torch.Tensor
+    #: int64 0-d: the env step the iteration started from (``agent_step - batch_size``), set
+    #: by :func:`~functional_rl.kernel.iteration.iteration_hparams` for the update (0 in the
+    #: state). Not a hyperparameter: it is how a custom loss sees the step, to gate itself
+    #: (:func:`~functional_rl.kernel.schedules.step_range_gate`) or schedule its own
+    #: coefficient (``Schedule.parse("cosine:end=0").value(coef, hparams.step, total)``).
+    step: torch.Tensor = None
 
     @classmethod
     def from_config(cls, config: PPOConfig, device: str | torch.device | None = None) -> Hyperparams:
@@ -495,7 +501,8 @@ class Hyperparams:
             values["target_kl"] = math.inf
         for name in ("l2_reg_loss_coef", "l2_init_loss_coef"):  # off: not in the optimizer at all
             values[name] = 0.0 if values[name] is None else values[name]
-        return cls(**{n: torch.tensor(float(v), dtype=torch.float32, device=dev) for n, v in values.items()})
+        return cls(**{n: torch.tensor(float(v), dtype=torch.float32, device=dev) for n, v in values.items()},
+                   step=torch.zeros((), dtype=torch.int64, device=dev))
 
 
 def learning_rate_at(hparams: Hyperparams, iteration: torch.Tensor, num_iterations: int, anneal: bool) -> torch.Tensor:

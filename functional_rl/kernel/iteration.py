@@ -250,7 +250,8 @@ def run_schedules(config: PPOConfig) -> dict[str, Schedule]:
 def iteration_hparams(state: TrainerState, config: Any) -> Any:
     """The hyperparameters this iteration's update uses: ``state.learner.hparams`` with
     ``config.schedules`` applied at the env step the iteration started from
-    (``agent_step - batch_size``; :func:`~functional_rl.kernel.schedules.scheduled_hparams`).
+    (``agent_step - batch_size``; :func:`~functional_rl.kernel.schedules.scheduled_hparams`),
+    and that step as ``hparams.step``, so a custom loss can gate or schedule itself by it.
     Pure; the state keeps the base values.
 
     Example (the entropy bonus decays linearly to 0 over the run):
@@ -259,11 +260,12 @@ def iteration_hparams(state: TrainerState, config: Any) -> Any:
         >>> round(float(iteration_hparams(half, c).ent_coef), 6), round(float(half.learner.hparams.ent_coef), 6)
         (0.005, 0.01)
     """
+    step = (state.agent_step - config.batch_size).clamp(min=0)
+    hparams = state.learner.hparams.replace(step=step.to(torch.int64))
     schedules = run_schedules(config)
     if not schedules:
-        return state.learner.hparams
-    step = (state.agent_step - config.batch_size).clamp(min=0)
-    return scheduled_hparams(state.learner.hparams, schedules, step, config.total_timesteps)
+        return hparams
+    return scheduled_hparams(hparams, schedules, step, config.total_timesteps)
 
 
 def train_iteration(state: TrainerState, fns: StepFns) -> tuple[TrainerState, dict[str, torch.Tensor]]:
