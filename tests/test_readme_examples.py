@@ -18,6 +18,15 @@ def _section(title: str) -> str:
     return text[start:end]
 
 
+def _run_single_example(title: str) -> dict:
+    """Execute the one ``python`` block of a README section; return its namespace."""
+    blocks = re.findall(r"```python\n(.*?)```", _section(title), re.S)
+    assert len(blocks) == 1, len(blocks)
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    return namespace
+
+
 def test_policies_and_spaces_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", _section("Policies and spaces"), re.S)
     assert len(blocks) == 5, len(blocks)
@@ -34,10 +43,7 @@ def test_policies_and_spaces_examples_run():
 
 
 def test_algorithm_options_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", _section("Algorithm options: optimizers, V-trace, schedules, value clip, prioritized minibatches, kickstarting"), re.S)
-    assert len(blocks) == 1
-    namespace: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
+    namespace = _run_single_example("Algorithm options: optimizers, V-trace, schedules, value clip, prioritized minibatches, kickstarting")
     history = namespace["history"]
     assert len(history) == 4 and history[-1]["schedule/ent_coef"] < history[0]["schedule/ent_coef"]
     assert history[0]["learning_rate"] < history[1]["learning_rate"]  # the warmup
@@ -48,10 +54,6 @@ def test_algorithm_options_example_runs():
 
 
 def test_population_based_training_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", _section("Population-based training in one process"), re.S)
-    assert len(blocks) == 1
-    namespace: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
-    result = namespace["result"]
+    result = _run_single_example("Population-based training in one process")["result"]
     assert len(result.histories) == 4 and len(result.lineage) == 7  # one copy after iterations 4, ..., 28
     assert result.best in range(4)
