@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -223,7 +224,7 @@ def train_on_trajectory(state: TrainerState, trajectory: TensorDict, fns: StepFn
 
 
 @functools.lru_cache(maxsize=64)
-def run_schedules(config: PPOConfig) -> dict[str, Schedule]:
+def run_schedules(config: PPOConfig) -> Mapping[str, Schedule]:
     """Every schedule a run applies: ``config.schedules``, plus the implicit ones of options
     that anneal by definition unless the config schedules them itself:
 
@@ -244,7 +245,7 @@ def run_schedules(config: PPOConfig) -> dict[str, Schedule]:
     if config.kickstart_teachers:
         for name in ("kickstart_coef", "kickstart_value_coef"):
             schedules.setdefault(name, Schedule("linear", end_factor=0.0, total_steps=config.kickstart_steps))
-    return schedules
+    return types.MappingProxyType(schedules)  # cached per config: read-only, so no caller can change another's
 
 
 def iteration_hparams(state: TrainerState, config: Any) -> Any:
