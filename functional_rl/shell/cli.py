@@ -726,6 +726,7 @@ def plot_curve_groups(groups: list[tuple[str, list[tuple[Any, Any]]]], out: str 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from functional_rl.shell.curves import align, bootstrap_ci, smooth as smoothed, smoothing_label
 
@@ -752,6 +753,7 @@ def plot_curve_groups(groups: list[tuple[str, list[tuple[Any, Any]]]], out: str 
             ax.plot(grid, mean, lw=2, color=colour, label=f"{label}: {name}" if label else name)
             ax.fill_between(grid, lo, hi, color=colour, alpha=0.25, lw=0)
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:g}"))
         ax.set_ylabel("mean episodic return" + ("" if smooth == "none" else f" ({how})"))
         ax.set_title(title[:90])
         ax.grid(alpha=0.3)

@@ -262,15 +262,17 @@ class _AgentWriters:
     """One ``metrics.jsonl`` per agent (grouped names, ``wall_time``) and the sweep's progress lines."""
 
     def __init__(self, run_dirs: list[Path], config: Any, every: int, stream: Any):
-        from functional_rl.shell.callbacks import JSONLWriter
+        from functional_rl.shell.callbacks import JSONLWriter, SteadyRate
 
         self.writers = [JSONLWriter(d / METRICS_FILE, wall_time=True) for d in run_dirs]
         self.config, self.every, self.stream = config, every, stream
         self.returns: list[float] = [math.nan] * len(run_dirs)
-        self.t0 = time.perf_counter()
+        self.steady = SteadyRate()
+        self.step = 0
 
     def on_start(self, state: Any, config: Any) -> None:
-        self.t0 = time.perf_counter()
+        self.steady = type(self.steady)()
+        self.steady.start()
         for w in self.writers:
             w.on_start(None, None)
 
@@ -281,21 +283,33 @@ class _AgentWriters:
         if metrics.get("episodes", 0) > 0 and math.isfinite(metrics["episode_return"]):
             self.returns[a] = metrics["episode_return"]
         it, n = int(metrics["iteration"]), len(self.writers)
-        if a == n - 1 and (it % self.every == 0 or it == self.config.num_iterations):
-            step = int(metrics["agent_step"])
-            seconds = time.perf_counter() - self.t0
+        if a != n - 1:
+            return
+        step = self.step = int(metrics["agent_step"])
+        self.steady.update(step)  # steps per agent since the first iteration (compile) ended
+        if it % self.every == 0 or it == self.config.num_iterations:
+            rate = self.steady.rate
             finite = [r for r in self.returns if math.isfinite(r)]
             mean = f"{sum(finite) / len(finite):7.1f}" if finite else "    n/a"
             print(f"iteration {it:>5}/{self.config.num_iterations}  {n} agents x {step:>9,} steps = {n * step:>12,} "
-                  f"agent-steps  {n * step / max(seconds, 1e-9):>9,.0f} agent-steps/s  mean return {mean}",
+                  f"agent-steps  {'n/a' if rate is None else f'{n * rate:,.0f}':>9} agent-steps/s  mean return {mean}",
                   file=self.stream, flush=True)
 
     def on_end(self, state: Any) -> None:
+        self.close()
+        n, rate, first = len(self.writers), self.steady.rate, self.steady.first_s
+        elapsed = self.steady.clock() - self.steady.t0 if self.steady.t0 is not None else math.nan
+        print(f"done: {n} agents x {self.step:,} steps = {n * self.step:,} agent-steps in {elapsed:.1f}s"
+              + ("" if first is None else f" (first iteration {first:.1f}s with any compile")
+              + ("" if first is None else ")" if rate is None else f"; then {n * rate:,.0f} agent-steps/s)"),
+              file=self.stream, flush=True)
+
+    def close(self) -> None:
         for w in self.writers:
             w.close()
 
     def on_failure(self, state: Any, exc: BaseException) -> None:
-        self.on_end(state)
+        self.close()
 
 
 def _clone(tree: Any) -> Any:
@@ -416,7 +430,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         curves = [(name, runs) for name, runs in curves if runs]
         if curves:
             plot_curve_groups(curves, sweep_dir / SWEEP_PNG, smooth=args.smooth, xlabel=X_AXES[args.x][1],
-                              title=f"{base.env_id}: {len(seeds)} seeds per point", show_runs=False)
+                              title=f"{base.env_id}, {base.total_timesteps:,} steps per run: {len(seeds)} seeds per point",
+                              show_runs=False)
         print(markdown, end="", flush=True)
         print(f"wrote {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}" + (f", {sweep_dir / SWEEP_PNG}" if curves else ""))
     finally:
