@@ -234,7 +234,7 @@ def test_list_envs(work):
     assert re.search(r"^CartPole-v1\s+obs \(4,\)\s+actions Discrete\(2\)$", out, re.M)
 
 
-HELP = [[], ["train"], ["resume"], ["eval"], ["plot"], ["list-envs"]]
+HELP = [[], ["train"], ["resume"], ["eval"], ["plot"], ["sweep"], ["list-envs"]]
 
 
 @pytest.mark.parametrize("command", HELP)

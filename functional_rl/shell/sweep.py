@@ -348,7 +348,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import torch
 
     from functional_rl.kernel.config import HYPERPARAM_NAMES, PPOConfig
-    from functional_rl.shell.batched import OPTIONAL_HYPERPARAMS, agent_grid, stack_states
+    from functional_rl.shell.batched import agent_grid, stack_states
 
     torch.set_num_threads(args.threads)
     try:
@@ -369,12 +369,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     env = _make_env(base.env_id)
     _check_config(base, env)
     # A continuous hyperparameter is a graph input unless its piece is switched by None (then it is structural).
-    graph = {k: v for k, v in swept.items() if k in HYPERPARAM_NAMES and getattr(base, k) is not None
-             and None not in v and not (k in OPTIONAL_HYPERPARAMS and getattr(base, k) is None)}
+    graph = {k: v for k, v in swept.items() if k in HYPERPARAM_NAMES and getattr(base, k) is not None and None not in v}
     structural = {k: v for k, v in swept.items() if k not in graph}
     names = list(swept)
 
-    groups = []  # (config of the train_many call, graph grid, agents, [(point, seed, agent config)])
+    groups = []  # (config of one train_many call, its agents, [(point, seed, agent config)] per agent)
     total_agents = 0
     for svalues in itertools.product(*structural.values()):
         spoint = dict(zip(structural, svalues))
@@ -418,7 +417,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"training {len(agents)} agents x {gcfg.batch_size:,} steps/iter ({gcfg.num_envs} envs x {gcfg.num_steps} steps) "
                   f"x {gcfg.num_iterations} iterations = {len(agents) * gcfg.num_iterations * gcfg.batch_size:,} agent-steps"
                   + ("" if not structural else f" [{point_name({k: members[0][0][k] for k in structural})}]"), flush=True)
-            _train_group(gcfg, env, seeds, graph, agents, run_dirs, [m[2] for m in members], args)
+            try:
+                _train_group(gcfg, env, seeds, graph, agents, run_dirs, [m[2] for m in members], args)
+            except KeyboardInterrupt:
+                print(f"functional-rl: interrupted; the metrics written so far are in {sweep_dir} (the agents of the "
+                      "interrupted call have no checkpoint)", file=sys.stderr)
+                return 130
         summary = summarize(sweep_dir, [(name, point, runs) for name, (point, runs) in points.items()])
         summary = {"env_id": base.env_id, "seeds": seeds, "total_timesteps": base.total_timesteps, **summary}
         _write_atomic(sweep_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
