@@ -2,12 +2,9 @@
 
 import argparse
 import json
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import functional_rl as frl
 from functional_rl.shell import checkpoint

@@ -45,7 +45,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from functional_rl.shell.cli import (
     CHECKPOINT_DIR, METRICS_FILE, UsageError, _check_config, _config_from_dict, _lock, _make_config,
@@ -343,14 +343,24 @@ def _train_group(config: Any, env: Any, seeds: list[int], graph: dict[str, list[
                         {"agent_step": step, "iteration": iteration, "reason": "end", "compile": compile})
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``functional-rl sweep``: train the grid x seeds, write the run dirs, the summary and the plot."""
-    import torch
+class _Plan(NamedTuple):
+    """What a sweep will train: the shared config, the env, the seeds, the swept keys split into
+    graph inputs and structural keys, and one group per ``train_many`` call:
+    ``(config, agents, [(point, seed, agent config), ...])``."""
 
+    base: Any
+    env: Any
+    seeds: list[int]
+    swept: dict[str, list[Any]]
+    graph: dict[str, list[Any]]
+    structural: dict[str, list[Any]]
+    groups: list[tuple[Any, list[dict[str, Any]], list[tuple[dict[str, Any], int, Any]]]]
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Parse and check everything before a file is written (a UsageError names what is wrong)."""
     from functional_rl.kernel.config import HYPERPARAM_NAMES, PPOConfig
-    from functional_rl.shell.batched import agent_grid, stack_states
 
-    torch.set_num_threads(args.threads)
     try:
         seeds = parse_seeds(args.seeds)
     except ValueError as e:
@@ -371,73 +381,92 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # A continuous hyperparameter is a graph input unless its piece is switched by None (then it is structural).
     graph = {k: v for k, v in swept.items() if k in HYPERPARAM_NAMES and getattr(base, k) is not None and None not in v}
     structural = {k: v for k, v in swept.items() if k not in graph}
-    names = list(swept)
+    groups = [_group(base, env, seeds, graph, dict(zip(structural, values)), list(swept))
+              for values in itertools.product(*structural.values())]
+    total = sum(len(agents) for _, agents, _ in groups)
+    if total > MAX_AGENTS:
+        raise UsageError(f"the sweep has {total:,} agents (points x seeds), more than {MAX_AGENTS:,}; sweep fewer")
+    return _Plan(base, env, seeds, swept, graph, structural, groups)
 
-    groups = []  # (config of one train_many call, its agents, [(point, seed, agent config)] per agent)
-    total_agents = 0
-    for svalues in itertools.product(*structural.values()):
-        spoint = dict(zip(structural, svalues))
-        gcfg = _config_from_dict({**base.to_dict(), **spoint}, f"--set {point_name(spoint)}") if spoint else base
-        _check_config(gcfg, env, where=f"--set {point_name(spoint)}")
-        try:
-            agents = agent_grid(seeds, graph or None)
-            stack_states(gcfg, env, _make_policy(gcfg, env), agents)  # a swept value breaking its rule, named
-        except ValueError as e:
-            raise UsageError(f"--set: {e}") from e
-        members = []
-        for agent in agents:
-            point = {**spoint, **{k: agent[k] for k in graph}}
-            point = {k: point[k] for k in names}  # the order of --set
-            acfg = _config_from_dict({**gcfg.to_dict(), **agent}, f"--set {point_name(point)}")
-            members.append((point, agent["seed"], acfg))
-        groups.append((gcfg, agents, members))
-        total_agents += len(agents)
-    if total_agents > MAX_AGENTS:
-        raise UsageError(f"the sweep has {total_agents:,} agents (points x seeds), more than {MAX_AGENTS:,}; sweep fewer")
 
+def _group(base: Any, env: Any, seeds: list[int], graph: dict[str, list[Any]], spoint: dict[str, Any], names: list[str]):
+    """One ``train_many`` call: the config with the structural values ``spoint``, its agents
+    (``graph`` x ``seeds``) and each agent's point, seed and exact config."""
+    from functional_rl.shell.batched import agent_grid, stack_states
+
+    where = f"--set {point_name(spoint)}"
+    config = _config_from_dict({**base.to_dict(), **spoint}, where) if spoint else base
+    _check_config(config, env, where=where)
+    try:
+        agents = agent_grid(seeds, graph or None)
+        stack_states(config, env, _make_policy(config, env), agents)  # a swept value breaking its rule, named
+    except ValueError as e:
+        raise UsageError(f"--set: {e}") from e
+    members = []
+    for agent in agents:
+        point = {**spoint, **{k: agent[k] for k in graph}}
+        point = {k: point[k] for k in names}  # the order of --set
+        members.append((point, agent["seed"], _config_from_dict({**config.to_dict(), **agent}, f"--set {point_name(point)}")))
+    return config, agents, members
+
+
+def _write_summary(sweep_dir: Path, plan: _Plan, points: dict[str, tuple[dict[str, Any], list[Path]]],
+                   args: argparse.Namespace) -> None:
+    """summary.json, summary.md (also printed) and sweep.png of the finished runs."""
+    base = plan.base
+    summary = summarize(sweep_dir, [(name, point, runs) for name, (point, runs) in points.items()])
+    summary = {"env_id": base.env_id, "seeds": plan.seeds, "total_timesteps": base.total_timesteps, **summary}
+    _write_atomic(sweep_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    markdown = _markdown(summary, base.env_id, base.total_timesteps)
+    _write_atomic(sweep_dir / SUMMARY_MD, markdown)
+    curves = [(name, [c for c in (_curve(r, args.x) for r in runs) if c[0]]) for name, (_, runs) in points.items()]
+    curves = [(name, runs) for name, runs in curves if runs]
+    if curves:
+        plot_curve_groups(curves, sweep_dir / SWEEP_PNG, smooth=args.smooth, xlabel=X_AXES[args.x][1],
+                          title=f"{base.env_id}, {base.total_timesteps:,} steps per run: {len(plan.seeds)} seeds per point",
+                          show_runs=False)
+    print(markdown, end="", flush=True)
+    print(f"wrote {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}" + (f", {sweep_dir / SWEEP_PNG}" if curves else ""))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``functional-rl sweep``: train the grid x seeds, write the run dirs, the summary and the plot."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    plan = _plan(args)
+    base, structural = plan.base, plan.structural
     sweep_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"sweep-{base.env_id}-{time.strftime('%Y%m%d-%H%M%S')}"
     _new_run_dir(sweep_dir)
     lock = _lock(sweep_dir)
     try:
         _refuse_foreign(sweep_dir, ignore=(LOCK_FILE,))  # written by another process before we locked
         print(f"sweep dir: {sweep_dir}", flush=True)
-        n_points = math.prod(len(v) for v in swept.values())
-        print(f"sweep {base.env_id}: {n_points} point{'s' if n_points != 1 else ''} x {len(seeds)} seeds = {total_agents} agents"
-              + (f"; graph inputs {', '.join(graph)} in one train_many call" if graph else "")
+        n_points = math.prod(len(v) for v in plan.swept.values())
+        print(f"sweep {base.env_id}: {n_points} point{'s' if n_points != 1 else ''} x {len(plan.seeds)} seeds = "
+              f"{sum(len(g[1]) for g in plan.groups)} agents"
+              + (f"; graph inputs {', '.join(plan.graph)} in one train_many call" if plan.graph else "")
               + (f"; structural {', '.join(structural)}: one train_many per value" if structural else ""), flush=True)
         points: dict[str, tuple[dict[str, Any], list[Path]]] = {}
-        for gcfg, agents, members in groups:
+        for config, agents, members in plan.groups:
             run_dirs = []
-            for point, seed, acfg in members:
+            for point, seed, agent_config in members:
                 run_dir = sweep_dir / point_name(point) / f"seed{seed}"
                 run_dir.mkdir(parents=True)
-                _write_config(run_dir, acfg)
+                _write_config(run_dir, agent_config)
                 run_dirs.append(run_dir)
                 points.setdefault(point_name(point), (point, []))[1].append(run_dir)
-            print(f"training {len(agents)} agents x {gcfg.batch_size:,} steps/iter ({gcfg.num_envs} envs x {gcfg.num_steps} steps) "
-                  f"x {gcfg.num_iterations} iterations = {len(agents) * gcfg.num_iterations * gcfg.batch_size:,} agent-steps"
-                  + ("" if not structural else f" [{point_name({k: members[0][0][k] for k in structural})}]"), flush=True)
+            print(f"training {len(agents)} agents x {config.batch_size:,} steps/iter ({config.num_envs} envs x {config.num_steps} "
+                  f"steps) x {config.num_iterations} iterations = {len(agents) * config.num_iterations * config.batch_size:,} "
+                  "agent-steps" + ("" if not structural else f" [{point_name({k: members[0][0][k] for k in structural})}]"),
+                  flush=True)
             try:
-                _train_group(gcfg, env, seeds, graph, agents, run_dirs, [m[2] for m in members], args)
+                _train_group(config, plan.env, plan.seeds, plan.graph, agents, run_dirs, [m[2] for m in members], args)
             except KeyboardInterrupt:
                 print(f"functional-rl: interrupted; the metrics written so far are in {sweep_dir} (the agents of the "
                       "interrupted call have no checkpoint)", file=sys.stderr)
                 return 130
-        summary = summarize(sweep_dir, [(name, point, runs) for name, (point, runs) in points.items()])
-        summary = {"env_id": base.env_id, "seeds": seeds, "total_timesteps": base.total_timesteps, **summary}
-        _write_atomic(sweep_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
-        markdown = _markdown(summary, base.env_id, base.total_timesteps)
-        _write_atomic(sweep_dir / SUMMARY_MD, markdown)
-        curves = []
-        for name, (point, runs) in points.items():
-            curves.append((name, [c for c in (_curve(r, args.x) for r in runs) if c[0]]))
-        curves = [(name, runs) for name, runs in curves if runs]
-        if curves:
-            plot_curve_groups(curves, sweep_dir / SWEEP_PNG, smooth=args.smooth, xlabel=X_AXES[args.x][1],
-                              title=f"{base.env_id}, {base.total_timesteps:,} steps per run: {len(seeds)} seeds per point",
-                              show_runs=False)
-        print(markdown, end="", flush=True)
-        print(f"wrote {sweep_dir / SUMMARY_JSON}, {sweep_dir / SUMMARY_MD}" + (f", {sweep_dir / SWEEP_PNG}" if curves else ""))
+        _write_summary(sweep_dir, plan, points, args)
     finally:
         lock.release()
     return 0
