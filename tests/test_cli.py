@@ -26,7 +26,7 @@ TINY_TOML = "num_envs = 4\nnum_steps = 16\nnum_minibatches = 2\nupdate_epochs = 
 TINY_TRAIN = ["train", "CartPole-v1", "--total-timesteps", "384", "--no-compile", "--progress", "none"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Values that depend on wall time, not on the computation.
-TIMING = {"overview/sps", "timing/iteration_s", "timing/rollout_s", "timing/train_s"}
+TIMING = {"overview/sps", "timing/iteration_s", "timing/rollout_s", "timing/train_s", "wall_time"}
 
 
 def _env():
@@ -105,6 +105,9 @@ def test_stop_then_resume_equals_the_uninterrupted_run_bit_for_bit(work, full_ru
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
     for r, f in zip(rows, full_rows):
         assert {k: v for k, v in r.items() if k not in TIMING} == {k: v for k, v in f.items() if k not in TIMING}
+    # wall_time (seconds since the run started) keeps growing across the two processes.
+    times = [r["wall_time"] for r in rows]
+    assert times[0] > 0 and all(b > a for a, b in zip(times, times[1:]))
     # Resuming a finished run is a no-op that says so.
     done = ok(cli(work, "resume", split))
     assert "complete at step 384" in done.stdout
@@ -231,7 +234,7 @@ def test_list_envs(work):
     assert re.search(r"^CartPole-v1\s+obs \(4,\)\s+actions Discrete\(2\)$", out, re.M)
 
 
-HELP = [[], ["train"], ["resume"], ["eval"], ["plot"], ["list-envs"]]
+HELP = [[], ["train"], ["resume"], ["eval"], ["plot"], ["sweep"], ["list-envs"]]
 
 
 @pytest.mark.parametrize("command", HELP)

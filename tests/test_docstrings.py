@@ -38,6 +38,7 @@ CORE_MODULES = (
     "shell.build",
     "shell.loop",
     "shell.checks",
+    "shell.curves",
     "compat.losses",
 )
 

@@ -410,6 +410,11 @@ class CompileNotice:
 class JSONLWriter:
     """Appends one JSON object per iteration to ``path`` (grouped metric names), flushed each line.
 
+    With ``wall_time=True`` every row also gets ``wall_time``: seconds since this writer's
+    ``on_start`` (just before the first iteration, so its compile is included) plus
+    ``wall_time_start`` (a resumed run passes its last row's ``wall_time``, so the column keeps
+    growing across processes). ``clock`` is the time source (default :func:`time.perf_counter`).
+
     Example:
         >>> import json, tempfile
         >>> with tempfile.TemporaryDirectory() as d:
@@ -421,17 +426,34 @@ class JSONLWriter:
         >>> rows
         [{'agent_step': 16, 'iteration': 1, 'overview/reward': None, 'losses/entropy': 0.69},
          {'agent_step': 16, 'eval/mean_return': 42.0}]
+
+    Example (``wall_time`` with a fake clock, continuing a resumed run's 100 s):
+        >>> times = iter([5.0, 7.5]).__next__
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     w = JSONLWriter(Path(d) / "m.jsonl", wall_time=True, wall_time_start=100.0, clock=times)
+        ...     w.on_start(None, None)
+        ...     w.on_iteration(None, {"agent_step": 16.0, "iteration": 1})
+        ...     w.close()
+        ...     (Path(d) / "m.jsonl").read_text()
+        '{"agent_step": 16, "iteration": 1, "wall_time": 102.5}\\n'
     """
 
-    def __init__(self, path: str | Path, group: bool = True):
+    def __init__(self, path: str | Path, group: bool = True, *, wall_time: bool = False, wall_time_start: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter):
         self.path = Path(path)
         self.group = group
+        self.wall_time = wall_time
+        self.wall_time_start = float(wall_time_start)
+        self.clock = clock
+        self._t0: float | None = None
         self._f: TextIO | None = None
 
     def on_start(self, state: Any, config: Any) -> None:
-        """Create the parent directory and open the file in append mode."""
+        """Create the parent directory, open the file in append mode and start the ``wall_time`` clock."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
+        if self._t0 is None:
+            self._t0 = self.clock()
 
     def on_iteration(self, state: Any, metrics: dict[str, float]) -> None:
         """Append the iteration's metrics as one row (grouped names unless ``group=False``)."""
@@ -441,6 +463,8 @@ class JSONLWriter:
         """Append one row as a JSON line (NaN/inf become ``null``) and flush it."""
         if self._f is None:
             self.on_start(None, None)
+        if self.wall_time:
+            row = {**row, "wall_time": round(self.wall_time_start + self.clock() - self._t0, 6)}
         # NaN is not JSON; write null.
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
         self._f.write(json.dumps(row) + "\n")

@@ -8,7 +8,8 @@
                                [--stop-after-iterations K] [--initial-policy URI]
     functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
     functional-rl eval RUN_DIR [--episodes N] [--seed S]
-    functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE]
+    functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE] [--smooth ema:A|window:N|none] [--x steps|time]
+    functional-rl sweep ENV_ID --seeds 0-15 [--set KEY=V1,V2 ...] [--total-timesteps N] [--run-dir DIR]
     functional-rl pbt ENV_ID --population N --exploit-every K --space FILE [--set KEY=VALUE ...]
     functional-rl list-envs
 
@@ -72,7 +73,7 @@ from typing import Any
 from functional_rl.shell.rundir import LOCK_FILE, RunDirLock, RunDirLockedError, describe_holder
 from functional_rl.shell.validate import ConfigError, check_config, check_config_dict, short
 
-__all__ = ["main", "build_parser", "plot_learning_curves", "read_metrics", "UsageError"]
+__all__ = ["main", "build_parser", "plot_learning_curves", "plot_curve_groups", "read_metrics", "UsageError"]
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -433,6 +434,13 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, row in _scan_metrics(path)[0]]
 
 
+def _last_wall_time(path: Path) -> float:
+    """The ``wall_time`` of the last row of a metrics file that has one (0 if none): a resumed
+    run's clock continues from it."""
+    times = [r["wall_time"] for r in read_metrics(path) if isinstance(r.get("wall_time"), (int, float))] if path.is_file() else []
+    return float(times[-1]) if times else 0.0
+
+
 def _truncate_metrics(run_dir: Path, step: int) -> tuple[int, int]:
     """Drop rows logged after ``step`` (by a run killed after its last checkpoint) and unreadable
     lines (torn or not UTF-8); return ``(rows dropped, unreadable lines dropped)``."""
@@ -507,7 +515,8 @@ def _callbacks(args: argparse.Namespace, run_dir: Path, env, policy, compile: bo
     if compile and progress in ("bar", "log"):  # after the bar or the header line, before any other output
         callbacks.append(CompileNotice(stream=sys.stderr if progress == "bar" else sys.stdout,
                                        every_s=COMPILE_NOTICE_EVERY_S, above_bar=progress == "bar"))
-    jsonl = JSONLWriter(run_dir / METRICS_FILE)
+    jsonl = JSONLWriter(run_dir / METRICS_FILE, wall_time=True,
+                        wall_time_start=0.0 if purge_step is None else _last_wall_time(run_dir / METRICS_FILE))
     tb = TensorBoardWriter(run_dir / TENSORBOARD_DIR, purge_step=purge_step)
     callbacks += [jsonl, tb]
     if args.eval_every:
@@ -666,17 +675,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- plotting
-def _reward_curve(run_dir: Path) -> tuple[list[float], list[float]]:
+#: What ``plot --x`` puts on the x axis: the metrics.jsonl column and the axis label.
+X_AXES = {"steps": ("agent_step", "agent_step (env steps)"), "time": ("wall_time", "wall time (s, compile included)")}
+
+
+def _reward_curve(run_dir: Path, x: str = "steps") -> tuple[list[float], list[float]]:
+    """``(x values, overview/reward)`` of a run, in step order; ``x`` is ``"steps"`` or ``"time"``."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         raise UsageError(f"run dir '{run_dir}' has no {METRICS_FILE}")
-    by_step: dict[float, float] = {}
+    by_step: dict[float, tuple[Any, float]] = {}
     for row in read_metrics(path):
-        v, x = row.get(REWARD), row.get("agent_step")
-        if isinstance(v, (int, float)) and isinstance(x, (int, float)) and math.isfinite(v):
-            by_step[x] = float(v)  # a repeated step (a resumed run) keeps the latest row
+        v, step = row.get(REWARD), row.get("agent_step")
+        if isinstance(v, (int, float)) and isinstance(step, (int, float)) and math.isfinite(v):
+            by_step[step] = (row.get("wall_time"), float(v))  # a repeated step (a resumed run) keeps the latest row
     steps = sorted(by_step)
-    return steps, [by_step[s] for s in steps]
+    if x == "time":
+        if any(not isinstance(by_step[s][0], (int, float)) for s in steps):
+            raise UsageError(f"'{path}' has rows without wall_time (written by an older version); plot it with --x steps")
+        return [float(by_step[s][0]) for s in steps], [by_step[s][1] for s in steps]
+    return steps, [by_step[s][1] for s in steps]
 
 
 def _env_id_of(run_dir: Path) -> str:
@@ -686,73 +704,107 @@ def _env_id_of(run_dir: Path) -> str:
         return "?"
 
 
-def plot_learning_curves(run_dirs: list[str | Path], out: str | Path, missing_ok: bool = False) -> Path | None:
-    """Plot ``overview/reward`` against ``agent_step`` for one or more run dirs into a PNG.
+def plot_curve_groups(groups: list[tuple[str, list[tuple[Any, Any]]]], out: str | Path, *, smooth: str = "ema:0.9",
+                      xlabel: str = "agent_step", title: str = "", show_runs: bool = True) -> Path:
+    """Draw groups of runs' return curves into a PNG, one colour per group.
 
-    One run: its curve. Several runs: each run faintly, plus the mean over runs with a
-    ± one (population) standard deviation band, on the steps where all runs have data
-    (each run linearly interpolated onto the union of their steps).
+    A group of one run: its raw curve in a faint colour and the smoothed curve
+    (:func:`functional_rl.shell.curves.smooth`). A group of several runs: each run smoothed,
+    put on a common grid (:func:`~functional_rl.shell.curves.align`), and their mean with a
+    95% percentile bootstrap band over runs (:func:`~functional_rl.shell.curves.bootstrap_ci`,
+    seed 0), labelled with the number of runs; with ``show_runs`` each smoothed run faintly too.
+
+    Args:
+        groups: ``[(label, [(x [N_r], y [N_r]), ...]), ...]``.
+        out: the PNG path (its parent is created).
+        smooth: ``"ema:A"``, ``"window:N"`` or ``"none"``.
+
+    Raises:
+        UsageError: a group's runs do not overlap on the x axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    from functional_rl.shell.curves import align, bootstrap_ci, smooth as smoothed, smoothing_label
+
+    how = smoothing_label(smooth)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    try:
+        for g, (label, runs) in enumerate(groups):
+            colour = f"C{g % 10}"
+            if len(runs) == 1:
+                x, y = runs[0]
+                if smooth != "none":
+                    ax.plot(x, y, lw=0.8, color=colour, alpha=0.3, label=f"{label} raw" if label else "raw")
+                ax.plot(x, smoothed(y, smooth), lw=1.8, color=colour, label=f"{label} ({how})" if label else how)
+                continue
+            try:
+                grid, ys = align([(x, smoothed(y, smooth)) for x, y in runs])
+            except ValueError:
+                raise UsageError("the runs' metrics do not overlap on the x axis; plot them separately") from None
+            if show_runs:
+                for row in ys:
+                    ax.plot(grid, row, lw=0.6, color=colour, alpha=0.25)
+            mean, lo, hi = bootstrap_ci(ys, seed=0)
+            name = f"mean of {len(runs)} runs, 95% bootstrap CI"
+            ax.plot(grid, mean, lw=2, color=colour, label=f"{label}: {name}" if label else name)
+            ax.fill_between(grid, lo, hi, color=colour, alpha=0.25, lw=0)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1000 else f"{v:g}"))
+        ax.set_ylabel("mean episodic return" + ("" if smooth == "none" else f" ({how})"))
+        ax.set_title(title[:90])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_learning_curves(run_dirs: list[str | Path], out: str | Path, missing_ok: bool = False, *,
+                         smooth: str = "ema:0.9", x: str = "steps") -> Path | None:
+    """Plot ``overview/reward`` of one or more run dirs into a PNG (:func:`plot_curve_groups`).
+
+    One run: the raw curve faintly and the smoothed one. Several runs: each smoothed run
+    faintly, and their mean with a 95% bootstrap confidence band over runs, on the x values
+    where all runs have data (each run linearly interpolated onto the union of their x).
 
     Args:
         run_dirs: run directories with a ``metrics.jsonl``.
         out: the PNG path.
         missing_ok: return ``None`` instead of raising when there is nothing to plot.
+        smooth: ``"ema:A"`` (default ``"ema:0.9"``), ``"window:N"`` or ``"none"``.
+        x: ``"steps"`` (``agent_step``) or ``"time"`` (``wall_time``: seconds since the run
+            started, compile included).
 
     Returns:
         ``out`` as a :class:`~pathlib.Path`, or ``None`` (see ``missing_ok``).
 
     Raises:
-        UsageError: a run dir has no ``metrics.jsonl`` or no finite reward, or the runs do
-            not overlap in ``agent_step``.
+        UsageError: a run dir has no ``metrics.jsonl``, no finite reward or (``x="time"``) no
+            ``wall_time``, or the runs do not overlap on the x axis.
     """
-    import numpy as np
-
     curves = []
     for d in run_dirs:
         try:
-            steps, rewards = _reward_curve(Path(d))
-            if not steps:
+            xs, rewards = _reward_curve(Path(d), x)
+            if not xs:
                 raise UsageError(f"run dir '{d}' has no finite {REWARD} in {METRICS_FILE} (no episode ended yet?)")
         except UsageError:
             if missing_ok:
                 return None
             raise
-        curves.append((Path(d), np.asarray(steps, dtype=float), np.asarray(rewards, dtype=float)))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    if len(curves) == 1:
-        name, x, y = curves[0]
-        ax.plot(x, y, lw=1.5, label=name.name)
-    else:
-        lo, hi = max(c[1][0] for c in curves), min(c[1][-1] for c in curves)
-        grid = np.unique(np.concatenate([c[1] for c in curves]))
-        grid = grid[(grid >= lo) & (grid <= hi)]
-        if grid.size == 0:
-            plt.close(fig)
-            raise UsageError("the runs' metrics do not overlap in agent_step; plot them separately")
-        ys = np.stack([np.interp(grid, x, y) for _, x, y in curves])
-        for name, x, y in curves:
-            ax.plot(x, y, lw=0.7, alpha=0.35)
-        mean, std = ys.mean(axis=0), ys.std(axis=0)
-        ax.plot(grid, mean, lw=2, color="C0", label=f"mean of {len(curves)} runs")
-        ax.fill_between(grid, mean - std, mean + std, color="C0", alpha=0.25, label="± 1 std")
-    ax.set_xlabel("agent_step")
-    ax.set_ylabel("mean episodic return (overview/reward)")
-    env_ids = sorted({_env_id_of(c[0]) for c in curves})
-    ax.set_title(f"{', '.join(env_ids)[:60]}: " + (curves[0][0].name if len(curves) == 1 else f"{len(curves)} runs"))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out
+        curves.append((xs, rewards))
+    names = [Path(d) for d in run_dirs]
+    env_ids = sorted({_env_id_of(d) for d in names})
+    title = f"{', '.join(env_ids)[:60]}: " + (names[0].name if len(names) == 1 else f"{len(names)} runs")
+    return plot_curve_groups([("", curves)], out, smooth=smooth, xlabel=X_AXES[x][1], title=title)
 
 
 def _plot_target(out: Path) -> Path:
@@ -769,10 +821,11 @@ def _plot_target(out: Path) -> Path:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """``functional-rl plot``: a learning-curve PNG of one run, or mean ± std of several."""
+    """``functional-rl plot``: a learning-curve PNG of one run (smoothed, raw faintly), or the mean
+    of several with a 95% bootstrap CI band."""
     run_dirs = [_existing_run_dir(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else (run_dirs[0] / CURVE_FILE if len(run_dirs) == 1 else Path(CURVE_FILE))
-    written = plot_learning_curves(run_dirs, _plot_target(out))
+    written = plot_learning_curves(run_dirs, _plot_target(out), smooth=args.smooth, x=args.x)
     for d in run_dirs:
         metrics = d / METRICS_FILE
         unreadable = _scan_metrics(metrics)[1] if metrics.is_file() else 0
@@ -931,6 +984,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _smoothing(text: str) -> str:
+    from functional_rl.shell.curves import parse_smoothing
+
+    try:
+        parse_smoothing(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip().lower()
+
+
 def _threads(text: str) -> int:
     value = _positive(text)
     if value > MAX_THREADS:
@@ -1016,11 +1079,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="learning-curve PNG of one or more run dirs",
-                          description="Plot overview/reward against agent_step. Several run dirs: their mean "
-                                      "± std over runs as a shaded band.")
+                          description="Plot overview/reward against agent_step or wall time. One run: smoothed, with "
+                                      "the raw curve faintly. Several run dirs: their mean with a 95% bootstrap "
+                                      "confidence band over runs.")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--out", metavar="FILE", help="the PNG (default RUN_DIR/learning_curve.png for one run, "
                                     "./learning_curve.png for several)")
+    plot.add_argument("--smooth", type=_smoothing, default="ema:0.9", metavar="ema:A|window:N|none",
+                      help="smoothing of each curve: debiased EMA of weight A, trailing mean of N points, or none (default ema:0.9)")
+    plot.add_argument("--x", choices=tuple(X_AXES), default="steps", help="x axis: env steps or wall-clock seconds (default steps)")
     plot.set_defaults(func=cmd_plot)
 
     pbt = sub.add_parser("pbt", help="population-based training of N vmapped members in one process",
@@ -1045,6 +1112,10 @@ def build_parser() -> argparse.ArgumentParser:
     pbt.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile)")
     pbt.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
     pbt.set_defaults(func=cmd_pbt)
+
+    from functional_rl.shell import sweep
+
+    sweep.add_parser(sub)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
