@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -44,7 +44,7 @@ from functional_rl.envs.catch import Catch
 from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous
 from functional_rl.envs.pendulum import Pendulum
 
-__all__ = ["render", "register_renderer", "renderer_for", "has_renderer", "NoRendererError"]
+__all__ = ["render", "register_renderer", "renderer_for", "has_renderer", "render_fps", "NoRendererError"]
 
 Renderer = Callable[[Any, Any, Any], torch.Tensor]
 
@@ -65,9 +65,18 @@ class NoRendererError(ValueError):
 
 
 # ------------------------------------------------------------------------- drawing on a canvas
-def _canvas(batch: int, height: int, width: int, color: tuple[int, int, int], device: Any) -> torch.Tensor:
-    """uint8 ``[B, H, W, 3]`` filled with ``color``."""
-    return torch.tensor(color, dtype=torch.uint8, device=device).expand(batch, height, width, 3).clone()
+class _Canvas(NamedTuple):
+    """A frame being drawn: a colour index per pixel ``idx`` uint8 ``[B, H, W]`` into
+    ``palette`` (RGB triples), so painting a shape writes one byte per pixel, and
+    :func:`_rgb` turns it into the RGB frame once at the end."""
+
+    idx: torch.Tensor
+    palette: tuple[tuple[int, int, int], ...]
+
+
+def _canvas(batch: int, height: int, width: int, color: tuple[int, int, int], device: Any) -> _Canvas:
+    """A ``[B, H, W]`` canvas filled with ``color``."""
+    return _Canvas(torch.zeros(batch, height, width, dtype=torch.uint8, device=device), (color,))
 
 
 def _pixels(height: int, width: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,20 +87,30 @@ def _pixels(height: int, width: int, device: Any) -> tuple[torch.Tensor, torch.T
     return px[None, None, :], py[None, :, None]
 
 
-def _paint(canvas: torch.Tensor, mask: torch.Tensor, color: tuple[int, int, int]) -> torch.Tensor:
-    """``canvas`` with ``color`` where ``mask`` (bool ``[B, H, W]``); a new tensor."""
-    c = torch.tensor(color, dtype=torch.uint8, device=canvas.device)
-    return torch.where(mask[..., None], c, canvas)
+def _paint(canvas: _Canvas, mask: torch.Tensor, color: tuple[int, int, int]) -> _Canvas:
+    """``canvas`` with ``color`` where ``mask`` (bool ``[B, H, W]``, or broadcastable to it); a new canvas."""
+    palette = canvas.palette if color in canvas.palette else (*canvas.palette, color)
+    k = torch.tensor(palette.index(color), dtype=torch.uint8, device=canvas.idx.device)
+    return _Canvas(torch.where(mask, k, canvas.idx), palette)
+
+
+def _rgb(canvas: _Canvas) -> torch.Tensor:
+    """The RGB frames uint8 ``[B, H, W, 3]`` of a canvas."""
+    return torch.tensor(canvas.palette, dtype=torch.uint8, device=canvas.idx.device)[canvas.idx.long()]
 
 
 def _polygon(px: torch.Tensor, py: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
     """bool ``[B, H, W]``: inside the convex polygon ``corners`` float ``[B, K, 2]`` (in order,
     either orientation): the pixel is on the same side of every edge."""
-    x0, y0 = corners[..., 0][:, :, None, None], corners[..., 1][:, :, None, None]  # [B, K, 1, 1]
-    nxt = corners.roll(-1, dims=1)
-    x1, y1 = nxt[..., 0][:, :, None, None], nxt[..., 1][:, :, None, None]
-    cross = (x1 - x0) * (py[:, None] - y0) - (y1 - y0) * (px[:, None] - x0)  # [B, K, H, W]
-    return (cross >= 0).all(dim=1) | (cross <= 0).all(dim=1)
+    pos = neg = None
+    K = corners.shape[1]
+    for k in range(K):  # edge k: the pixel's side is the sign of a*py - b*px + c, a [B, H, 1] + [B, 1, W] sum
+        (x0, y0), (x1, y1) = corners[:, k].unbind(-1), corners[:, (k + 1) % K].unbind(-1)
+        a, b = (x1 - x0)[:, None, None], (y1 - y0)[:, None, None]
+        cross = a * (py - y0[:, None, None]) - b * (px - x0[:, None, None])
+        pos = cross >= 0 if pos is None else pos & (cross >= 0)
+        neg = cross <= 0 if neg is None else neg & (cross <= 0)
+    return pos | neg
 
 
 def _disc(px: torch.Tensor, py: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
@@ -100,14 +119,17 @@ def _disc(px: torch.Tensor, py: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
     return (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2 <= r**2
 
 
-def _rotated_box(x: torch.Tensor, y: torch.Tensor, angle: torch.Tensor, l: Any, r: Any, b: Any, t: Any) -> torch.Tensor:
-    """Corners float ``[B, 4, 2]`` of the box ``[l, r] x [b, t]`` rotated by ``angle`` (radians,
-    counter-clockwise) and moved to ``(x, y)``, as gymnasium's ``pygame.math.Vector2.rotate_rad``."""
-    l, r, b, t = (_f32(v, x) for v in (l, r, b, t))
-    lr = torch.stack([l, r, r, l], dim=-1)  # [B, 4]
-    bt = torch.stack([b, b, t, t], dim=-1)
-    c, s = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
-    return torch.stack([lr * c - bt * s + x[:, None], lr * s + bt * c + y[:, None]], dim=-1)
+def _box(px: torch.Tensor, py: torch.Tensor, x: torch.Tensor, y: torch.Tensor, angle: torch.Tensor, l: Any, r: Any, b: Any, t: Any) -> torch.Tensor:
+    """bool ``[B, H, W]``: inside the box ``[l, r] x [b, t]`` rotated by ``angle`` (radians,
+    counter-clockwise, as gymnasium's ``Vector2.rotate_rad``) and moved to ``(x, y)``, all
+    ``[B]`` or floats. Each pixel is rotated back into the box's frame: ``u = c dx + s dy``,
+    ``v = -s dx + c dy``, both a ``[B, H, 1] + [B, 1, W]`` sum."""
+    l, r, b, t = (_f32(v, x)[:, None, None] for v in (l, r, b, t))
+    c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    dx, dy = px - x[:, None, None], py - y[:, None, None]  # [B, 1, W], [B, H, 1]
+    u = (c * dx - (l + r) / 2) + s * dy
+    v = (c * dy - (b + t) / 2) - s * dx
+    return (u.abs() <= (r - l) / 2) & (v.abs() <= (t - b) / 2)
 
 
 def _f32(value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -139,12 +161,12 @@ def render_cartpole(env: Any, state: Any, params: Any) -> torch.Tensor:
     cart_x = x * scale + W / 2
     axle_y = torch.full_like(x, cart_y + cart_h / 4)
     img = _canvas(x.shape[0], H, W, WHITE, x.device)
-    img = _paint(img, (py - cart_y).abs().expand(x.shape[0], H, W) <= 0.5, BLACK)  # the track
-    cart = _rotated_box(cart_x, torch.full_like(x, cart_y), torch.zeros_like(x), -cart_w / 2, cart_w / 2, -cart_h / 2, cart_h / 2)
-    img = _paint(img, _polygon(px, py, cart), BLACK)
-    pole = _rotated_box(cart_x, axle_y, -state.theta.to(torch.float32), -pole_w / 2, pole_w / 2, -pole_w / 2, pole_len - pole_w / 2)
-    img = _paint(img, _polygon(px, py, pole), (202, 152, 101))
-    return _paint(img, _disc(px, py, cart_x, axle_y, pole_w / 2), (129, 132, 203))
+    img = _paint(img, (py - cart_y).abs() <= 0.5, BLACK)  # the track
+    cart = _box(px, py, cart_x, torch.full_like(x, cart_y), torch.zeros_like(x), -cart_w / 2, cart_w / 2, -cart_h / 2, cart_h / 2)
+    img = _paint(img, cart, BLACK)
+    pole = _box(px, py, cart_x, axle_y, -state.theta.to(torch.float32), -pole_w / 2, pole_w / 2, -pole_w / 2, pole_len - pole_w / 2)
+    img = _paint(img, pole, (202, 152, 101))
+    return _rgb(_paint(img, _disc(px, py, cart_x, axle_y, pole_w / 2), (129, 132, 203)))
 
 
 def render_acrobot(env: Any, state: Any, params: Any) -> torch.Tensor:
@@ -177,10 +199,9 @@ def render_acrobot(env: Any, state: Any, params: Any) -> torch.Tensor:
     half = 0.1 * scale
     for (xa, ya), (xb, yb), length in (((torch.full_like(t1, off), torch.full_like(t1, off)), (x1, y1), l1), ((x1, y1), (x2, y2), l2)):
         angle = torch.atan2(yb - ya, xb - xa)
-        link = _rotated_box(xa, ya, angle, 0.0, length * scale, -half, half)
-        img = _paint(img, _polygon(px, py, link), (0, 204, 204))
+        img = _paint(img, _box(px, py, xa, ya, angle, 0.0, length * scale, -half, half), (0, 204, 204))
         img = _paint(img, _disc(px, py, xa, ya, half), (204, 204, 0))
-    return img
+    return _rgb(img)
 
 
 def render_mountain_car(env: Any, state: Any, params: Any) -> torch.Tensor:
@@ -221,12 +242,11 @@ def render_mountain_car(env: Any, state: Any, params: Any) -> torch.Tensor:
     img = _paint(img, _polygon(px, py, flag), (204, 204, 0))
     angle = torch.cos(3 * pos)
     cx, cy = (pos - lo) * scale, clearance + height(pos) * scale
-    car = _rotated_box(cx, cy, angle, -car_w / 2, car_w / 2, 0.0, car_h)
-    img = _paint(img, _polygon(px, py, car), BLACK)
+    img = _paint(img, _box(px, py, cx, cy, angle, -car_w / 2, car_w / 2, 0.0, car_h), BLACK)
     c, s = torch.cos(angle), torch.sin(angle)
     for wx in (car_w / 4, -car_w / 4):
         img = _paint(img, _disc(px, py, cx + wx * c, cy + wx * s, car_h / 2.5), (128, 128, 128))
-    return img
+    return _rgb(img)
 
 
 def render_pendulum(env: Any, state: Any, params: Any) -> torch.Tensor:
@@ -253,10 +273,10 @@ def render_pendulum(env: Any, state: Any, params: Any) -> torch.Tensor:
     img = _canvas(theta.shape[0], H, W, WHITE, theta.device)
     angle = theta + math.pi / 2
     red = (204, 77, 77)
-    img = _paint(img, _polygon(px, py, _rotated_box(off, off, angle, 0.0, rod_len, -rod_w / 2, rod_w / 2)), red)
+    img = _paint(img, _box(px, py, off, off, angle, 0.0, rod_len, -rod_w / 2, rod_w / 2), red)
     end_x, end_y = off + rod_len * torch.cos(angle), off + rod_len * torch.sin(angle)
     img = _paint(img, _disc(px, py, end_x, end_y, rod_w / 2) | _disc(px, py, off, off, rod_w / 2), red)
-    return _paint(img, _disc(px, py, off, off, 0.05 * scale), BLACK)
+    return _rgb(_paint(img, _disc(px, py, off, off, 0.05 * scale), BLACK))
 
 
 CATCH_CELL = 24  # pixels per grid cell
@@ -280,7 +300,7 @@ def render_catch(env: Any, state: Any, params: Any) -> torch.Tensor:
     grid = ball.repeat_interleave(CATCH_CELL, 1).repeat_interleave(CATCH_CELL, 2)
     pad = paddle.repeat_interleave(CATCH_CELL, 1).repeat_interleave(CATCH_CELL, 2)
     img = _canvas(state.ball_y.shape[0], env.rows * CATCH_CELL, env.columns * CATCH_CELL, (30, 30, 30), state.ball_y.device)
-    return _paint(_paint(img, pad, (255, 160, 40)), grid, (120, 200, 255))
+    return _rgb(_paint(_paint(img, pad, (255, 160, 40)), grid, (120, 200, 255)))
 
 
 # ------------------------------------------------------------------------- the registry
@@ -294,8 +314,28 @@ _RENDERERS: dict[type, Renderer] = {
 }
 
 
-def register_renderer(env_class: type, fn: Renderer) -> None:
-    """Use ``fn(env, state, params) -> uint8 [B, H, W, 3]`` for ``env_class`` and its subclasses.
+#: Frames per second of a video of each env, gymnasium's ``metadata["render_fps"]`` (Catch: 10).
+_FPS: dict[type, int] = {CartPole: 50, Acrobot: 15, MountainCar: 30, MountainCarContinuous: 30, Pendulum: 30, Catch: 10}
+
+
+def render_fps(env: Any, default: int = 30) -> int:
+    """The frame rate at which ``env``'s episodes play in real time (gymnasium's
+    ``render_fps``), ``default`` for an env without one.
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> render_fps(make("CartPoleNoVelocity-v1")), render_fps(make("MemoryCue-v0"))
+        (50, 30)
+    """
+    for cls in type(env).__mro__:
+        if cls in _FPS:
+            return _FPS[cls]
+    return default
+
+
+def register_renderer(env_class: type, fn: Renderer, fps: int | None = None) -> None:
+    """Use ``fn(env, state, params) -> uint8 [B, H, W, 3]`` for ``env_class`` and its subclasses
+    (videos of it play at ``fps`` frames per second if given).
 
     Example:
         >>> from functional_rl.envs import MemoryCue
@@ -305,6 +345,8 @@ def register_renderer(env_class: type, fn: Renderer) -> None:
         >>> _ = _RENDERERS.pop(MemoryCue)
     """
     _RENDERERS[env_class] = fn
+    if fps is not None:
+        _FPS[env_class] = int(fps)
 
 
 def renderer_for(env: Any) -> Renderer:
