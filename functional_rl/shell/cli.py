@@ -10,6 +10,7 @@
     functional-rl eval RUN_DIR [--episodes N] [--seed S] [--video FILE.mp4|FILE.gif [--fps F]]
     functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE]
     functional-rl pbt ENV_ID --population N --exploit-every K --space FILE [--set KEY=VALUE ...]
+    functional-rl export RUN_DIR [--format onnx|torch-export] [--out FILE]
     functional-rl list-envs
 
 Every ``train`` writes a run directory (default ``runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS}``)::
@@ -1051,6 +1052,9 @@ def build_parser() -> argparse.ArgumentParser:
     pbt.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile)")
     pbt.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
     pbt.set_defaults(func=cmd_pbt)
+
+    from functional_rl.shell import export
+    export.add_parser(sub)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
