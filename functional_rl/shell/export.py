@@ -212,7 +212,8 @@ def export_actor(actor: GreedyActor, format: str, out: str | Path, observation_s
     level = registration.level
     registration.setLevel(logging.ERROR)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             onnx_program = torch.onnx.export(program, args, dynamo=True, input_names=names, output_names=["action"],
                                              opset_version=ONNX_OPSET, verbose=False)
     finally:
