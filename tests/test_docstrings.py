@@ -34,10 +34,13 @@ CORE_MODULES = (
     "kernel.config",
     "envs.base",
     "envs.gymnasium_adapter",
+    "envs.render",
     "shell.batched",
     "shell.build",
     "shell.loop",
     "shell.checks",
+    "shell.video",
+    "shell.export",
     "compat.losses",
 )
 

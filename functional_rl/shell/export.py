@@ -65,6 +65,17 @@ class GreedyActor(torch.nn.Module):
     and clips a Box action to its bounds: the library's greedy action, op for op.
 
     Build one with :func:`greedy_actor`.
+
+    Example (the buffers are the parameters and the frozen statistics):
+        >>> import functional_rl.kernel.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.normalize import obs_norm_init
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> env = make("Acrobot-v1")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
+        >>> actor = GreedyActor(policy, policy.init(jr.key(0)), env.action_space, obs_norm_init((6,)))
+        >>> sorted(actor.state_dict())[:3], actor.obs_std.dtype
+        (['obs_mean', 'obs_std', 'param_0'], torch.float64)
     """
 
     def __init__(self, policy: Any, params: Any, action_space: Any, obs_norm: Any = None, clip: float = 10.0, eps: float = 1e-8):
@@ -230,9 +241,22 @@ def export_actor(actor: GreedyActor, format: str, out: str | Path, observation_s
 
 def run_exported(path: str | Path, obs: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Run an exported actor on a batch: ``.onnx`` in onnxruntime, anything else as a
-    ``torch.export`` program. Returns the actions as a tensor.
+    ``torch.export`` program. Returns the actions as a tensor (``[N]``, ``[N, K]`` or
+    ``[N, *action_shape]``).
 
-    Example: see :func:`export_actor`.
+    Example (an env with action masks takes them as the second input):
+        >>> import tempfile
+        >>> import functional_rl.kernel.random as jr
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> env = make("MaskedChoice-v0")
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space, hidden_sizes=(8,))
+        >>> actor = greedy_actor(policy, policy.init(jr.key(0)), env.action_space)
+        >>> mask = torch.tensor([[False, False, True, False], [True, False, False, False]])
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = export_actor(actor, "onnx", f"{d}/p.onnx", env.observation_space, env.action_space, masked=True)
+        ...     run_exported(path, mask.float(), mask).tolist()  # the only legal action of each row
+        [2, 0]
     """
     path = Path(path)
     if path.suffix.lower() == ".onnx":
@@ -287,9 +311,19 @@ def export_policy(run_dir: str | Path, format: str = "onnx", out: str | Path | N
         ExportError: a recurrent or ``last_action`` policy, an unknown format, missing packages.
         functional_rl.shell.cli.UsageError: not a run dir, no checkpoint.
 
-    Example (the CLI's ``export`` calls this)::
-
-        path = export_policy("runs/CartPole-v1-1-20261206-030000", "onnx")
+    Example (a run dir holds config.json and checkpoints/; here one made by hand):
+        >>> import json, tempfile
+        >>> import functional_rl as frl
+        >>> from functional_rl.shell import checkpoint
+        >>> from functional_rl.shell.build import build
+        >>> config = frl.PPOConfig(num_envs=2, num_steps=8, num_minibatches=2, normalize_obs=True)
+        >>> state, _ = build(config, compile=False)
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     _ = open(f"{run}/config.json", "w").write(json.dumps(config.to_dict()))
+        ...     _ = checkpoint.save(checkpoint.checkpoint_path(f"{run}/checkpoints", 0), state, config)
+        ...     path = export_policy(run, "torch-export")
+        ...     path.name, run_exported(path, torch.zeros(3, 4)).shape
+        ('policy.pt2', torch.Size([3]))
     """
     run_dir = Path(run_dir)
     _, env, _, actor, _, masked, metadata = _run_actor(run_dir)
