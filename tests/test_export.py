@@ -66,7 +66,7 @@ def both_formats(actor, tmp_path, observation_space, action_space, obs, mask=Non
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory):
     """A short eager CartPole run with observation normalisation, trained through the CLI."""
-    run = tmp_path_factory.mktemp("export") / "run"
+    run = tmp_path_factory.mktemp("export") / "runs" / "cartpole"  # the README's path
     assert main(["train", "CartPole-v1", "--no-compile", "--total-timesteps", "2048", "--set", "normalize_obs=true",
                  "--run-dir", str(run), "--progress", "none"]) == 0
     state, config, _ = checkpoint.load(checkpoint.latest_checkpoint(run / "checkpoints"))
@@ -102,6 +102,22 @@ def test_cartpole_with_normalisation_onnx_and_torch_export_give_the_library_acti
     assert [i.name for i in session.get_inputs()] == ["obs"] and session.get_inputs()[0].shape == ["batch", 4]
     meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
     assert meta["functional_rl.env_id"] == "CartPole-v1" and meta["functional_rl.obs_normalization"] == "folded in"
+
+
+def test_the_readme_onnxruntime_example_runs(cartpole_run, monkeypatch):
+    import re
+    from pathlib import Path
+
+    run, _, _ = cartpole_run
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("### Ship the policy\n")
+    section = text[start:text.index("\n## ", start)]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    export_policy(run, "onnx")  # where the README's command writes it
+    monkeypatch.chdir(run.parent.parent)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["action"].shape == (1,) and int(namespace["action"][0]) in (0, 1)
 
 
 def test_cli_export_writes_and_checks_the_file(cartpole_run, tmp_path, capsys):
