@@ -200,6 +200,7 @@ def export_actor(actor: GreedyActor, format: str, out: str | Path, observation_s
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    actor = actor.cpu()
     args = _example_inputs(observation_space, action_space, masked)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     dynamic = tuple({0: batch} for _ in args)
@@ -280,9 +281,12 @@ def _run_actor(run_dir: Path) -> tuple[Any, Any, Any, GreedyActor, Any, bool, di
     from functional_rl.shell import cli
     from functional_rl.shell.callbacks import eval_params
 
+    from functional_rl.kernel.struct import map_fields
+
     config = cli._run_config(run_dir)
     env = cli._make_env(config.env_id)
     path, state, _ = cli._latest_state(run_dir, config)
+    state = map_fields(lambda x: x.cpu(), state)  # the file is written from, and checked on, the CPU
     policy = cli._make_policy(config, env)
     actor = greedy_actor(policy, eval_params(state), env.action_space, state.learner.obs_norm,
                          last_action=state.envs.last_action is not None or bool(config.last_action))
@@ -325,9 +329,11 @@ def export_policy(run_dir: str | Path, format: str = "onnx", out: str | Path | N
         ...     path.name, run_exported(path, torch.zeros(3, 4)).shape
         ('policy.pt2', torch.Size([3]))
     """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
     _, env, _, actor, _, masked, metadata = _run_actor(run_dir)
-    target = Path(out) if out is not None else run_dir / FORMATS[format] if format in FORMATS else Path("policy")
+    target = Path(out) if out is not None else run_dir / FORMATS[format]
     return export_actor(actor, format, target, env.observation_space, env.action_space, masked=masked, metadata=metadata)
 
 
