@@ -203,3 +203,15 @@ def test_recurrent_and_last_action_policies_are_refused_with_the_reason(tmp_path
     err = capsys.readouterr().err.strip()
     assert "recurrent policy (lstm)" in err and "explicit carry is not supported in export yet" in err and "\n" not in err
     assert not (run / "policy.onnx").exists()
+
+
+def test_cli_export_without_the_extra_says_what_to_install(cartpole_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    run, _, _ = cartpole_run
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "p.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'pip install "functional-rl[export]"' in err and "onnxscript" in err and "\n" not in err
+    assert not (tmp_path / "p.onnx").exists()
