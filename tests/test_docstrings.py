@@ -34,11 +34,14 @@ CORE_MODULES = (
     "kernel.config",
     "envs.base",
     "envs.gymnasium_adapter",
+    "envs.render",
     "shell.batched",
     "shell.build",
     "shell.loop",
     "shell.checks",
     "shell.curves",
+    "shell.video",
+    "shell.export",
     "compat.losses",
 )
 

@@ -7,10 +7,11 @@
                                [--checkpoint-every-s SECONDS | --checkpoint-every N] [--keep-last K] [--eval-every N]
                                [--stop-after-iterations K] [--initial-policy URI]
     functional-rl resume RUN_DIR [--total-timesteps N] [--stop-after-iterations K]
-    functional-rl eval RUN_DIR [--episodes N] [--seed S]
+    functional-rl eval RUN_DIR [--episodes N] [--seed S] [--video FILE.mp4|FILE.gif [--fps F]]
     functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE] [--smooth ema:A|window:N|none] [--x steps|time]
     functional-rl sweep ENV_ID --seeds 0-15 [--set KEY=V1,V2 ...] [--total-timesteps N] [--run-dir DIR]
     functional-rl pbt ENV_ID --population N --exploit-every K --space FILE [--set KEY=VALUE ...]
+    functional-rl export RUN_DIR [--format onnx|torch-export] [--out FILE]
     functional-rl list-envs
 
 Every ``train`` writes a run directory (default ``runs/{env_id}-{seed}-{YYYYmmdd-HHMMSS}``)::
@@ -656,6 +657,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import functional_rl.kernel.random as jr
     from functional_rl.shell.callbacks import eval_params, evaluate, state_policy_input
 
+    if getattr(args, "video", None):
+        from functional_rl.shell.video import cmd_eval_video
+        return cmd_eval_video(args)
+    args.episodes = 10 if args.episodes is None else args.episodes
     if not 1 <= args.episodes <= MAX_EPISODES:
         raise UsageError(f"--episodes must lie in [1, {MAX_EPISODES:,}], got {short(args.episodes)}")
     run_dir = _existing_run_dir(args.run_dir)
@@ -1072,10 +1077,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run greedy (mode-action) episodes with the latest checkpoint of RUN_DIR "
                                     "and print the mean ± std return.")
     ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=int, default=10, metavar="N", help="episodes, run in parallel (default 10)")
+    ev.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes, run in parallel (default 10; 1 with --video)")
     ev.add_argument("--seed", type=int, default=0, metavar="S",
                     help="evaluation seed (default 0; the same key as Evaluator(seed=S) at that iteration)")
     ev.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
+    from functional_rl.shell import video
+    video.add_eval_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="learning-curve PNG of one or more run dirs",
@@ -1116,6 +1123,9 @@ def build_parser() -> argparse.ArgumentParser:
     from functional_rl.shell import sweep
 
     sweep.add_parser(sub)
+    from functional_rl.shell import export
+
+    export.add_parser(sub)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
