@@ -1046,6 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
     pbt.add_argument("--threads", type=_threads, default=1, metavar="T", help="torch intra-op threads")
     pbt.set_defaults(func=cmd_pbt)
 
+    from functional_rl.shell import tune
+    tune.add_parser(sub)
+
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
     return parser
