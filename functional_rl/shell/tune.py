@@ -226,14 +226,14 @@ def make_storage(url: str, heartbeat_s: int):
     # Optuna 4.9+ names the hook heartbeat_stale_trial_callback (RetryHeartbeatStaleTrialCallback);
     # older versions failed_trial_callback (RetryFailedTrialCallback).
     RDBStorage = storages.RDBStorage
-    if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters and hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
-        hook, retry = "heartbeat_stale_trial_callback", storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    else:
-        hook, retry = "failed_trial_callback", storages.RetryFailedTrialCallback(max_retry=1)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters and hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+                hook, retry = "heartbeat_stale_trial_callback", storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            else:
+                hook, retry = "failed_trial_callback", storages.RetryFailedTrialCallback(max_retry=1)
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                               **{hook: retry})
     except ImportError as e:
@@ -424,9 +424,9 @@ def tune(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    rdb = make_storage(url, heartbeat_s)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_reports)
-    with _ask_lock(url):
+    with _ask_lock(url):  # the first worker creates the tables; the others wait for it
+        rdb = make_storage(url, heartbeat_s)
         study = optuna.create_study(study_name=study_name, storage=rdb, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(sampler_seed, startup_trials), pruner=pruner)
         setup = json.loads(json.dumps(dict(setup or {})))
@@ -516,7 +516,8 @@ def summary_table(study: Any) -> str:
         seconds = t.user_attrs.get("seconds")
         note = " (over budget)" if t.user_attrs.get("over_budget") else (" (worker lost)" if t.state.name == "FAIL"
                                                                           and "fail_reason" not in t.user_attrs else "")
-        rows.append(f"{t.number:>5}  {t.state.name.lower():8}  {value}  {seconds if seconds is None else f'{seconds:7.1f}':>7}  "
+        seconds = "-" if seconds is None else f"{seconds:.1f}"
+        rows.append(f"{t.number:>5}  {t.state.name.lower():8}  {value}  {seconds:>7}  "
                     f"{_format_params(t.params)}{note}")
     return "\n".join(rows)
 
