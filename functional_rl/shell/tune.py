@@ -452,20 +452,27 @@ def tune(
             counted = sum(_counted(t) for t in all_trials)
             running = sum(t.state.name == "RUNNING" for t in all_trials)
             trial = study.ask() if counted < trials else None
+            # the first heartbeat under the lock: a trial is never RUNNING without one for long
+            beat = None if trial is None else _Heartbeat(rdb, trial._trial_id, heartbeat_s)
         if trial is None:
             if running == 0:
                 break
             time.sleep(min(heartbeat_s, 2))  # wait: a running trial of a dead worker is retried here
             continue
         if sum(_counted(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number) >= trials:
+            beat.stop()
             trial.set_user_attr("over_budget", True)  # lost the count-then-ask race (server DB): not trained
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        beat = _Heartbeat(rdb, trial._trial_id, heartbeat_s)
         t0 = time.perf_counter()
         try:
             trial_dir = run_dir / f"trial-{trial.number:04d}"
             state, value, note = _run_trial(optuna, trial, base, space, seed_list, env, compile, trial_dir)
+        except BaseException as e:  # Ctrl-C, SIGTERM, a bug: the trial ends failed (not counted), then it surfaces
+            beat.stop()
+            trial.set_user_attr("interrupted", type(e).__name__)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         finally:
             beat.stop()
         seconds = time.perf_counter() - t0
@@ -514,8 +521,9 @@ def summary_table(study: Any) -> str:
         value = f"{t.value:8.1f}" if t.value is not None else (
             f"{max(t.intermediate_values.items())[1]:7.1f}*" if t.intermediate_values else f"{'-':>8}")
         seconds = t.user_attrs.get("seconds")
-        note = " (over budget)" if t.user_attrs.get("over_budget") else (" (worker lost)" if t.state.name == "FAIL"
-                                                                          and "fail_reason" not in t.user_attrs else "")
+        note = (" (over budget)" if t.user_attrs.get("over_budget") else f" (interrupted: {t.user_attrs['interrupted']})"
+                if "interrupted" in t.user_attrs else f" ({t.user_attrs['fail_reason']})" if "fail_reason" in t.user_attrs
+                else " (worker lost)" if t.state.name == "FAIL" else "")
         seconds = "-" if seconds is None else f"{seconds:.1f}"
         rows.append(f"{t.number:>5}  {t.state.name.lower():8}  {value}  {seconds:>7}  "
                     f"{_format_params(t.params)}{note}")
