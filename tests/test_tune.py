@@ -193,3 +193,13 @@ def _prune_hopeless(tmp_path):
     assert len(rows) == 2 * 6  # 2 seeds x 6 of 20 iterations: training stopped there
     assert result.best_number == 0 and result.best_config.learning_rate == 1e-2
     assert "pruned at 3/10 of the budget" in lines[1]
+
+
+def test_a_worker_set_up_otherwise_cannot_join(two_workers, tmp_path, capsys):
+    study_dir, _ = two_workers
+    (tmp_path / "space.toml").write_text(SPACE)
+    before = len(_trials(study_dir))
+    assert main(["tune", "CartPole-v1", "--study", "s", "--space", str(tmp_path / "space.toml"), "--seeds", "2",
+                 "--total-timesteps", "1280", "--no-compile", "--run-dir", str(study_dir), "--trials", "5", *TINY]) == 2
+    assert "was set up otherwise: total_timesteps is 1280 here, 640 in the study" in capsys.readouterr().err
+    assert len(_trials(study_dir)) == before

@@ -435,10 +435,8 @@ def tune(
             for point in enqueue:
                 study.enqueue_trial(dict(point), skip_if_exists=True)
         elif study.user_attrs["setup"] != setup:
-            old = study.user_attrs["setup"]
-            diff = sorted(k for k in set(old) | set(setup) if old.get(k) != setup.get(k))
-            raise TuneError(f"study {study_name!r} in {short(url)} was set up with other {', '.join(diff)} "
-                            f"({short(old)}); give the same options or another --study")
+            raise TuneError(f"study {study_name!r} in {short(url)} was set up otherwise: "
+                            f"{_setup_diff(study.user_attrs['setup'], setup)}; give the same options or another --study")
     env, _ = resolve_env_policy(base, None, None)
     seed_list = [base.seed + i for i in range(seeds)]
     ran: list[int] = []
@@ -490,6 +488,18 @@ def tune(
     if best is None:
         return TuneResult(study, ran, None, None, None)
     return TuneResult(study, ran, best.number, best.value, PPOConfig.from_dict(_config_dict(best.user_attrs["config"])))
+
+
+def _setup_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What differs between a study's stored setup and this worker's, field by field.
+
+    Example:
+        >>> _setup_diff({"seeds": 2, "base": {"total_timesteps": 640}}, {"seeds": 2, "base": {"total_timesteps": 1280}})
+        'total_timesteps is 1280 here, 640 in the study'
+    """
+    flat = [({**o.get("base", {}), **{k: v for k, v in o.items() if k != "base"}}) for o in (old, new)]
+    keys = sorted(k for k in set(flat[0]) | set(flat[1]) if flat[0].get(k) != flat[1].get(k))
+    return ", ".join(f"{k} is {short(flat[1].get(k), 80)} here, {short(flat[0].get(k), 80)} in the study" for k in keys)
 
 
 def _config_dict(d: Mapping[str, Any]) -> dict[str, Any]:
