@@ -203,3 +203,9 @@ def test_a_worker_set_up_otherwise_cannot_join(two_workers, tmp_path, capsys):
                  "--total-timesteps", "1280", "--no-compile", "--run-dir", str(study_dir), "--trials", "5", *TINY]) == 2
     assert "was set up otherwise: total_timesteps is 1280 here, 640 in the study" in capsys.readouterr().err
     assert len(_trials(study_dir)) == before
+
+
+def test_a_study_dir_holds_one_study(two_workers, capsys):
+    study_dir, _ = two_workers
+    assert main(["tune", "CartPole-v1", "--study", "other", "--trials", "1", "--no-compile", "--run-dir", str(study_dir)]) == 2
+    assert f"study dir '{study_dir}' belongs to study 's'" in capsys.readouterr().err

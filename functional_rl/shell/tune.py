@@ -26,6 +26,7 @@ search ``num_steps`` or ``num_envs`` still compare at the same point of training
 Written into the study dir (``--run-dir``, default ``runs/tune-NAME``)::
 
     study.db              the SQLite storage (default storage only)
+    study.json            which study (name, storage) the dir belongs to: another is refused
     trial-NNNN/           config.json, metrics.jsonl (one row per seed and iteration), result.json
     best_config.json      the best complete trial's config, for `functional-rl train --config`
     best_trial.json       its number, value and searched values
@@ -46,7 +47,6 @@ import fcntl
 import json
 import math
 import os
-import sys
 import threading
 import time
 import warnings
@@ -349,7 +349,7 @@ def _run_trial(optuna: Any, trial: Any, base: PPOConfig, space: Mapping[str, Ran
     trial.set_user_attr("seeds", list(seeds))
     trial_dir.mkdir(parents=True, exist_ok=True)
     _write_config(trial_dir, config)
-    with (trial_dir / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
+    with (trial_dir / "metrics.jsonl").open("w", encoding="utf-8") as metrics:
         reporter = _Reporter(trial, config, len(seeds), metrics, optuna.TrialPruned)
         try:
             train_many(config, seeds, env=env, compile=compile, callbacks=[reporter])
@@ -424,6 +424,7 @@ def tune(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    _claim_run_dir(run_dir, study_name, storage)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_reports)
     with _ask_lock(url):  # the first worker creates the tables; the others wait for it
         rdb = make_storage(url, heartbeat_s)
@@ -488,6 +489,29 @@ def tune(
     if best is None:
         return TuneResult(study, ran, None, None, None)
     return TuneResult(study, ran, best.number, best.value, PPOConfig.from_dict(_config_dict(best.user_attrs["config"])))
+
+
+def _claim_run_dir(run_dir: Path, study_name: str, storage: str | None) -> None:
+    """Record in ``run_dir/study.json`` which study writes its trial dirs there, and refuse
+    another study (its trial-NNNN dirs would mix with this one's)."""
+    import re
+
+    mine = {"study": study_name, "storage": "sqlite file in this dir" if storage is None else re.sub(r"://[^@/]*@", "://***@", storage)}
+    path = run_dir / "study.json"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8") or "null")
+        except ValueError:
+            theirs = None
+        if theirs is not None and theirs != mine:  # None: being written by a worker starting right now
+            raise TuneError(f"study dir '{run_dir}' belongs to study {short(theirs.get('study') if isinstance(theirs, dict) else theirs)} "
+                            f"({short(theirs.get('storage') if isinstance(theirs, dict) else None)}); give another --run-dir "
+                            "or the same --study and --storage") from None
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(mine) + "\n")
 
 
 def _setup_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
