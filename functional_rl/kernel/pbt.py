@@ -33,6 +33,7 @@ Example (4 members, the worst copies the best and perturbs its learning rate):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -99,34 +100,67 @@ class Choices:
 Space = Mapping[str, Any]
 
 
-def parse_space(spec: Mapping[str, Any]) -> dict[str, Range | Choices]:
+def parse_space(spec: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Range | Choices]:
     """A search space from plain values: ``[low, high]`` (a :class:`Range`, log scale when
     ``high / low >= 100`` and ``low > 0``), ``{"low": .., "high": .., "log": bool}``, or
     ``{"choices": [...]}``; :class:`Range` / :class:`Choices` are taken as they are.
 
+    ``names`` are the keys a space may hold (default: the continuous hyperparameters that PBT
+    can move, ``HYPERPARAM_NAMES``); ``functional-rl tune`` passes every numeric ``PPOConfig``
+    field it can search.
+
     Example:
         >>> parse_space({"learning_rate": [1e-5, 1e-1], "ent_coef": {"low": 0.0, "high": 0.02}, "gamma": {"choices": [0.98, 0.99]}})
         {'learning_rate': Range(low=1e-05, high=0.1, log=True), 'ent_coef': Range(low=0.0, high=0.02, log=False), 'gamma': Choices(values=(0.98, 0.99))}
+        >>> parse_space({"update_epochs": {"choices": [2, 4]}}, names=["update_epochs"])
+        {'update_epochs': Choices(values=(2.0, 4.0))}
+        >>> parse_space({"learnig_rate": [1e-5, 1e-1]}, names=["learning_rate", "ent_coef"])
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot search 'learnig_rate' (did you mean 'learning_rate'?); choose from learning_rate, ent_coef
     """
     from functional_rl.kernel.config import HYPERPARAM_NAMES
 
+    allowed = HYPERPARAM_NAMES if names is None else tuple(names)
+    what = "PBT space" if names is None else "search space"
     out: dict[str, Range | Choices] = {}
     for name, value in spec.items():
-        if name not in HYPERPARAM_NAMES:
-            raise ValueError(f"cannot search {name!r} with PBT: it is not a continuous hyperparameter; choose from {', '.join(HYPERPARAM_NAMES)}")
+        if name not in allowed:
+            if names is None:
+                raise ValueError(f"cannot search {name!r} with PBT: it is not a continuous hyperparameter; choose from {', '.join(HYPERPARAM_NAMES)}")
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"cannot search {name!r}{hint}; choose from {', '.join(allowed)}")
         if isinstance(value, (Range, Choices)):
             out[name] = value
         elif isinstance(value, Mapping) and "choices" in value:
-            out[name] = Choices(tuple(float(v) for v in value["choices"]))
+            choices = value["choices"]
+            if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in choices):
+                raise ValueError(f"{what} for {name!r}: choices must be a list of numbers, got {choices!r}")
+            out[name] = Choices(tuple(float(v) for v in choices))
         elif isinstance(value, Mapping):
-            low, high = float(value["low"]), float(value["high"])
+            missing = [k for k in ("low", "high") if k not in value]
+            extra = sorted(set(value) - {"low", "high", "log"})
+            if missing or extra:
+                raise ValueError(f"{what} for {name!r} must be {{low, high, log}} or {{choices: [...]}}, got {value!r}")
+            low, high = _number(name, value["low"], what), _number(name, value["high"], what)
             out[name] = Range(low, high, bool(value.get("log", low > 0 and high / low >= 100)))
         elif isinstance(value, Sequence) and len(value) == 2 and not isinstance(value, str):
-            low, high = float(value[0]), float(value[1])
+            low, high = _number(name, value[0], what), _number(name, value[1], what)
             out[name] = Range(low, high, low > 0 and high / low >= 100)
         else:
-            raise ValueError(f"PBT space for {name!r} must be [low, high], {{low, high, log}} or {{choices: [...]}}, got {value!r}")
+            raise ValueError(f"{what} for {name!r} must be [low, high], {{low, high, log}} or {{choices: [...]}}, got {value!r}")
     return out
+
+
+def _number(name: str, value: Any, what: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} for {name!r}: a range's ends must be numbers, got {value!r}") from None
 
 
 def sample_initial(key: torch.Tensor, space: Mapping[str, Range | Choices], population: int) -> dict[str, list[float]]:

@@ -10,6 +10,7 @@
     functional-rl eval RUN_DIR [--episodes N] [--seed S] [--video FILE.mp4|FILE.gif [--fps F]]
     functional-rl plot RUN_DIR [RUN_DIR ...] [--out FILE] [--smooth ema:A|window:N|none] [--x steps|time]
     functional-rl sweep ENV_ID --seeds 0-15 [--set KEY=V1,V2 ...] [--total-timesteps N] [--run-dir DIR]
+    functional-rl tune ENV_ID --trials N --study NAME [--storage URL] [--space FILE] [--seeds K] [--total-timesteps N]
     functional-rl pbt ENV_ID --population N --exploit-every K --space FILE [--set KEY=VALUE ...]
     functional-rl export RUN_DIR [--format onnx|torch-export] [--out FILE]
     functional-rl list-envs
@@ -1126,6 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from functional_rl.shell import export
 
     export.add_parser(sub)
+    from functional_rl.shell import tune
+
+    tune.add_parser(sub)
 
     envs = sub.add_parser("list-envs", help="list the registered pure environments")
     envs.set_defaults(func=cmd_list_envs)
