@@ -21,6 +21,7 @@ from functional_rl.envs.base import (
 )
 from functional_rl.envs.acrobot import Acrobot, AcrobotParams, AcrobotState
 from functional_rl.envs.gymnasium_adapter import EnvInputError, GymnasiumEnv, from_gymnasium
+from functional_rl.envs.pettingzoo_adapter import PettingZooEnv, from_pettingzoo
 from functional_rl.envs.cartpole import CartPole, CartPoleParams, CartPoleState
 from functional_rl.envs.catch import Catch, CatchParams, CatchState
 from functional_rl.envs.memory import CartPoleNoVelocity, MemoryCue, MemoryCueParams, MemoryCueState
@@ -33,6 +34,8 @@ __all__ = [
     "EnvInputError",
     "GymnasiumEnv",
     "from_gymnasium",
+    "PettingZooEnv",
+    "from_pettingzoo",
     "Box",
     "Dict",
     "Discrete",
