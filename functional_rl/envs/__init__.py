@@ -28,6 +28,7 @@ from functional_rl.envs.memory import CartPoleNoVelocity, MemoryCue, MemoryCuePa
 from functional_rl.envs.masked import MaskedChoice, MaskedChoiceParams, MaskedChoiceState
 from functional_rl.envs.mountain_car import MountainCar, MountainCarContinuous, MountainCarParams, MountainCarState
 from functional_rl.envs.pendulum import Pendulum, PendulumParams, PendulumState
+from functional_rl.envs import mettagrid as _mettagrid
 from functional_rl.envs.probes import Probe1, Probe2, Probe3, Probe4, Probe5, ProbeParams, ProbeState
 
 __all__ = [
@@ -80,3 +81,6 @@ __all__ = [
     "ProbeParams",
     "ProbeState",
 ]
+
+for _id in _mettagrid.MAKERS:  # built lazily: mettagrid is imported only when one is made
+    register(_id, _mettagrid._factory(_id))
