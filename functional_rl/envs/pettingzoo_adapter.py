@@ -67,7 +67,7 @@ class PettingZooEnv:
     Shapes (``B = C * A``): ``obs``/``final_obs`` float32 ``[B, *obs_shape]``, ``action`` int64
     ``[B]`` (or ``[B, K]``/float ``[B, *shape]``), ``reward`` float32 ``[B]``,
     ``terminated``/``truncated`` bool ``[B]``; ``valid_mask`` bool ``[B]``. The env state is an
-    int64 step counter.
+    int64 step counter per row ``[B]``.
 
     Args:
         factory: zero-argument callable returning a fresh ``ParallelEnv``.
@@ -124,8 +124,16 @@ class PettingZooEnv:
         return None
 
     def valid_mask(self, state: Any, params: Any) -> torch.Tensor:
-        """Bool ``[B]``: the rows whose agent is in its copy's episode and acts in the next step."""
+        """Bool ``[B]``: the rows whose agent is in its copy's episode and acts in the next step.
+
+        A state restored from a checkpoint meets simulators that were never reset: they are
+        reset here first (the run restarts its environments, seeded from the step count)."""
+        self._ensure_reset(state)
         return self._valid
+
+    def _ensure_reset(self, state: Any) -> None:
+        if self._obs is None:
+            self.reset(jr.row_keys(jr.key(0), state.reshape(-1)[:1])[0], None, int(state.shape[0]))
 
     def _copies_for(self, num_envs: int) -> int:
         if num_envs % self.num_agents:
@@ -172,7 +180,7 @@ class PettingZooEnv:
         flat = self._obs.reshape(num_envs, *shape)
         self._check_obs(flat, "reset")
         self._valid = torch.as_tensor(valid.reshape(-1))
-        return torch.as_tensor(flat.copy()), torch.zeros((), dtype=torch.int64)
+        return torch.as_tensor(flat.copy()), torch.zeros(num_envs, dtype=torch.int64)
 
     def check_action(self, action: torch.Tensor) -> np.ndarray:
         """Validate ``action`` (``[B, *action_shape]``) and return it as a numpy array.
@@ -201,8 +209,7 @@ class PettingZooEnv:
         """One host-side step of every copy (actions of the agents in their episode only); a
         copy whose episode ended is reset with a seed from its first row's ``key``. Returns an
         :class:`~functional_rl.envs.base.EnvStep`, as a pure env's ``step``."""
-        if self._obs is None:
-            raise EnvInputError(f"{self.id}: step before reset")
+        self._ensure_reset(state)
         actions = self.check_action(action)
         C, A = self.num_copies, self.num_agents
         B, shape = C * A, tuple(self.observation_space.shape)

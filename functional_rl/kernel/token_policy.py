@@ -10,7 +10,8 @@ Two encoders, both pure functions of the tokens (no Python loop over tokens):
 
 * ``"grid"`` (the default, :func:`make_token_policy`): scatter every cell token's value,
   divided by its feature's scale, into a ``[C, H, W]`` image (``scatter_add`` at
-  ``feature * H * W + row * W + col``) and the global tokens into a ``[C]`` vector; the image
+  ``feature * H * W + row * W + col``) with ``C`` presence planes beside it (a value of 0 is
+  still seen: :func:`tokens_to_grid`), and the global tokens into a ``[C]`` vector; the image
   goes through the ``simple_cnn`` conv stack of :mod:`~functional_rl.kernel.policies`, the
   vector joins its features before the dense layers.
 * ``"pool"``: embed each token as ``E_feat[f] + E_row[r] + E_col[c] + v E_val[f]`` (``v`` the
@@ -105,17 +106,18 @@ def _split(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
 
 
 def tokens_to_grid(obs: torch.Tensor, space: TokenBox) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scatter tokens ``[N, T, 3]`` (floats 0..255) into ``(image [N, C, H, W], global [N, C])``:
-    each cell token's value divided by its feature's scale at ``[feature, row, col]``, each
-    global token's at ``[feature]``; empty slots, unknown feature ids and cells outside the
-    window are dropped.
+    """Scatter tokens ``[N, T, 3]`` (floats 0..255) into ``(image [N, 2C, H, W], global [N, C])``:
+    each cell token's value divided by its feature's scale at ``[feature, row, col]`` and a 1 at
+    ``[C + feature, row, col]`` (presence: a value of 0, e.g. tag 0, is still seen), each
+    global token's value at ``[feature]``; empty slots, unknown feature ids and cells outside
+    the window are dropped.
 
     Example:
         >>> space = TokenBox.of(num_tokens=3, num_features=2, grid=(2, 2), feature_scale=(1.0, 4.0))
         >>> obs = torch.tensor([[[0x01, 1, 8.0], [GLOBAL, 0, 5.0], [EMPTY, EMPTY, EMPTY]]])
         >>> image, glob = tokens_to_grid(obs, space)
-        >>> image[0, 1].tolist(), glob.tolist()  # feature 1 at row 0, column 1: 8 / 4
-        ([[0.0, 2.0], [0.0, 0.0]], [[5.0, 0.0]])
+        >>> image.shape, image[0, 1].tolist(), image[0, 3].tolist(), glob.tolist()  # feature 1 at (0, 1): 8 / 4
+        (torch.Size([1, 4, 2, 2]), [[0.0, 2.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]], [[5.0, 0.0]])
     """
     C, (H, W) = space.num_features, space.grid
     row, col, feat, value, kind = _split(obs)
@@ -123,13 +125,16 @@ def tokens_to_grid(obs: torch.Tensor, space: TokenBox) -> tuple[torch.Tensor, to
     known = (feat >= 0) & (feat < C)
     v = value / scale[feat.clamp(0, C - 1)]
     cell = (kind == 0) & known & (row < H) & (col < W)
-    dump_img, dump_glob = C * H * W, C  # one extra slot collects what is dropped
-    idx = torch.where(cell, feat * (H * W) + row * W + col, dump_img)
-    image = torch.zeros(obs.shape[0], dump_img + 1, dtype=v.dtype, device=v.device).scatter_add(1, idx, torch.where(cell, v, 0.0))
+    plane = H * W
+    dump_img, dump_glob = 2 * C * plane, C  # one extra slot collects what is dropped
+    at = feat * plane + row * W + col
+    idx = torch.cat([torch.where(cell, at, dump_img), torch.where(cell, at + C * plane, dump_img)], dim=1)
+    src = torch.cat([torch.where(cell, v, 0.0), cell.to(v.dtype)], dim=1)  # values, then presence
+    image = torch.zeros(obs.shape[0], dump_img + 1, dtype=v.dtype, device=v.device).scatter_add(1, idx, src)
     gl = (kind == 1) & known
     gidx = torch.where(gl, feat, dump_glob)
     glob = torch.zeros(obs.shape[0], dump_glob + 1, dtype=v.dtype, device=v.device).scatter_add(1, gidx, torch.where(gl, v, 0.0))
-    return image[:, :dump_img].reshape(-1, C, H, W), glob[:, :C]
+    return image[:, :dump_img].reshape(-1, 2 * C, H, W), glob[:, :C]
 
 
 def make_token_policy(
@@ -176,7 +181,7 @@ def make_token_policy(
     T = observation_space.shape[0]
     layers = CNN_ENCODERS["simple_cnn"]
     if encoder == "grid":
-        features = _conv_features((C, H, W), "simple_cnn", "the token window") + C + obs_dim_extra
+        features = _conv_features((2 * C, H, W), "simple_cnn", "the token window") + C + obs_dim_extra
     else:
         features = 2 * embed_dim + obs_dim_extra
     out_dim, dist = _action_head(action_space)
@@ -186,7 +191,7 @@ def make_token_policy(
     def init(key: torch.Tensor) -> dict[str, Any]:
         k_enc, k_dense, k_heads = jr.split(key, 3)
         if encoder == "grid":
-            enc: dict[str, Any] = {"conv": _conv_init(k_enc, C, layers)}
+            enc: dict[str, Any] = {"conv": _conv_init(k_enc, 2 * C, layers)}
         else:
             ks = jr.split(k_enc, 5)
             enc = {
