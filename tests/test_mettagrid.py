@@ -124,8 +124,8 @@ def test_ppo_learns_mettagrid_small_to_twice_random(mettagrid):
     torch.set_num_threads(1)
     rand = random_reward()
     assert 1.0 < rand < 15.0
-    cfg = frl.PPOConfig(num_envs=64, num_steps=64, num_minibatches=4, update_epochs=4, learning_rate=1e-3, ent_coef=0.01,
-                        policy="token", hidden_sizes=(128,), total_timesteps=64 * 64 * 24, seed=0)
+    cfg = frl.PPOConfig(num_envs=64, num_steps=32, num_minibatches=2, update_epochs=4, learning_rate=2e-3, gamma=0.95,
+                        ent_coef=0.01, policy="token", hidden_sizes=(128,), total_timesteps=64 * 32 * 30, seed=0)
     _, history = frl.functional_training_loop(cfg, env=make("mettagrid/small"), compile=False)
-    late = float(np.mean([h["episode_return"] for h in history[-4:]]))
+    late = float(np.nanmean([h["episode_return"] for h in history[-6:]]))  # 32-step rollouts: episodes end every other one
     assert late >= 2 * rand, (rand, late, [round(h["episode_return"], 1) for h in history])

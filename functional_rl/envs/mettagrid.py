@@ -21,9 +21,9 @@ first reset):
 Observations are tokens (:class:`~functional_rl.kernel.token_policy.TokenBox`, ``(tokens, 3)``
 uint8): train with ``PPOConfig(policy="token")`` (the grid encoder) or ``"token_pool"``.
 
-Maps: mettagrid places objects at random; each copy's reset is seeded from the run's keys
-(the adapter passes the seed to ``reset``), but mettagrid's own map generation draws from
-its simulator's seed sequence, so two runs with one seed need not see the same maps.
+Maps: mettagrid places objects at random. Each copy's reset is seeded from the run's keys
+and the seed is also set on the copy's map builder (mettagrid seeds map generation only
+when the map builder's config carries a seed), so a run's maps follow its seed.
 
 Example:
     >>> from functional_rl.envs import list_envs
@@ -127,7 +127,27 @@ def make_mettagrid(cfg: Any, env_id: str, num_envs: int | None = None):
         scale[f.id] = float(f.normalization) if f.normalization and f.normalization > 0 else 1.0
     obs = cfg.game.obs
     space = TokenBox.of(num_tokens=obs.num_tokens, num_features=num_features, grid=(obs.height, obs.width), feature_scale=tuple(scale))
-    return from_pettingzoo(lambda: MettaGridPettingZooEnv(Simulator(), cfg), num_envs, env_id=env_id, observation_space=space)
+    return from_pettingzoo(lambda: _SeededMaps(MettaGridPettingZooEnv, Simulator, cfg), num_envs, env_id=env_id,
+                           observation_space=space)
+
+
+class _SeededMaps:
+    """``MettaGridPettingZooEnv`` whose maps follow the ``reset`` seed: mettagrid seeds a map
+    builder only when its config carries a seed (else it draws fresh entropy), so each copy
+    keeps its own config and sets the map builder's seed to the reset's before resetting."""
+
+    def __init__(self, env_cls: Any, simulator_cls: Any, cfg: Any):
+        self._cfg = cfg.model_copy(deep=True)
+        self._seedable = hasattr(self._cfg.game.map_builder, "seed")
+        self.env = env_cls(simulator_cls(), self._cfg)
+
+    def reset(self, seed: int | None = None, options: Any = None):
+        if seed is not None and self._seedable:
+            self._cfg.game.map_builder.seed = int(seed)
+        return self.env.reset(seed=seed, options=options)
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the env's
+        return getattr(self.env, name)
 
 
 #: env id -> (config maker, number of agents), for the registry and ``list-envs``.
