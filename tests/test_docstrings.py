@@ -34,6 +34,8 @@ CORE_MODULES = (
     "kernel.config",
     "envs.base",
     "envs.gymnasium_adapter",
+    "envs.pettingzoo_adapter",
+    "kernel.token_policy",
     "shell.batched",
     "shell.build",
     "shell.loop",

@@ -129,3 +129,15 @@ def test_ppo_learns_mettagrid_small_to_twice_random(mettagrid):
     _, history = frl.functional_training_loop(cfg, env=make("mettagrid/small"), compile=False)
     late = float(np.nanmean([h["episode_return"] for h in history[-6:]]))  # 32-step rollouts: episodes end every other one
     assert late >= 2 * rand, (rand, late, [round(h["episode_return"], 1) for h in history])
+
+
+def test_the_readme_many_agents_example_runs(mettagrid):
+    import re
+
+    from tests.test_readme_examples import _section
+
+    (code,) = re.findall(r"```python\n(.*?)```", _section("Many agents: PettingZoo and mettagrid"), re.S)
+    assert "total_timesteps=100_000" in code
+    namespace: dict = {}
+    exec(compile(code.replace("total_timesteps=100_000", "total_timesteps=64 * 32"), "README.md", "exec"), namespace)
+    assert int(namespace["state"].agent_step) == 64 * 32 and namespace["env"].num_envs == 8

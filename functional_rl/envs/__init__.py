@@ -83,4 +83,4 @@ __all__ = [
 ]
 
 for _id in _mettagrid.MAKERS:  # built lazily: mettagrid is imported only when one is made
-    register(_id, _mettagrid._factory(_id))
+    register(_id, _mettagrid._factory(_id), host=True)

@@ -27,7 +27,7 @@ when the map builder's config carries a seed), so a run's maps follow its seed.
 
 Example:
     >>> from functional_rl.envs import list_envs
-    >>> "mettagrid/small" in list_envs() and "mettagrid/navigation" in list_envs()
+    >>> "mettagrid/small" in list_envs(host=True) and "mettagrid/navigation" in list_envs(host=True)
     True
 """
 

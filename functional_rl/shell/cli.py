@@ -899,7 +899,7 @@ def cmd_list_envs(args: argparse.Namespace) -> int:
 
     from functional_rl.envs.mettagrid import MettagridMissingError
 
-    for env_id in list_envs():
+    for env_id in list_envs(host=True):
         try:
             env = make(env_id)
         except MettagridMissingError:  # an optional extra that is not installed: say so, list the rest
