@@ -18,12 +18,14 @@ Two encoders, both pure functions of the tokens (no Python loop over tokens):
   scaled value), a ReLU layer, then mean and max pooling over the non-empty tokens
   (permutation-invariant, any number of tokens).
 
-Why ``"grid"`` is the default: on ``mettagrid/small`` (9 x 9 room, 4 agents, 7 x 7 window) at
-equal wall time the grid encoder learned faster on this 2-core CPU
-(``benchmarks/mettagrid_small.py --encoders``, numbers in ``benchmarks/RESULTS.md``): the
-conv stack gets the window's spatial layout for free, while the pooled embedding must learn
-positions from ``E_row``/``E_col`` and loses them in the pooling. Pooling (or attention) pays
-when the window is large and sparse or the token set is not a grid.
+Why ``"grid"`` is the default: measured on ``mettagrid/small`` (9 x 9 room, 4 agents, 7 x 7
+window of 48 tokens), same config, 90 s of training each on one thread of a 2-core CPU
+(``benchmarks/mettagrid_small.py``, ``benchmarks/RESULTS.md``), the grid encoder reached a
+mean episode reward per agent of 57.6 against the pooled encoder's 36.7 (random actions: 5.7)
+and ran 4,370 agent-steps/s against 3,280. The conv stack gets the window's spatial layout
+for free, while the pooled embedding must learn positions from ``E_row``/``E_col`` and mixes
+them away in the pooling. Pooling (or attention) should pay when the window is large and
+sparse or the tokens are not a grid.
 
 Observation normalisation must stay off (``normalize_obs=False``): the tokens are indices.
 
