@@ -35,6 +35,8 @@ CORE_MODULES = (
     "envs.base",
     "envs.gymnasium_adapter",
     "envs.render",
+    "envs.pettingzoo_adapter",
+    "kernel.token_policy",
     "shell.batched",
     "shell.build",
     "shell.loop",

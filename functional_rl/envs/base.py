@@ -538,10 +538,15 @@ class UnknownEnvError(ValueError):
 
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
+_HOST_IDS: set[str] = set()
 
 
-def register(env_id: str, factory: Callable[..., Env]) -> None:
+def register(env_id: str, factory: Callable[..., Env], host: bool = False) -> None:
     """Register a factory under ``env_id`` so :func:`make` and the CLI can build it.
+
+    ``host=True`` marks an id whose env steps a host simulator (``is_pure = False``, e.g. the
+    ``mettagrid/*`` adapters): :func:`make` builds it like any other, but :func:`list_envs`
+    lists it only when asked for host envs.
 
     Example (register a variant; pop it again so the registry is left unchanged):
         >>> from functional_rl.envs.cartpole import CartPole
@@ -551,15 +556,20 @@ def register(env_id: str, factory: Callable[..., Env]) -> None:
         >>> _ = _REGISTRY.pop("DocCartPole-v0")
     """
     _REGISTRY[env_id] = factory
+    if host:
+        _HOST_IDS.add(env_id)
+    else:
+        _HOST_IDS.discard(env_id)
 
 
-def list_envs() -> list[str]:
-    """Sorted ids of the registered pure environments.
+def list_envs(host: bool = False) -> list[str]:
+    """Sorted ids of the registered pure environments; with ``host=True`` also the ids of
+    host-simulator envs (``mettagrid/small``, ...), which :func:`make` builds all the same.
 
-    >>> "CartPole-v1" in list_envs()
-    True
+    >>> "CartPole-v1" in list_envs(), "mettagrid/small" in list_envs(), "mettagrid/small" in list_envs(host=True)
+    (True, False, True)
     """
-    return sorted(_REGISTRY)
+    return sorted(k for k in _REGISTRY if host or k not in _HOST_IDS)
 
 
 def make(env_id: str, **kwargs: Any) -> Env:
@@ -576,5 +586,5 @@ def make(env_id: str, **kwargs: Any) -> Env:
     if env_id not in _REGISTRY:
         close = difflib.get_close_matches(env_id, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}; known ids: {', '.join(list_envs())}")
+        raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}; known ids: {', '.join(list_envs(host=True))}")
     return _REGISTRY[env_id](**kwargs)

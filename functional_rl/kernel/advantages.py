@@ -60,8 +60,14 @@ def compute_advantages(
     *,
     gamma: float | torch.Tensor,
     gae_lambda: float | torch.Tensor,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE advantages and lambda-returns (see the module docstring for the maths).
+
+    With ``valid`` (bool ``[T, B]``: the row's agent was in the episode at step ``t``; a
+    multi-agent env's agents that left early are invalid) the recursion is
+    ``A_t = valid_t * (delta_t + c_t A_{t+1})``: an invalid step has advantage 0 and return
+    ``value_t``, and nothing of it (even NaN) reaches a valid step.
 
     Args:
         reward: float ``[T, B]``.
@@ -71,6 +77,7 @@ def compute_advantages(
         truncated: bool or float ``[T, B]``.
         gamma: discount, a float or a tensor broadcastable to ``[B]``.
         gae_lambda: GAE lambda, likewise.
+        valid: optional bool ``[T, B]``; ``None`` is every step valid.
 
     Returns:
         ``(advantage, returns)``, both float ``[T, B]``.
@@ -83,6 +90,10 @@ def compute_advantages(
         >>> adv, ret = compute_advantages(r, v, nv, term, torch.zeros_like(term), gamma=1.0, gae_lambda=1.0)
         >>> adv.squeeze(-1).tolist()
         [2.0, 1.0, 1.0]
+        >>> valid = torch.tensor([[True], [True], [False]])  # the agent left after step 1
+        >>> r2 = torch.tensor([[1.0], [1.0], [float("nan")]])  # what its absent row holds does not matter
+        >>> compute_advantages(r2, v, nv, term, torch.zeros_like(term), gamma=1.0, gae_lambda=1.0, valid=valid)[0].squeeze(-1).tolist()
+        [2.0, 1.0, 0.0]
     """
     _check(reward, value, next_value, terminated, truncated)
     dtype = value.dtype
@@ -90,7 +101,13 @@ def compute_advantages(
     not_done = 1.0 - (terminated.bool() | truncated.bool()).to(dtype)
     delta = reward.to(dtype) + gamma * not_term * next_value - value
     decay = (gamma * gae_lambda) * not_done
+    if valid is not None:  # an invalid step contributes nothing and cuts the recursion
+        valid = valid.bool()
+        delta = torch.where(valid, delta, torch.zeros_like(delta))
+        decay = torch.where(valid, decay, torch.zeros_like(decay))
     advantage = reverse_linear_recurrence(delta, decay)
+    if valid is not None:
+        return advantage, torch.where(valid, advantage + value, value)
     return advantage, advantage + value
 
 

@@ -31,7 +31,7 @@ import torch
 from functional_rl.kernel.distributions import mask_logits
 from functional_rl.kernel.recurrent import is_recurrent, unroll
 
-__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output", "sequence_outputs",
+__all__ = ["ppo_loss", "LossFn", "BUILTIN_METRICS", "loss_name", "normalize_advantage", "masked_mean", "clipped_policy_loss", "value_loss", "add_custom_losses", "check_loss_output", "sequence_outputs",
            "Kickstart", "kickstart_loss"]
 
 LossFn = Callable[..., Any]
@@ -76,7 +76,10 @@ def ppo_loss(
             distribution is restricted to the legal actions the rollout sampled among; with
             ``weight [N]`` (prioritized minibatches' importance weights
             ``(N P_i)^-beta``) the policy and value losses are the weighted means
-            ``mean(w_i l_i)`` (the entropy bonus stays unweighted).
+            ``mean(w_i l_i)`` (the entropy bonus stays unweighted); with ``valid`` bool
+            ``[N]`` (a multi-agent env's rows whose agent is in the episode) every loss and
+            diagnostic is a mean over the valid rows only, and an invalid row's entries,
+            whatever they hold, have no effect on the loss or its gradient.
         policy: a ``Policy`` (its ``apply`` and ``distribution``).
         hparams: :class:`~functional_rl.kernel.config.Hyperparams` (``clip_coef``, ``vf_clip_coef``
             (``clip_coef`` where absent), ``ent_coef``, ``vf_coef``).
@@ -114,25 +117,40 @@ def ppo_loss(
         outputs = policy.apply(params, batch["obs"])
     outputs = mask_logits(outputs, batch["action_mask"] if "action_mask" in batch.keys() else None)
     dist = policy.distribution
-    log_ratio = dist.log_prob(outputs, batch["action"]) - batch["log_prob"]
+    valid = batch["valid"] if "valid" in batch.keys() else None
+    new_log_prob = dist.log_prob(outputs, batch["action"])
+    old_log_prob, old_value, returns, advantage = batch["log_prob"], batch["value"], batch["returns"], batch["advantage"]
+    if valid is not None:  # an absent agent's row: neutral stand-ins (ratio 1, no advantage, no value error)
+        old_log_prob = torch.where(valid, old_log_prob, new_log_prob.detach())
+        old_value = torch.where(valid, old_value, outputs["value"].detach())
+        returns = torch.where(valid, returns, outputs["value"].detach())
+        advantage = torch.where(valid, advantage, torch.zeros_like(advantage))
+    log_ratio = new_log_prob - old_log_prob
     ratio = torch.exp(log_ratio)
-    entropy = dist.entropy(outputs).mean()
-    advantage = batch["advantage"]
+    entropy = masked_mean(dist.entropy(outputs), valid)
     if norm_adv:
+        if adv_stats is None and valid is not None:  # this minibatch's own statistics, over its valid rows
+            mean = masked_mean(advantage, valid)
+            n = valid.sum().clamp(min=2).to(advantage.dtype)
+            var = torch.where(valid, (advantage - mean) ** 2, torch.zeros_like(advantage)).sum() / (n - 1)
+            adv_stats = (mean, var.sqrt())
         advantage = normalize_advantage(advantage, adv_stats)
     clip = hparams.clip_coef
     weight = batch["weight"] if "weight" in batch.keys() else None  # prioritized sampling's importance weights
+    if valid is not None:  # means over the valid rows: weight valid / mean(valid)
+        share = valid.to(ratio.dtype) / valid.to(ratio.dtype).mean().clamp(min=1e-8)
+        weight = share if weight is None else weight * share
     policy_loss = clipped_policy_loss(ratio, advantage, clip, weight)
     vf_clip = getattr(hparams, "vf_clip_coef", clip)  # its own range (the reference trainer's vf_clip_coef)
-    v_loss = value_loss(outputs["value"], batch["value"], batch["returns"], vf_clip if clip_vloss else None, weight)
+    v_loss = value_loss(outputs["value"], old_value, returns, vf_clip if clip_vloss else None, weight)
     total = policy_loss - hparams.ent_coef * entropy + hparams.vf_coef * v_loss
     with torch.no_grad():
         metrics = {
             "policy_loss": policy_loss.detach(),
             "value_loss": v_loss.detach(),
             "entropy": entropy.detach(),
-            "approx_kl": ((ratio - 1.0) - log_ratio).mean().detach(),
-            "clipfrac": ((ratio - 1.0).abs() > clip).to(ratio.dtype).mean().detach(),
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, valid).detach(),
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip).to(ratio.dtype), valid).detach(),
         }
     total, metrics = add_custom_losses(total, metrics, custom_losses, params, batch, outputs, hparams)
     metrics["total_loss"] = total.detach()
@@ -189,8 +207,23 @@ def normalize_advantage(advantage: torch.Tensor, stats: tuple[torch.Tensor, torc
     return (advantage - mean) / (std + 1e-8)
 
 
+def masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``x [N]`` over the rows where ``valid [N]`` (bool) is true (all rows for
+    ``None``); 0 when no row is valid. An invalid row's value, even NaN, does not reach the
+    result or its gradient.
+
+    Example:
+        >>> masked_mean(torch.tensor([1.0, 3.0, float("nan")]), torch.tensor([True, True, False]))
+        tensor(2.)
+    """
+    if valid is None:
+        return x.mean()
+    return torch.where(valid, x, torch.zeros_like(x)).sum() / valid.sum().clamp(min=1).to(x.dtype)
+
+
 def _mean(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    return x.mean() if weight is None else (x * weight).mean()
+    # where, not x * w: a row of weight 0 contributes exactly nothing, even if x is not finite there
+    return x.mean() if weight is None else torch.where(weight != 0, x * weight, torch.zeros_like(x)).mean()
 
 
 def clipped_policy_loss(ratio: torch.Tensor, advantage: torch.Tensor, clip: torch.Tensor | float,

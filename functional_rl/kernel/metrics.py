@@ -38,9 +38,10 @@ def explained_variance(value: torch.Tensor, returns: torch.Tensor, all_reduce: A
     return ev_from_moments(moments).to(returns.dtype)
 
 
-def ev_moments(value: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
+def ev_moments(value: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Sums behind :func:`explained_variance` (float64, over the last axis ``[..., N] -> [...]``):
-    ``n``, and the first and second moments of ``y = returns`` and ``r = returns - value``.
+    ``n``, and the first and second moments of ``y = returns`` and ``r = returns - value``
+    (over the entries where ``valid``, bool like ``returns``, is true, when given).
 
     Example:
         >>> sorted(ev_moments(torch.zeros(3), torch.ones(3)).items())[0]
@@ -48,8 +49,12 @@ def ev_moments(value: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Te
     """
     y = returns.to(torch.float64)
     r = y - value.to(torch.float64)
+    n = torch.full_like(y[..., 0], y.shape[-1])
+    if valid is not None:  # over the valid entries only (a multi-agent env's absent agents are left out)
+        y, r = torch.where(valid, y, torch.zeros_like(y)), torch.where(valid, r, torch.zeros_like(r))
+        n = valid.to(torch.float64).sum(-1)
     return {
-        "ev/n": torch.full_like(y[..., 0], y.shape[-1]),
+        "ev/n": n,
         "ev/y": y.sum(-1), "ev/yy": (y * y).sum(-1), "ev/r": r.sum(-1), "ev/rr": (r * r).sum(-1),
     }
 
@@ -139,7 +144,8 @@ def iteration_metrics(
         "episode_return": trajectory["episode_return"].sum(dim=(-2, -1)),
         "episode_length": trajectory["episode_length"].to(torch.float32).sum(dim=(-2, -1)),
         "nonfinite_obs": nonfinite_count(trajectory["obs"]).to(torch.float32) + nonfinite_count(trajectory["reward"]),
-        **ev_moments(batch["value"].reshape(-1), batch["returns"].reshape(-1)),  # [N], or [B, T] sequences
+        **ev_moments(batch["value"].reshape(-1), batch["returns"].reshape(-1),  # [N], or [B, T] sequences
+                     batch["valid"].reshape(-1) if "valid" in batch.keys() else None),
     }
     sums = dict(zip(sums, sum_over_processes(list(sums.values()), all_reduce)))
     episodes = sums["episodes"]

@@ -473,7 +473,7 @@ def make_multi_input_policy(
 
 
 #: Policy names :func:`make_policy` builds (``PPOConfig.policy``, ``AgentConfig.name``).
-POLICY_NAMES = ("mlp", *CNN_ENCODERS, "lstm", "gru", "multi_input")
+POLICY_NAMES = ("mlp", *CNN_ENCODERS, "lstm", "gru", "multi_input", "token", "token_pool")
 
 
 def make_policy(
@@ -489,7 +489,10 @@ def make_policy(
     with that core: ``hidden_sizes[-1]`` is the core's width and the layers before it the
     encoder's (``(64, 128)``: one 64-wide encoder layer, a 128-wide core); ``"multi_input"``
     is :func:`make_multi_input_policy` for a :class:`~functional_rl.envs.base.Dict`
-    observation (one encoder per part; ``hidden_sizes`` the shared trunk).
+    observation (one encoder per part; ``hidden_sizes`` the shared trunk); ``"token"`` and
+    ``"token_pool"`` are :func:`~functional_rl.kernel.token_policy.make_token_policy` (grid or
+    pooled encoder) for a :class:`~functional_rl.kernel.token_policy.TokenBox` observation
+    (mettagrid's tokens).
 
     Example:
         >>> from functional_rl.envs import make
@@ -499,7 +502,7 @@ def make_policy(
         >>> make_policy("transformer", env.observation_space, env.action_space)
         Traceback (most recent call last):
             ...
-        ValueError: unknown policy 'transformer'; choose one of 'gru', 'lstm', 'mlp', 'multi_input', 'nature_cnn', 'simple_cnn', or pass your own Policy
+        ValueError: unknown policy 'transformer'; choose one of 'gru', 'lstm', 'mlp', 'multi_input', 'nature_cnn', 'simple_cnn', 'token', 'token_pool', or pass your own Policy
         >>> make_policy("lstm", make("CartPole-v1").observation_space, env.action_space, (32, 64)).initial_carry(2).shape
         torch.Size([2, 128])
     """
@@ -514,13 +517,18 @@ def make_policy(
             raise ValueError(f"policy {name!r} needs hidden_sizes with at least one width (the last is the core's)")
         return make_recurrent_policy(observation_space, action_space, name, hidden_sizes[-1], tuple(hidden_sizes[:-1]),
                                      activation, obs_dim_extra=obs_dim_extra)
+    if name in ("token", "token_pool"):
+        from functional_rl.kernel.token_policy import make_token_policy
+
+        return make_token_policy(observation_space, action_space, "grid" if name == "token" else "pool", hidden_sizes,
+                                 obs_dim_extra=obs_dim_extra)
     if name == "multi_input":
         return make_multi_input_policy(observation_space, action_space, hidden_sizes, activation, obs_dim_extra=obs_dim_extra)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(map(repr, sorted(POLICY_NAMES)))}, or pass your own Policy")
 
 
 #: The spec kinds :func:`policy_from_spec` rebuilds.
-SPEC_KINDS = ("mlp_actor_critic", "cnn_actor_critic", "recurrent_actor_critic", "multi_input_actor_critic")
+SPEC_KINDS = ("mlp_actor_critic", "cnn_actor_critic", "recurrent_actor_critic", "multi_input_actor_critic", "token_actor_critic")
 
 
 def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space: Any) -> Policy:
@@ -554,6 +562,11 @@ def policy_from_spec(spec: dict[str, Any], observation_space: Box, action_space:
     elif kind == "multi_input_actor_critic":
         policy = make_multi_input_policy(observation_space, action_space, tuple(spec["hidden_sizes"]), spec["activation"],
                                          spec["key_features"], spec["cnn"], obs_dim_extra=extra)
+    elif kind == "token_actor_critic":
+        from functional_rl.kernel.token_policy import make_token_policy
+
+        policy = make_token_policy(observation_space, action_space, spec["encoder"], tuple(spec["hidden_sizes"]),
+                                   spec["embed_dim"], obs_dim_extra=extra)
     else:
         raise ValueError(f"cannot rebuild a policy of kind {kind!r}; only {', '.join(map(repr, SPEC_KINDS))} "
                          "are built here: build the policy yourself and use the record's params")

@@ -22,7 +22,17 @@ action_mask        bool [B, K]      the legal actions the policy sampled among (
 carry              float [B, C]     a recurrent policy's carry the step started from (before its
                                     reset; only for a recurrent policy)
 reset              bool [B]         ``obs`` starts an episode: the carry was zeroed (recurrent only)
+valid              bool [B]         the row's agent is in the episode (only for an env with
+                                    ``valid_mask``, e.g. a multi-agent adapter; training and the
+                                    metrics skip invalid rows)
 =================  ===============  =========================================================
+
+A multi-agent env (:func:`~functional_rl.envs.pettingzoo_adapter.from_pettingzoo`) puts every
+agent of every copy in a row of the batch; an agent that left its episode early keeps its row
+until the copy resets. Such an env has a method ``valid_mask(env_state, params) -> bool [B]``
+(read before the step, like ``action_mask``): the rows whose agent acts in this step. An
+invalid row's transition is recorded (shapes stay static) but has advantage 0 and no weight
+in any loss or metric, and its running episode length does not grow.
 
 An env may restrict the legal actions of a discrete action space: it then has a pure method
 ``action_mask(env_state, params) -> bool [B, K]`` (K logits: ``n``, or ``sum(nvec)`` for a
@@ -52,7 +62,7 @@ from functional_rl.kernel.distributions import mask_logits
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.recurrent import is_recurrent
 
-__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action", "env_action_mask", "bootstrap_value"]
+__all__ = ["rollout_step", "rollout", "rollout_draws", "scan_rollout", "policy_input", "policy_act", "record_step", "encode_action", "env_action_mask", "env_valid_mask", "bootstrap_value"]
 
 def policy_input(obs: torch.Tensor, obs_norm: Any = None, last_action: torch.Tensor | None = None) -> torch.Tensor:
     """What the policy sees: the observation, normalised with ``obs_norm`` if given, with the
@@ -177,11 +187,17 @@ def _scale_reward(state: Any, step: EnvStep, all_reduce: AllReduce | None) -> tu
     return normalize.reward_norm_apply(rn, step.reward), rn.moments, rn.discounted_return
 
 
-def _episode_stats(envs: Any, reward: torch.Tensor, done: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _episode_stats(envs: Any, reward: torch.Tensor, done: torch.Tensor,
+                   valid: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(running, ended)``: each env's running return/length after this step (0 where an
-    episode ended), and the return/length of the episodes that ended here (0 elsewhere)."""
-    ep_return = envs.episode_return + reward
-    ep_length = envs.episode_length + 1
+    episode ended), and the return/length of the episodes that ended here (0 elsewhere). An
+    invalid row (``valid`` false: its agent is not in the episode) adds nothing."""
+    if valid is None:
+        ep_return = envs.episode_return + reward
+        ep_length = envs.episode_length + 1
+    else:
+        ep_return = envs.episode_return + torch.where(valid, reward, torch.zeros_like(reward))
+        ep_length = envs.episode_length + valid.to(envs.episode_length.dtype)
     running = {
         "episode_return": torch.where(done, torch.zeros_like(ep_return), ep_return),
         "episode_length": torch.where(done, torch.zeros_like(ep_length), ep_length),
@@ -205,7 +221,8 @@ def record_step(
 
     Args:
         state: the state ``act`` was computed from.
-        act: the dict :func:`policy_act` returned.
+        act: the dict :func:`policy_act` returned (with ``valid`` bool ``[B]`` added for an
+            env with ``valid_mask``).
         step: the env's :class:`~functional_rl.envs.base.EnvStep` (``[B]`` leading dims).
         world_size: processes stepping ``B`` envs each in a data-parallel run; ``agent_step``
             counts all of them (``+= B * world_size``, the reference trainer's
@@ -231,13 +248,13 @@ def record_step(
         # The true next input of the same episode carries this action; a new episode starts at 0.
         last_action = torch.where(done[:, None], torch.zeros_like(encoded), encoded)
     train_reward, reward_stats, discounted_return = _scale_reward(state, step, all_reduce)
-    running, ended = _episode_stats(envs, step.reward, done)
+    running, ended = _episode_stats(envs, step.reward, done, act.get("valid"))
     transition = {
         "obs": act["obs"], "action": act["action"], "log_prob": act["log_prob"], "value": act["value"],
         "reward": train_reward, "terminated": step.terminated, "truncated": step.truncated,
         "next_obs": policy_input(step.final_obs, act["obs_norm"], encoded), **ended,
     }
-    for name in ("action_mask", "carry", "reset"):
+    for name in ("action_mask", "carry", "reset", "valid"):
         if name in act:
             transition[name] = act[name]
     carry = act.get("next_carry", envs.carry)
@@ -264,6 +281,18 @@ def env_action_mask(env: Any, env_state: Any, env_params: Any) -> torch.Tensor |
         (torch.Size([2, 4]), None)
     """
     fn = getattr(env, "action_mask", None)
+    return None if fn is None else fn(env_state, env_params)
+
+
+def env_valid_mask(env: Any, env_state: Any, env_params: Any) -> torch.Tensor | None:
+    """The rows whose agent acts in the next step: ``env.valid_mask(env_state, env_params)``,
+    bool ``[B]``, or ``None`` for an env without one (every row valid).
+
+    Example:
+        >>> env_valid_mask(env, None, None) is None  # CartPole: one agent per row, always there
+        True
+    """
+    fn = getattr(env, "valid_mask", None)
     return None if fn is None else fn(env_state, env_params)
 
 
@@ -325,6 +354,9 @@ def rollout_step(
         env_params = curriculum.env_params(env_params, state.curriculum)
     act = policy_act(state, policy=policy, action_space=env.action_space, all_reduce=all_reduce, draws=draws,
                      action_mask=env_action_mask(env, state.envs.env_state, env_params), row_group=row_group)
+    valid = env_valid_mask(env, state.envs.env_state, env_params)
+    if valid is not None:
+        act = {**act, "valid": valid}
     step = env.step(act["k_env"], state.envs.env_state, act["env_action"], env_params)
     new_state, transition = record_step(state, act, step, world_size=world_size, all_reduce=all_reduce, action_space=env.action_space)
     if curriculum is not None:

@@ -36,9 +36,9 @@ __all__ = [
 
 MINIBATCH_KEYS = ("obs", "action", "log_prob", "value", "advantage", "returns", "reward")
 #: Batch entries that minibatches carry when the trajectory has them (an env with action
-#: masks; a recurrent policy's carries and episode starts; the importance weights of
-#: prioritized sampling).
-OPTIONAL_MINIBATCH_KEYS = ("action_mask", "carry", "reset")
+#: masks; a recurrent policy's carries and episode starts; a multi-agent env's ``valid``
+#: rows).
+OPTIONAL_MINIBATCH_KEYS = ("action_mask", "carry", "reset", "valid")
 
 #: Floor of a segment's advantage magnitude before ``** alpha``: a segment whose advantages
 #: are all 0 keeps a tiny chance of being drawn (and a finite importance weight).
@@ -66,7 +66,9 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
 
     Args:
         trajectory: ``[T, B, ...]`` tensors with at least ``reward``, ``value``,
-            ``next_value``, ``terminated``, ``truncated``.
+            ``next_value``, ``terminated``, ``truncated`` (and ``valid`` bool ``[T, B]`` from
+            a multi-agent env: invalid steps get advantage 0, see
+            :func:`~functional_rl.kernel.advantages.compute_advantages`).
         hparams: with 0-d (or ``[B]``-broadcastable) ``gamma`` and ``gae_lambda``.
 
     Returns:
@@ -86,6 +88,7 @@ def batch_arrays(trajectory: Mapping[str, torch.Tensor], hparams: Any) -> dict[s
     names = ("reward", "value", "next_value", "terminated", "truncated")
     advantage, returns = compute_advantages(
         *(trajectory[k] for k in names), gamma=hparams.gamma, gae_lambda=hparams.gae_lambda,
+        valid=trajectory["valid"] if "valid" in trajectory.keys() else None,
     )
     data = {k: trajectory[k] for k in trajectory.keys()}
     data.update(advantage=advantage, returns=returns)
@@ -152,7 +155,10 @@ def vtrace_batch(params: Any, batch: Mapping[str, torch.Tensor], hparams: Any, *
     )
     back = (lambda x: x.t().contiguous()) if recurrent else (lambda x: x.reshape(T * B))
     returns = back(vs)
-    return {**data, "advantage": returns - data["value"], "returns": returns}
+    advantage = returns - data["value"]
+    if "valid" in data:  # an absent agent's rows carry no advantage (V-trace does not mask its recursion)
+        advantage = torch.where(data["valid"], advantage, torch.zeros_like(advantage))
+    return {**data, "advantage": advantage, "returns": returns}
 
 
 def sequence_order(key: torch.Tensor, env_ids: torch.Tensor, num_minibatches: int) -> torch.Tensor:
@@ -277,13 +283,15 @@ def prioritized_order(
     return index, weight.to(magnitude.dtype)
 
 
-def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None,
+                    valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased std of advantages ``[..., N]`` over the last axis and all processes:
     float32 ``[...]`` each (0-d for one minibatch).
 
     ``mean = S1 / n`` and ``std = sqrt((S2 - S1 * mean) / (n - 1))`` from the sums
     ``n, S1 = sum A, S2 = sum A^2`` (accumulated in float64 so the subtraction does not lose the
-    variance) added up over processes; in one process this is ``A.mean(), A.std()``.
+    variance) added up over processes; in one process this is ``A.mean(), A.std()``. With
+    ``valid`` (bool, shaped like ``advantage``) the sums run over the valid entries only.
 
     Example:
         >>> adv = torch.tensor([1.0, 2.0, 3.0, 6.0])
@@ -296,7 +304,11 @@ def advantage_stats(advantage: torch.Tensor, all_reduce: AllReduce | None = None
         (3.0, 2.1602)
     """
     a = advantage.to(torch.float64)
-    n = torch.full(a.shape[:-1], a.shape[-1], dtype=torch.float64, device=a.device)
+    if valid is None:
+        n = torch.full(a.shape[:-1], a.shape[-1], dtype=torch.float64, device=a.device)
+    else:  # over the valid rows only (a multi-agent env's absent agents are left out)
+        a = torch.where(valid, a, torch.zeros_like(a))
+        n = valid.to(torch.float64).sum(-1).clamp(min=2.0)
     n, s1, s2 = sum_over_processes([torch.stack([n, a.sum(-1), (a * a).sum(-1)])], all_reduce)[0].unbind(0)
     mean = s1 / n
     var = torch.clamp((s2 - s1 * mean) / (n - 1), min=0.0)
@@ -358,7 +370,8 @@ def epoch_minibatches(
         weight = weight[:, None].expand(batch["advantage"].shape) if recurrent else weight
         mbs["weight"] = weight.unflatten(0, (num_minibatches, size))
     if norm_adv:  # every minibatch's statistics, over all processes, in one reduction
-        mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"].flatten(1), all_reduce)
+        valid = mbs["valid"].flatten(1) if "valid" in mbs else None
+        mbs["adv_mean"], mbs["adv_std"] = advantage_stats(mbs["advantage"].flatten(1), all_reduce, valid)
     return key.contiguous(), mbs
 
 
@@ -419,7 +432,8 @@ def update_minibatch(
         if "adv_mean" in minibatch:
             adv_stats = (minibatch["adv_mean"], minibatch["adv_std"])
         else:
-            adv_stats = advantage_stats(minibatch["advantage"].reshape(-1), all_reduce)
+            valid = minibatch["valid"].reshape(-1) if "valid" in minibatch else None
+            adv_stats = advantage_stats(minibatch["advantage"].reshape(-1), all_reduce, valid)
 
     def loss_fn(p):
         return ppo_loss(

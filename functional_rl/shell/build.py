@@ -24,7 +24,7 @@ from functional_rl.kernel.optim import learning_rate_schedule, make_optimizer
 from functional_rl.kernel.parallel import AllReduce
 from functional_rl.kernel.policies import make_policy
 from functional_rl.kernel.recurrent import is_recurrent
-from functional_rl.kernel.rollout import env_action_mask, policy_act, record_step, rollout, rollout_step
+from functional_rl.kernel.rollout import env_action_mask, env_valid_mask, policy_act, record_step, rollout, rollout_step
 from functional_rl.kernel.rollout import scan_rollout as scan_rollout_fn
 from functional_rl.kernel.state import TrainerState, last_action_size
 from functional_rl.kernel.update import batch_arrays, epoch_minibatches, make_batch, update_minibatch, vtrace_batch
@@ -200,6 +200,9 @@ def _host_env_step(env: Any, env_params: Any, act_fn: Any, record_fn: Any):
 
     def step(state):
         a = act_fn(state, action_mask=env_action_mask(env, state.envs.env_state, env_params))
+        valid = env_valid_mask(env, state.envs.env_state, env_params)
+        if valid is not None:  # a multi-agent env: the rows whose agent acts now
+            a = {**a, "valid": valid}
         out = env.step(a["k_env"], state.envs.env_state, a["env_action"], env_params)
         return record_fn(state, a, out)
 

@@ -933,7 +933,9 @@ def evaluate(
             the rollout; 0 (default) for none. :func:`state_policy_input` gives both from a state.
 
     Returns:
-        ``(returns, lengths)``: float32 ``[E]`` and int64 ``[E]``.
+        ``(returns, lengths)``: float32 ``[E]`` and int64 ``[E]``. For a multi-agent env
+        (:func:`~functional_rl.envs.pettingzoo_adapter.from_pettingzoo`) each row is one agent's
+        episode and ``E`` is rounded up to whole copies (a multiple of ``env.num_agents``).
 
     Example:
         >>> from functional_rl.envs import make
@@ -953,6 +955,8 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
     env_params = env.default_params() if env_params is None else env_params
+    agents = getattr(env, "num_agents", 1)  # a multi-agent adapter: whole copies, one episode per agent
+    episodes += -episodes % agents
     k_reset, key = jr.split(key, 2).unbind(0)
     with torch.no_grad():
         obs, env_state = env.reset(k_reset, env_params, episodes)

@@ -232,10 +232,11 @@ def _make_config(args: argparse.Namespace):
 
 def _make_env(env_id: str):
     from functional_rl.envs import UnknownEnvError, make
+    from functional_rl.envs.mettagrid import MettagridMissingError
 
     try:
         return make(env_id)
-    except UnknownEnvError as e:
+    except (UnknownEnvError, MettagridMissingError) as e:
         raise UsageError(str(e)) from e
 
 
@@ -287,7 +288,7 @@ def _write_config(run_dir: Path, config) -> None:
 
 # ---------------------------------------------------------------------------- run dirs
 def _default_run_dir(config) -> Path:
-    base = Path("runs") / f"{config.env_id}-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path("runs") / f"{config.env_id.replace('/', '-')}-{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir, n = base, 1
     while run_dir.exists():
         n += 1
@@ -675,7 +676,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     returns, lengths = evaluate(key, eval_params(state), env, policy, episodes=args.episodes, **state_policy_input(state))
     r = returns.to(torch.float64)
     print(f"{config.env_id} {path.name} (step {int(state.agent_step):,}): mean return {float(r.mean()):.2f} ± "
-          f"{float(r.std(correction=0)):.2f} over {args.episodes} greedy episodes "
+          f"{float(r.std(correction=0)):.2f} over {len(returns)} greedy episodes "
           f"(min {float(r.min()):.2f}, max {float(r.max()):.2f}, mean length {float(lengths.double().mean()):.1f})")
     return 0
 
@@ -955,12 +956,19 @@ def cmd_list_envs(args: argparse.Namespace) -> int:
     """``functional-rl list-envs``: the registered environments with their spaces."""
     from functional_rl.envs import list_envs, make
 
-    for env_id in list_envs():
-        env = make(env_id)
+    from functional_rl.envs.mettagrid import MettagridMissingError
+
+    for env_id in list_envs(host=True):
+        try:
+            env = make(env_id)
+        except MettagridMissingError:  # an optional extra that is not installed: say so, list the rest
+            print(f"{env_id:28s} (needs the mettagrid extra: pip install \"functional-rl[mettagrid]\")")
+            continue
+        agents = f"  agents {env.num_agents}" if getattr(env, "num_agents", 1) > 1 else ""
         a = env.action_space
         kind = (f"Discrete({a.n})" if hasattr(a, "n") else f"MultiDiscrete{tuple(a.nvec)}" if hasattr(a, "nvec")
                 else f"Box{tuple(a.shape)}")
-        print(f"{env_id:28s} obs {tuple(env.observation_space.shape)}  actions {kind}")
+        print(f"{env_id:28s} obs {tuple(env.observation_space.shape)}  actions {kind}{agents}")
     return 0
 
 
