@@ -109,5 +109,7 @@ def test_the_readme_component_loop_solves_cartpole(tmp_path):
         state, experience, stats = collector.collect(state)
         state, losses = ppo.update(state, experience, custom_loss_fns=[curiosity_loss])
         history.append({**stats, **losses})  # custom logic goes here
+        if len(history) % 10 == 0 and best_windowed_return(history[-20:]) >= 475.0:
+            break  # solved: the rest of the 500k steps would only cost CI time
     assert best_windowed_return(history) >= 475.0
     assert all(not math.isnan(h["policy_loss"]) for h in history)

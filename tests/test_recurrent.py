@@ -258,12 +258,12 @@ def test_replayed_log_probs_equal_the_sampled_ones_for_any_shape(env_id, core, n
 
 @pytest.mark.slow
 def test_the_lstm_balances_cartpole_without_velocities_where_the_mlp_cannot():
-    """CartPoleNoVelocity-v1, 100k steps with rl-baselines3-zoo's RecurrentPPO settings for
+    """CartPoleNoVelocity-v1, 60k steps with rl-baselines3-zoo's RecurrentPPO settings for
     CartPoleNoVel-v1 (8 envs x 32 steps, one minibatch, 20 epochs, gamma 0.98, lambda 0.8, no
-    entropy bonus). Measured, seed 1: the MLP plateaus at about 42 from the start; the LSTM
-    climbs past 150 by 100k steps (about 400 by 200k)."""
+    entropy bonus). Measured, seed 1: the MLP plateaus at about 42 from the start (45.8 at the
+    end of this run); the LSTM ends this run at 142.6 (about 400 by 200k steps)."""
     base = dict(env_id="CartPoleNoVelocity-v1", hidden_sizes=(64, 64), num_envs=8, num_steps=32, num_minibatches=1,
-                update_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, total_timesteps=100_000,
+                update_epochs=20, gamma=0.98, gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, total_timesteps=60_000,
                 seed=1)
     lstm = _final_return(PPOConfig(policy="lstm", **base))
     mlp = _final_return(PPOConfig(policy="mlp", **base))

@@ -71,6 +71,7 @@ __all__ = [
     "TensorBoardWriter",
     "WandbLogger",
     "evaluate",
+    "greedy_action",
     "grouped",
     "state_policy_input",
 ]
@@ -900,6 +901,37 @@ class Checkpointer:
             old.unlink(missing_ok=True)
 
 
+def greedy_action(policy: Any, params: Any, env: Any, env_state: Any, env_params: Any, x: torch.Tensor,
+                  carry: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The greedy action of a policy input ``x [B, D]`` and the next carry (``None`` for a
+    feed-forward policy): the env's action mask applied, the distribution's mode, a Box action
+    clipped to the space's bounds. :func:`evaluate` and ``eval --video`` act with it.
+
+    Example:
+        >>> from functional_rl.envs import make
+        >>> from functional_rl.kernel.policies import make_mlp_policy
+        >>> env = make("Pendulum-v1"); params = env.default_params()
+        >>> policy = make_mlp_policy(env.observation_space, env.action_space)
+        >>> obs, s = env.reset(jr.key(0), params, 2)
+        >>> a, c = greedy_action(policy, policy.init(jr.key(1)), env, s, params, obs, None)
+        >>> a.shape, bool((a.abs() <= 2.0).all()), c
+        (torch.Size([2, 1]), True, None)
+    """
+    from functional_rl.envs.base import Box
+    from functional_rl.kernel.distributions import mask_logits
+    from functional_rl.kernel.rollout import env_action_mask
+
+    if carry is not None:
+        outputs, carry = policy.apply(params, x, carry, None)
+    else:
+        outputs = policy.apply(params, x)
+    outputs = mask_logits(outputs, env_action_mask(env, env_state, env_params))
+    action = policy.distribution.mode(outputs)
+    if isinstance(env.action_space, Box):
+        action = torch.clamp(action, env.action_space.low_tensor(action.device), env.action_space.high_tensor(action.device))
+    return action, carry
+
+
 def evaluate(
     key: torch.Tensor,
     params: Any,
@@ -948,9 +980,7 @@ def evaluate(
         >>> r1.shape, bool(torch.equal(r1, r2)), bool(torch.equal(r1, n1.float()))
         (torch.Size([3]), True, True)
     """
-    from functional_rl.envs.base import Box
-    from functional_rl.kernel.distributions import mask_logits
-    from functional_rl.kernel.rollout import encode_action, env_action_mask, policy_input
+    from functional_rl.kernel.rollout import encode_action, policy_input
 
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
@@ -969,15 +999,7 @@ def evaluate(
         for _ in range(max_steps):
             key, k_step = jr.split(key, 2).unbind(0)
             x = policy_input(obs if obs_fn is None else obs_fn(obs), last_action=last_action if last_action_size else None)
-            if recurrent:  # the carry starts at zero and runs through the episode
-                outputs, carry = policy.apply(params, x, carry, None)
-            else:
-                outputs = policy.apply(params, x)
-            outputs = mask_logits(outputs, env_action_mask(env, env_state, env_params))
-            action = policy.distribution.mode(outputs)
-            if isinstance(env.action_space, Box):
-                action = torch.clamp(action, env.action_space.low_tensor(action.device),
-                                     env.action_space.high_tensor(action.device))
+            action, carry = greedy_action(policy, params, env, env_state, env_params, x, carry)  # carry: zero at the start
             step = env.step(k_step, env_state, action, env_params)
             obs, env_state, reward, terminated, truncated = step.obs, step.state, step.reward, step.terminated, step.truncated
             alive = ~done

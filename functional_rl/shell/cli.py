@@ -843,21 +843,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pbt(args: argparse.Namespace) -> int:
-    """``functional-rl pbt``: population-based training into a new run dir."""
+def vmapped_setup(args: argparse.Namespace, command: str, agents: str) -> tuple[Any, Any]:
+    """The config and env of a command that vmaps agents (``pbt``, ``tune``): torch threads set
+    from ``--threads``, the config checked against the env, a host-simulator env refused (a
+    :class:`UsageError` naming the command and what it vmaps)."""
     import torch
-
-    from functional_rl.kernel.pbt import parse_space
-    from functional_rl.shell import checkpoint
-    from functional_rl.shell.policy_store import PolicyStore
-    from functional_rl.shell.population import train_population
 
     torch.set_num_threads(args.threads)
     config = _make_config(args)
     env = _make_env(config.env_id)
     _check_config(config, env)
     if not getattr(env, "is_pure", True):
-        raise UsageError(f"pbt needs a pure environment (the members are vmapped); {config.env_id!r} steps a host simulator")
+        raise UsageError(f"{command} needs a pure environment (the {agents} are vmapped); {config.env_id!r} steps a host simulator")
+    return config, env
+
+
+def cmd_pbt(args: argparse.Namespace) -> int:
+    """``functional-rl pbt``: population-based training into a new run dir."""
+    from functional_rl.kernel.pbt import parse_space
+    from functional_rl.shell import checkpoint
+    from functional_rl.shell.policy_store import PolicyStore
+    from functional_rl.shell.population import train_population
+
+    config, env = vmapped_setup(args, "pbt", "members")
     raw = _load_config_file(args.space)
     try:
         space = parse_space(raw)

@@ -598,16 +598,9 @@ def add_parser(sub: Any) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """``functional-rl tune``: run trials of a study until it holds ``--trials`` of them."""
-    import torch
+    from functional_rl.shell.cli import UsageError, vmapped_setup
 
-    from functional_rl.shell.cli import UsageError, _check_config, _make_config, _make_env
-
-    torch.set_num_threads(args.threads)
-    config = _make_config(args)
-    env = _make_env(config.env_id)
-    _check_config(config, env)
-    if not getattr(env, "is_pure", True):
-        raise UsageError(f"tune needs a pure environment (the seeds are vmapped); {config.env_id!r} steps a host simulator")
+    config, env = vmapped_setup(args, "tune", "seeds")
     if args.startup_trials < 0:
         raise UsageError(f"--startup-trials must be >= 0, got {args.startup_trials}")
     try:

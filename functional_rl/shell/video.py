@@ -33,6 +33,7 @@ import torch
 import torch.utils._pytree as pytree
 
 import functional_rl.kernel.random as jr
+from functional_rl.shell.callbacks import greedy_action
 
 __all__ = ["VideoError", "VideoResult", "video_format", "write_video", "record_video", "greedy_states"]
 
@@ -160,24 +161,6 @@ def write_video(path: str | Path, frames: Iterable[Any], fps: float) -> int:
 
 
 # ---------------------------------------------------------------------------- greedy episodes
-def _greedy_action(policy: Any, params: Any, env: Any, env_state: Any, env_params: Any, x: torch.Tensor, carry: Any):
-    """The greedy action of :func:`~functional_rl.shell.callbacks.evaluate` (mask, mode, Box clip)
-    and the next carry."""
-    from functional_rl.envs.base import Box
-    from functional_rl.kernel.distributions import mask_logits
-    from functional_rl.kernel.rollout import env_action_mask
-
-    if carry is not None:
-        outputs, carry = policy.apply(params, x, carry, None)
-    else:
-        outputs = policy.apply(params, x)
-    outputs = mask_logits(outputs, env_action_mask(env, env_state, env_params))
-    action = policy.distribution.mode(outputs)
-    if isinstance(env.action_space, Box):
-        action = torch.clamp(action, env.action_space.low_tensor(action.device), env.action_space.high_tensor(action.device))
-    return action, carry
-
-
 def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.reshape(mask.shape + (1,) * (like.dim() - mask.dim()))
 
@@ -233,7 +216,7 @@ def greedy_states(
         states = [env_state]
         for _ in range(max_steps):
             x = policy_input(obs if obs_fn is None else obs_fn(obs), last_action=last_action if last_action_size else None)
-            action, carry = _greedy_action(policy, params, env, env_state, env_params, x, carry)
+            action, carry = greedy_action(policy, params, env, env_state, env_params, x, carry)
             env._check_action(env_state, action)
             nxt, reward, terminated = env.step_env(env_state, action, env_params)
             truncated = env.truncation(nxt, env_params)
