@@ -129,12 +129,7 @@ def ppo_loss(
     ratio = torch.exp(log_ratio)
     entropy = masked_mean(dist.entropy(outputs), valid)
     if norm_adv:
-        if adv_stats is None and valid is not None:  # this minibatch's own statistics, over its valid rows
-            mean = masked_mean(advantage, valid)
-            n = valid.sum().clamp(min=2).to(advantage.dtype)
-            var = torch.where(valid, (advantage - mean) ** 2, torch.zeros_like(advantage)).sum() / (n - 1)
-            adv_stats = (mean, var.sqrt())
-        advantage = normalize_advantage(advantage, adv_stats)
+        advantage = normalize_advantage(advantage, adv_stats, valid)
     clip = hparams.clip_coef
     weight = batch["weight"] if "weight" in batch.keys() else None  # prioritized sampling's importance weights
     if valid is not None:  # means over the valid rows: weight valid / mean(valid)
@@ -195,15 +190,27 @@ def sequence_outputs(policy: Any, params: Any, batch: Mapping[str, torch.Tensor]
     return {k: v.flatten(0, 1) for k, v in outputs.items()}, flat
 
 
-def normalize_advantage(advantage: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def normalize_advantage(advantage: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
     """``(A - mean) / (std + 1e-8)`` with ``stats = (mean, std)``, default ``A``'s own
-    (unbiased std). ``[N] -> [N]``.
+    (unbiased std; over the rows where ``valid [N]``, bool, is true when given and ``stats`` is
+    not). ``[N] -> [N]``.
 
     Example:
         >>> normalize_advantage(torch.tensor([1.0, 3.0]))  # mean 2, std sqrt(2)
         tensor([-0.7071,  0.7071])
+        >>> normalize_advantage(torch.tensor([1.0, 3.0, 0.0]), valid=torch.tensor([True, True, False]))[:2]
+        tensor([-0.7071,  0.7071])
     """
-    mean, std = (advantage.mean(), advantage.std()) if stats is None else stats
+    if stats is not None:
+        mean, std = stats
+    elif valid is None:
+        mean, std = advantage.mean(), advantage.std()
+    else:
+        mean = masked_mean(advantage, valid)
+        n = valid.sum().clamp(min=2).to(advantage.dtype)
+        var = torch.where(valid, (advantage - mean) ** 2, torch.zeros_like(advantage)).sum() / (n - 1)
+        std = var.sqrt()
     return (advantage - mean) / (std + 1e-8)
 
 
