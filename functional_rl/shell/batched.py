@@ -37,7 +37,7 @@ from functional_rl.kernel.rollout import rollout
 from functional_rl.kernel.state import TrainerState
 from functional_rl.kernel.update import batch_arrays, vtrace_batch
 from functional_rl.shell.build import (
-    ROLLOUT_OPTIONS, as_batch, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout, plain_args,
+    RANDOM_OPTIONS, ROLLOUT_OPTIONS, as_batch, as_trajectory, compiler, inductor_options, make_kernel, one_call_rollout, plain_args,
 )
 
 __all__ = ["agent_grid", "stack_states", "unstack_state", "make_agents_kernel"]
@@ -228,7 +228,8 @@ def make_agents_kernel(
         critic=critic,
         make_batch=as_batch(maybe_compile(_vmapped(batch_arrays, in_dims=(1, 0))), batch_ndim=2),
         epoch_minibatches=plain_args(maybe_compile(_contiguous_key(
-            _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0, 0)[:4 if config.prioritized else 3], out_dims=(0, 1))))),
+            _vmapped(one.epoch_minibatches, in_dims=(0, 0, 0, 0)[:4 if config.prioritized else 3], out_dims=(0, 1))),
+            options=inductor_options(RANDOM_OPTIONS, compile_options))),
         update=agents_update if is_recurrent(policy) else maybe_compile(agents_update),  # as make_kernel
         vtrace_batch=as_batch(revalue if is_recurrent(policy) or not config.vtrace else maybe_compile(revalue), batch_ndim=2),
         finish=_vmapped(one.finish, in_dims=(0, 1, 0, 0)),
