@@ -228,3 +228,31 @@ def test_scan_rollout_equals_the_step_loop_for_every_pure_env(env_id):
         assert torch.equal(traj[k], ref[k]), k
     for a, b in zip(leaves(s_scan), leaves(s_ref)):
         assert torch.equal(a, b)
+
+
+def test_the_loop_skips_guards_once_steady_and_trains_exactly_as_with_them(monkeypatch):
+    """After two iterations that compiled nothing new, the loop's built-in step runs without
+    guard evaluation (shell.loop._SteadyGuards); the numbers are those of a guarded run."""
+    import functional_rl.shell.loop as loop
+
+    cfg = TINY.replace(total_timesteps=TINY.batch_size * 5)
+    stances = []
+    real = torch.compiler.set_stance
+
+    def spy(*args, **kwargs):
+        stances.append(kwargs.get("skip_guard_eval_unsafe", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.compiler, "set_stance", spy)
+    state, history = frl.functional_training_loop(cfg, compile=True)
+    assert stances == [True, True, True]  # iterations 3, 4 and 5
+
+    stances.clear()
+    monkeypatch.setattr(loop._SteadyGuards, "step_done", lambda self: None)  # guards on throughout
+    ref_state, ref_history = frl.functional_training_loop(cfg, compile=True)
+    assert stances == []
+    assert all(torch.equal(a, b) for a, b in zip(leaves(state), leaves(ref_state)))
+    drop = ("sps", "time_s", "timing/rollout_s", "timing/train_s")
+    for row, ref in zip(history, ref_history, strict=True):
+        assert {k: v for k, v in row.items() if k not in drop}.keys() == {k for k in ref if k not in drop}
+        assert all(row[k] == ref[k] or (row[k] != row[k] and ref[k] != ref[k]) for k in ref if k not in drop)  # NaN == NaN

@@ -84,7 +84,7 @@ def own_code(fn: Any) -> Any:
 #: 0.96-1.03x the steps/s (30: a little slower to compile, same speed); 4 compiled no faster
 #: and ran 0.92x. Turning vectorisation off (``cpp.simdlen=1``) cut the compile by a third but
 #: ran at 0.59x.
-ROLLOUT_OPTIONS = {"cpp_wrapper": True, "realize_opcount_threshold": 8}
+ROLLOUT_OPTIONS = {"cpp_wrapper": True, "realize_opcount_threshold": 8, "cpp.use_decompose_tanh": True}
 
 #: Inductor options of every other compiled function that draws random numbers (the epoch's
 #: minibatch order): the keyed hash, inlined into one kernel, made inductor's code generation
@@ -96,7 +96,7 @@ RANDOM_OPTIONS = {"realize_opcount_threshold": 8}
 
 #: Inductor options of the minibatch update next to the one-call rollout: the C++ wrapper
 #: (1.06x the steps/s; a low realize threshold made its compile longer, 41 s against 24 s).
-UPDATE_OPTIONS = {"cpp_wrapper": True}
+UPDATE_OPTIONS = {"cpp_wrapper": True, "cpp.use_decompose_tanh": True}
 
 #: The name inductor's caches know the scan operator by (``f"{op.__module__}.{op.__name__}"``).
 SCAN_OP_NAME = "torch.ops.higher_order.scan"

@@ -7,6 +7,7 @@ report. The kernel it drives is pure: ``state, metrics = step_fn(state, kernel)`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -147,6 +148,36 @@ class _PhaseTimer:
             return out
 
         return dataclasses.replace(kernel, rollout=timed_rollout, update=timed_update)
+
+
+class _SteadyGuards:
+    """Run a compiled kernel's iterations without evaluating torch.compile's guards, once they
+    are known to pass.
+
+    Every call of a compiled function first checks its guards (the dtype, shape, stride and
+    device of every input tensor, deep pytrees here): 40-90 us a call, about 7% of a default
+    CartPole iteration on a 2-core CPU (``benchmarks/RESULTS.md``). In the loop those inputs
+    are the kernel's own outputs, whose layout is fixed once the second iteration has run. So
+    when the second iteration compiled nothing new, the later iterations run under
+    ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``. Only the step runs under it,
+    never a callback, and only for the built-in ``train_iteration`` of a compiled kernel in
+    one process (a user's ``step_fn`` may call the kernel with other inputs).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.iterations, self.frames, self.skip = enabled, 0, None, False
+
+    def stance(self) -> Any:
+        """The context the next step runs in."""
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if self.skip else contextlib.nullcontext()
+
+    def step_done(self) -> None:
+        if not self.enabled or self.skip:
+            return
+        frames = torch._dynamo.utils.counters["frames"]["total"]  # frames dynamo was asked to compile
+        self.iterations += 1
+        self.skip = self.iterations >= 2 and frames == self.frames
+        self.frames = frames
 
 
 def functional_training_loop(
@@ -303,6 +334,7 @@ def _run(
     def whole(s: TrainerState) -> TrainerState:  # the whole run's state (all processes' envs)
         return s if replica is None else distributed.gather_envs(s, replica)
 
+    guards = _SteadyGuards(kernel.compiled and step_fn is train_iteration and replica is None)
     last_good = None
     try:
         last_good = whole(state)
@@ -312,7 +344,9 @@ def _run(
         while iteration < stop:
             t0 = time.perf_counter()
             timer.reset()
-            state, metrics = check_step_output(step_fn, step_fn(state, kernel), None if agents is None else len(agents))
+            with guards.stance():
+                state, metrics = check_step_output(step_fn, step_fn(state, kernel), None if agents is None else len(agents))
+            guards.step_done()
             rows = _host_rows({**metrics, "agent_step": state.agent_step}, agents)
             elapsed = time.perf_counter() - t0
             for a, host in enumerate(rows):
