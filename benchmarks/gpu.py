@@ -19,7 +19,7 @@ inductor cache directory made empty for this run, so a row's first iteration is 
 (later rows may reuse kernels that earlier rows cached). Per row:
 
 - first iteration: the wall time from ``build`` to the first metrics on the host, compile
-  included;
+  (and the process's CUDA initialisation) included;
 - steady env steps/s: after ``--warmup`` more iterations, iterations run until ``--seconds``
   have passed (and at least ``--iterations`` of them); each iteration ends with the shell's one
   host sync (``metrics_to_host``), the window starts and ends on ``torch.cuda.synchronize()``.
@@ -29,6 +29,11 @@ errors, out of memory -- is a ``RuntimeError``) shows as ``failed: <ExceptionTyp
 line>`` in the table, with the child's traceback on stderr; a row that runs past what is left
 of ``--budget`` is killed and shows as failed too. Rows run in table order; once the budget is
 spent the remaining rows show as skipped.
+
+On the CPU (``--device cpu``) the CUDA graphs row fails: ``build`` compiles the CPU's one-call
+rollout with inductor options, and ``torch.compile`` refuses a mode next to options (a
+``RuntimeError``); the dry run checks the script, not that mode. On a GPU the rollout is
+compiled per step, without extra options.
 
 The numbers come from one run on the device the machine line names (``torch.cuda.get_device_name()``).
 The table is printed and, unless ``--no-write``, appended to benchmarks/RESULTS.md with the
