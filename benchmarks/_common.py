@@ -30,7 +30,10 @@ def machine_line() -> str:
         versions += f", tensordict {tensordict.__version__}"
     except ImportError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; {versions}"
+    gpu = ""
+    if torch.cuda.is_available():
+        gpu = f"; GPU {torch.cuda.get_device_name()} ({torch.cuda.device_count()} visible), CUDA {torch.version.cuda}"
+    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{gpu}; {versions}"
 
 
 def git_rev() -> str:
