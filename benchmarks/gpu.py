@@ -30,10 +30,9 @@ line>`` in the table, with the child's traceback on stderr; a row that runs past
 of ``--budget`` is killed and shows as failed too. Rows run in table order; once the budget is
 spent the remaining rows show as skipped.
 
-On the CPU (``--device cpu``) the CUDA graphs row fails: ``build`` compiles the CPU's one-call
-rollout with inductor options, and ``torch.compile`` refuses a mode next to options (a
-``RuntimeError``); the dry run checks the script, not that mode. On a GPU the rollout is
-compiled per step, without extra options.
+A ``mode`` in ``compile_options`` replaces the kernel's own inductor options
+(``shell.build.compiler``: ``torch.compile`` takes one or the other). On a GPU the rollout
+is compiled per step.
 
 The numbers come from one run on the device the machine line names (``torch.cuda.get_device_name()``).
 The table is printed and, unless ``--no-write``, appended to benchmarks/RESULTS.md with the

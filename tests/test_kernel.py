@@ -256,3 +256,16 @@ def test_the_loop_skips_guards_once_steady_and_trains_exactly_as_with_them(monke
     for row, ref in zip(history, ref_history, strict=True):
         assert {k: v for k, v in row.items() if k not in drop}.keys() == {k for k in ref if k not in drop}
         assert all(row[k] == ref[k] or (row[k] != row[k] and ref[k] != ref[k]) for k in ref if k not in drop)  # NaN == NaN
+
+
+def test_a_compile_mode_replaces_the_kernels_inductor_options(monkeypatch):
+    """torch.compile refuses ``mode`` next to ``options``: the user's mode wins over the
+    options the kernel gives its one-call rollout and update."""
+    from functional_rl.shell.build import compiler
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    compiler(True, {"mode": "reduce-overhead"})(len, options={"cpp_wrapper": True})
+    compiler(True)(len, options={"cpp_wrapper": True})
+    assert seen[0] == {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead"}
+    assert seen[1]["options"] == {"cpp_wrapper": True} and "mode" not in seen[1]

@@ -50,7 +50,13 @@ def compiler(compile: bool, compile_options: dict[str, Any] | None = None):
     allow_scan_in_compile_cache()
     skip_vec_isa_probe()
     opts = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
-    return lambda fn, **extra: _user_errors_surfaced(fn, torch.compile(own_code(fn), **{**opts, **extra}))
+
+    def compile_one(fn, **extra):
+        if "mode" in opts:  # torch.compile takes a mode or inductor options, not both: the user's mode wins
+            extra.pop("options", None)
+        return _user_errors_surfaced(fn, torch.compile(own_code(fn), **{**opts, **extra}))
+
+    return compile_one
 
 
 def own_code(fn: Any) -> Any:
