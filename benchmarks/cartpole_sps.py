@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks._common import append_results, table
+from benchmarks._common import append_results, compile_cache_env, table
 
 CHILD = r"""
 import json, sys, time, torch
@@ -41,7 +41,7 @@ print(json.dumps({"first_s": first, "sps": iters * cfg.batch_size / dt}))
 
 
 def run(compile_: bool, iters: int, cache_dir: str) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    env = {**os.environ, **compile_cache_env(cache_dir)}
     out = subprocess.run([sys.executable, "-c", CHILD, "1" if compile_ else "0", str(iters)],
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._common import compile_cache_env
+
 VARIANTS = {
     "library": [],
     "cli": [],
@@ -118,7 +120,7 @@ def steady_sps(rows: list[tuple[int, float, float]], clock: int = 1) -> float:
 def _run(kind: str, compile_: bool, total: int, cache: str) -> tuple[float, float, dict[str, float]]:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "stamps.json"
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        env = {**os.environ, **compile_cache_env(cache)}
         proc = subprocess.run([sys.executable, "-m", "benchmarks.cli_overhead", "--child", kind, "--total-timesteps",
                                str(total), *(["--compiled"] if compile_ else []), "--out", str(out)],
                               capture_output=True, text=True, env=env)

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks._common import append_results, table
+from benchmarks._common import append_results, compile_cache_env, table
 
 VARIANTS = {
     "step": {"scan_rollout": False, "options": None},
@@ -106,7 +106,7 @@ print(json.dumps(sps))
 
 
 def child(code: str, cache_dir: str, *args: str) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    env = {**os.environ, **compile_cache_env(cache_dir)}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(VARIANTS), *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({args}):\n{out.stderr[-3000:]}")

@@ -22,7 +22,7 @@ import shutil
 import statistics
 import tempfile
 
-from benchmarks._common import append_results, table
+from benchmarks._common import append_results, compile_cache_env, table
 from benchmarks.run import TOTAL, fmt, spawn
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         for n in args.envs:
             cache = tempfile.mkdtemp(prefix="frl_default_cfg_")
             try:
-                cache_env = {"TORCHINDUCTOR_CACHE_DIR": cache}
+                cache_env = compile_cache_env(cache)
                 print(f"seed {seed}, {n} envs: cold then warm", flush=True)
                 results[(n, "cold")].append(run_one(n, seed, cache_env))
                 results[(n, "warm")].append(run_one(n, seed, cache_env))

@@ -53,7 +53,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks._common import append_results, machine_line, table
+from benchmarks._common import append_results, compile_cache_env, machine_line, table
 from benchmarks.scaling import ENV_POINTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def first_line(error: BaseException | str) -> str:
 
 def run_row(spec: dict, timeout: float, cache_dir: str) -> dict:
     """Run ``measure(spec)`` in a fresh process; kill its process group after ``timeout`` s."""
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir,
+    env = {**os.environ, **compile_cache_env(cache_dir),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "benchmarks.gpu", "--child", json.dumps(spec)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks._common import append_results, table
+from benchmarks._common import append_results, compile_cache_env, table
 
 CASES = {
     "mlp": ("CartPole-v1", (64, 64)),
@@ -65,7 +65,7 @@ print("RESULT " + json.dumps(out))
 def run_case(policy: str, iters: int) -> dict:
     env_id, hidden = CASES[policy]
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, **compile_cache_env(cache), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, "-c", CHILD, policy, env_id, json.dumps(hidden), str(iters)],
                               env=env, capture_output=True, text=True, timeout=3600)
     if proc.returncode:

@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=1)
     ap.add_argument("--eager", action="store_true")
-    ap.add_argument("--envs", type=int, default=frl.PPOConfig().num_envs if False else 4)
+    ap.add_argument("--envs", type=int, default=None, help="num_envs (default: the default config's)")
     ap.add_argument("--iterations", type=int, default=5)
     args = ap.parse_args()
 
@@ -34,7 +34,7 @@ def main() -> None:
     from functional_rl.shell.build import build
     from functional_rl.shell.loop import metrics_to_host
 
-    cfg = frl.PPOConfig(num_envs=args.envs)
+    cfg = frl.PPOConfig() if args.envs is None else frl.PPOConfig(num_envs=args.envs)
     if args.agents == 1:
         state, kernel = build(cfg, compile=not args.eager)
     else:

@@ -24,7 +24,8 @@ Columns:
 - steady env steps/s: after ``warmup`` iterations, over a fixed window (quick: ``measure``
   iterations; full, single agent: every remaining iteration of the 500k-step run).
 - compile / first iteration: wall time of the first iteration (incl. torch.compile). For
-  functional_rl "cold" runs use a fresh empty ``TORCHINDUCTOR_CACHE_DIR``, "warm" runs the
+  functional_rl "cold" runs use a fresh empty inductor cache and temp dir
+  (``_common.compile_cache_env``: the precompiled headers live in the temp dir), "warm" runs the
   cache that the cold run filled.
 - peak RSS: ``ru_maxrss`` of the system's process (inductor's compile worker processes
   are not included).
@@ -259,7 +260,9 @@ def main() -> None:
         return {"iters": W + measure, "warmup": W, "measure": measure} if quick else {"iters": solve_iters, "warmup": W, "measure": None}
 
     cache = tempfile.mkdtemp(prefix="frl_bench_inductor_")
-    cold_env = {"TORCHINDUCTOR_CACHE_DIR": cache}
+    from benchmarks._common import compile_cache_env
+
+    cold_env = compile_cache_env(cache)
     results: dict[str, dict] = {}
     cold: dict[str, dict] = {}
     t_all = time.time()
