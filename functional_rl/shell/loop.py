@@ -160,8 +160,9 @@ class _SteadyGuards:
     are the kernel's own outputs, whose layout is fixed once the second iteration has run. So
     when the second iteration compiled nothing new, the later iterations run under
     ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``. Only the step runs under it,
-    never a callback, and only for the built-in ``train_iteration`` of a compiled kernel in
-    one process (a user's ``step_fn`` may call the kernel with other inputs).
+    never a callback, and only for the built-in ``train_iteration`` of a compiled kernel on a
+    pure env in one process (a user's ``step_fn`` may call the kernel with other inputs, and a
+    host simulator's observations are new tensors each step, made outside the kernel).
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -334,7 +335,8 @@ def _run(
     def whole(s: TrainerState) -> TrainerState:  # the whole run's state (all processes' envs)
         return s if replica is None else distributed.gather_envs(s, replica)
 
-    guards = _SteadyGuards(kernel.compiled and step_fn is train_iteration and replica is None)
+    guards = _SteadyGuards(kernel.compiled and step_fn is train_iteration and replica is None
+                           and getattr(kernel.env, "is_pure", True))
     last_good = None
     try:
         last_good = whole(state)
